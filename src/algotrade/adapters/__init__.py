@@ -1,0 +1,1 @@
+"""Adapters: the ports of :mod:`algotrade.domain` implemented on real technology and fakes."""

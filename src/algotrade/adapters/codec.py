@@ -1,0 +1,148 @@
+"""Stored-event envelope: domain events to and from JSON documents.
+
+One place translates every event type. Decimals travel as strings (exact), levels as
+``[price, quantity]`` string pairs, the top of book as ``[bid, bid_qty, ask, ask_qty]``,
+enums as their values. ``stream`` and ``version`` are not part of the document: the
+store keeps them in their own columns or fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from algotrade.domain import events as ev
+from algotrade.domain.errors import InvalidInput
+
+EVENT_TYPES: dict[str, type[ev.Event]] = {
+    cls.__name__: cls
+    for cls in (
+        ev.DepthDiffReceived,
+        ev.BookSnapshotTaken,
+        ev.TradeReceived,
+        ev.SequenceGapDetected,
+        ev.BarClosed,
+        ev.SignalEmitted,
+        ev.OrderPlaced,
+        ev.OrderFilled,
+        ev.OrderRejected,
+        ev.PositionChanged,
+    )
+}
+
+_Conv = Callable[[Any], Any]
+
+
+def _levels_out(levels: tuple[ev.PriceLevel, ...]) -> list[list[str]]:
+    return [[str(p), str(q)] for p, q in levels]
+
+
+def _levels_in(raw: list[list[str]]) -> tuple[ev.PriceLevel, ...]:
+    return tuple((Decimal(p), Decimal(q)) for p, q in raw)
+
+
+def _top_out(top: ev.TopOfBook | None) -> list[str] | None:
+    if top is None:
+        return None
+    return [str(top.bid_price), str(top.bid_qty), str(top.ask_price), str(top.ask_qty)]
+
+
+def _top_in(raw: list[str] | None) -> ev.TopOfBook | None:
+    if raw is None:
+        return None
+    bid, bid_qty, ask, ask_qty = raw
+    return ev.TopOfBook(Decimal(bid), Decimal(bid_qty), Decimal(ask), Decimal(ask_qty))
+
+
+def _params_out(params: tuple[tuple[str, int], ...]) -> list[list[object]]:
+    return [[k, v] for k, v in params]
+
+
+def _params_in(raw: list[list[Any]]) -> tuple[tuple[str, int], ...]:
+    return tuple((str(k), int(v)) for k, v in raw)
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
+_BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
+    Decimal: (str, Decimal),
+    int: (_same, int),
+    float: (_same, float),
+    str: (_same, str),
+    bool: (_same, bool),
+    ev.Side: (str, ev.Side),
+    ev.GapReason: (str, ev.GapReason),
+    tuple[ev.PriceLevel, ...]: (_levels_out, _levels_in),
+    ev.TopOfBook | None: (_top_out, _top_in),
+    tuple[tuple[str, int], ...]: (_params_out, _params_in),
+}
+
+_SKIP = frozenset({"stream", "version"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Schema:
+    cls: type[ev.Event]
+    fields: tuple[tuple[str, _Conv, _Conv], ...]
+
+
+def _schema(cls: type[ev.Event]) -> _Schema:
+    hints = typing.get_type_hints(cls, vars(ev))
+    fields = []
+    for f in dataclasses.fields(cls):
+        if f.name in _SKIP:
+            continue
+        out, inp = _BY_TYPE[hints[f.name]]
+        fields.append((f.name, out, inp))
+    return _Schema(cls, tuple(fields))
+
+
+_SCHEMAS: dict[str, _Schema] = {name: _schema(cls) for name, cls in EVENT_TYPES.items()}
+
+
+def type_name(cls: type[ev.Event]) -> str:
+    """Return the stored name of an event class."""
+    return cls.__name__
+
+
+def to_dict(event: ev.Event) -> dict[str, Any]:
+    """Return the JSON-ready document of an event (without stream and version)."""
+    schema = _SCHEMAS[type(event).__name__]
+    return {name: out(getattr(event, name)) for name, out, _ in schema.fields}
+
+
+def encode(event: ev.Event) -> bytes:
+    """Return the stored JSON bytes of an event (without stream and version)."""
+    return orjson.dumps(to_dict(event))
+
+
+def from_dict(type_: str, stream: str, version: int, doc: dict[str, Any]) -> ev.Event:
+    """Rebuild an event from its stored document.
+
+    Raises:
+        InvalidInput: unknown type or a document that does not fit it.
+    """
+    schema = _SCHEMAS.get(type_)
+    if schema is None:
+        raise InvalidInput(f"unknown event type {type_!r}")
+    try:
+        kwargs = {name: inp(doc[name]) for name, _, inp in schema.fields}
+        return schema.cls(stream=stream, version=version, **kwargs)
+    except (KeyError, TypeError, ValueError, ArithmeticError) as e:
+        raise InvalidInput(f"stored {type_} at {stream}@{version} is malformed: {e!r}") from e
+
+
+def decode(type_: str, stream: str, version: int, data: bytes | str) -> ev.Event:
+    """Rebuild an event from its stored JSON bytes."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInput(f"stored {type_} at {stream}@{version} is not JSON: {e}") from e
+    return from_dict(type_, stream, version, doc)

@@ -1,0 +1,183 @@
+"""In-memory adapters: the fakes tests use, and the in-process signal bus of ``run``."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import anyio
+
+from algotrade.domain.errors import ConcurrencyError
+from algotrade.domain.events import Event, SignalEmitted
+from algotrade.domain.ports import AppendResult, Delivery, StoredEvent, Tracking
+
+
+class InMemoryEventStore:
+    """An event store in a Python list, with the same semantics as the durable ones."""
+
+    def __init__(self) -> None:
+        self._events: list[StoredEvent] = []
+        self._ids: set[str] = set()
+        self._streams: dict[str, list[Event]] = {}
+        self._tracking: dict[str, int] = {}
+        self._changed = anyio.Event()
+
+    async def append(
+        self, events: Sequence[Event], *, tracking: Tracking | None = None
+    ) -> AppendResult:
+        """Store ``events`` atomically; see the port for the rules."""
+        staged: list[Event] = []
+        seen: set[str] = set()
+        versions: dict[str, int] = {}
+        duplicates = 0
+        for event in events:
+            eid = event.id
+            if eid in self._ids or eid in seen:
+                duplicates += 1
+                continue
+            seen.add(eid)
+            current = versions.get(event.stream)
+            if current is None:
+                current = len(self._streams.get(event.stream, ()))
+            if event.version == 0:
+                event = dataclasses.replace(event, version=current + 1)
+            elif event.version != current + 1:
+                raise ConcurrencyError(event.stream, event.version)
+            versions[event.stream] = event.version
+            staged.append(event)
+        start = len(self._events)
+        stored = tuple(StoredEvent(start + i + 1, e) for i, e in enumerate(staged))
+        for s in stored:
+            self._events.append(s)
+            self._ids.add(s.event.id)
+            self._streams.setdefault(s.event.stream, []).append(s.event)
+        if tracking is not None:
+            self._tracking[tracking.name] = tracking.position
+        if stored:
+            self._changed.set()
+            self._changed = anyio.Event()
+        return AppendResult(stored, duplicates)
+
+    async def read_stream(
+        self, stream: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """Return a stream's events after ``after_version``."""
+        events = self._streams.get(stream, [])[after_version:]
+        return events if limit is None else events[:limit]
+
+    async def last_event(self, stream: str) -> Event | None:
+        """Return the stream's latest event."""
+        events = self._streams.get(stream)
+        return events[-1] if events else None
+
+    async def read_all(
+        self,
+        after: int = 0,
+        *,
+        limit: int = 1000,
+        types: tuple[type[Event], ...] | None = None,
+    ) -> list[StoredEvent]:
+        """Return events after position ``after``."""
+        out = []
+        for stored in self._events[after:]:
+            if types is None or isinstance(stored.event, types):
+                out.append(stored)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def head(self) -> int:
+        """Return the last position."""
+        return len(self._events)
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        """Wait for an event above ``after``."""
+        with anyio.move_on_after(timeout):
+            while len(self._events) <= after:
+                await self._changed.wait()
+        return len(self._events) > after
+
+    async def tracking_position(self, name: str) -> int:
+        """Return a consumer's recorded position."""
+        return self._tracking.get(name, 0)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class InMemorySignalBus:
+    """An in-process signal bus with at-least-once delivery and acknowledgements.
+
+    Unacknowledged deliveries stay pending; :meth:`redeliver_pending` hands them out again
+    (what a restarted consumer would get).
+    """
+
+    def __init__(self) -> None:
+        self._queue: deque[Delivery] = deque()
+        self._pending: dict[str, Delivery] = {}
+        self._next = 0
+        self._ready = anyio.Event()
+        self.published = 0
+        self.acknowledged = 0
+
+    async def publish(self, signals: Sequence[SignalEmitted]) -> None:
+        """Queue signals for the consumer."""
+        for signal in signals:
+            self._next += 1
+            self._queue.append(Delivery(str(self._next), signal))
+            self.published += 1
+        if signals:
+            self._ready.set()
+
+    async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
+        """Return up to ``max_count`` queued deliveries, waiting up to ``timeout``."""
+        if not self._queue:
+            with anyio.move_on_after(timeout):
+                await self._ready.wait()
+        self._ready = anyio.Event()
+        out = []
+        while self._queue and len(out) < max_count:
+            delivery = self._queue.popleft()
+            self._pending[delivery.token] = delivery
+            out.append(delivery)
+        if self._queue:
+            self._ready.set()
+        return out
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Forget acknowledged deliveries."""
+        for delivery in deliveries:
+            if self._pending.pop(delivery.token, None) is not None:
+                self.acknowledged += 1
+
+    def redeliver_pending(self) -> None:
+        """Queue every unacknowledged delivery again, with its attempt counted."""
+        for delivery in self._pending.values():
+            self._queue.appendleft(dataclasses.replace(delivery, attempt=delivery.attempt + 1))
+        self._pending.clear()
+        if self._queue:
+            self._ready.set()
+
+    @property
+    def pending(self) -> int:
+        """Return how many deliveries wait for an acknowledgement."""
+        return len(self._pending)
+
+    @property
+    def backlog(self) -> int:
+        """Return how many published signals were not yet received."""
+        return len(self._queue)
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now_ns(self) -> int:
+        """Return Unix time in nanoseconds."""
+        return time.time_ns()
+
+    def monotonic(self) -> float:
+        """Return monotonic seconds."""
+        return time.monotonic()

@@ -1,0 +1,211 @@
+"""The embedded event store: one SQLite file in WAL mode, durable across restarts.
+
+It is the default store, so ``algotrade run`` needs no server. Several processes may share
+one file: SQLite serialises writers (``BEGIN IMMEDIATE`` with a busy timeout) and WAL lets
+readers follow while a writer appends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from algotrade.adapters import codec
+from algotrade.domain.errors import ConcurrencyError, StoreError
+from algotrade.domain.events import Event
+from algotrade.domain.ports import AppendResult, StoredEvent, Tracking
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    id       TEXT    NOT NULL UNIQUE,
+    stream   TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    type     TEXT    NOT NULL,
+    data     BLOB    NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE INDEX IF NOT EXISTS events_by_type ON events (type, position);
+CREATE TABLE IF NOT EXISTS tracking (
+    name     TEXT    PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+"""
+
+_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
+
+
+class SqliteEventStore:
+    """An :class:`~algotrade.domain.ports.EventStore` on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, poll_interval: float = 0.05) -> None:
+        self.path = str(path)
+        self.poll_interval = poll_interval
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open SQLite store {self.path!r}: {e}") from e
+
+    async def append(
+        self, events: Sequence[Event], *, tracking: Tracking | None = None
+    ) -> AppendResult:
+        """Store ``events`` and ``tracking`` in one transaction; see the port for the rules."""
+        if not events and tracking is None:
+            return AppendResult((), 0)
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot start a write on {self.path!r}: {e}") from e
+        try:
+            result = self._append_locked(events, tracking)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreError(f"commit failed on {self.path!r}: {e}") from e
+        return result
+
+    def _append_locked(self, events: Sequence[Event], tracking: Tracking | None) -> AppendResult:
+        db = self._db
+        ids = [e.id for e in events]
+        existing: set[str] = set()
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            existing.update(
+                r[0] for r in db.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+            )
+        (head,) = db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+        versions: dict[str, int] = {}
+        rows = []
+        stored = []
+        duplicates = 0
+        for event, eid in zip(events, ids, strict=True):
+            if eid in existing:
+                duplicates += 1
+                continue
+            existing.add(eid)
+            stream = event.stream
+            if event.version == 0:
+                current = versions.get(stream)
+                if current is None:
+                    current = self._stream_version(stream)
+                event = dataclasses.replace(event, version=current + 1)
+            versions[stream] = event.version
+            head += 1
+            rows.append(
+                (head, eid, stream, event.version, type(event).__name__, codec.encode(event))
+            )
+            stored.append(StoredEvent(head, event))
+        try:
+            db.executemany(
+                "INSERT INTO events (position, id, stream, version, type, data)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.IntegrityError as e:
+            raise self._conflict(rows) from e
+        if tracking is not None:
+            db.execute(
+                "INSERT INTO tracking (name, position) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (tracking.name, tracking.position),
+            )
+        return AppendResult(tuple(stored), duplicates)
+
+    def _stream_version(self, stream: str) -> int:
+        (version,) = self._db.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", (stream,)
+        ).fetchone()
+        return int(version)
+
+    def _conflict(self, rows: list[tuple[int, str, str, int, str, bytes]]) -> ConcurrencyError:
+        for _, _, stream, version, _, _ in rows:
+            hit = self._db.execute(
+                "SELECT 1 FROM events WHERE stream = ? AND version = ?", (stream, version)
+            ).fetchone()
+            if hit is not None:
+                return ConcurrencyError(stream, version)
+        first = rows[0]
+        return ConcurrencyError(first[2], first[3])
+
+    async def read_stream(
+        self, stream: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """Return a stream's events after ``after_version``, in version order."""
+        rows = self._db.execute(
+            "SELECT stream, version, type, data FROM events"
+            " WHERE stream = ? AND version > ? ORDER BY version LIMIT ?",
+            (stream, after_version, -1 if limit is None else limit),
+        ).fetchall()
+        return [codec.decode(t, s, v, d) for s, v, t, d in rows]
+
+    async def last_event(self, stream: str) -> Event | None:
+        """Return the stream's latest event."""
+        row = self._db.execute(
+            "SELECT stream, version, type, data FROM events"
+            " WHERE stream = ? ORDER BY version DESC LIMIT 1",
+            (stream,),
+        ).fetchone()
+        if row is None:
+            return None
+        s, v, t, d = row
+        return codec.decode(t, s, v, d)
+
+    async def read_all(
+        self,
+        after: int = 0,
+        *,
+        limit: int = 1000,
+        types: tuple[type[Event], ...] | None = None,
+    ) -> list[StoredEvent]:
+        """Return up to ``limit`` events after position ``after``, in order."""
+        if types is None:
+            rows = self._db.execute(
+                "SELECT position, stream, version, type, data FROM events"
+                " WHERE position > ? ORDER BY position LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        else:
+            names = [codec.type_name(t) for t in types]
+            marks = ",".join("?" * len(names))
+            rows = self._db.execute(
+                "SELECT position, stream, version, type, data FROM events"
+                f" WHERE type IN ({marks}) AND position > ? ORDER BY position LIMIT ?",
+                (*names, after, limit),
+            ).fetchall()
+        return [StoredEvent(p, codec.decode(t, s, v, d)) for p, s, v, t, d in rows]
+
+    async def head(self) -> int:
+        """Return the highest position."""
+        (head,) = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+        return int(head)
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        """Poll, every ``poll_interval`` seconds, for an event above ``after``."""
+        with anyio.move_on_after(timeout):
+            while await self.head() <= after:
+                await anyio.sleep(self.poll_interval)
+            return True
+        return False
+
+    async def tracking_position(self, name: str) -> int:
+        """Return a consumer's recorded position."""
+        row = self._db.execute("SELECT position FROM tracking WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def close(self) -> None:
+        """Close the database file."""
+        self._db.close()

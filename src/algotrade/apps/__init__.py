@@ -1,0 +1,1 @@
+"""Apps: the collector, processor and trader services, their composition roots and the CLI."""

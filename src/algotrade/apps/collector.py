@@ -1,0 +1,159 @@
+"""The collector: market feed in, a synchronised book per symbol, events stored in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from algotrade.apps.common import log, paced
+from algotrade.domain.book import BookSynchronizer
+from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    SequenceGapDetected,
+    TopOfBook,
+    TradeReceived,
+)
+from algotrade.domain.ports import Clock, EventStore, MarketFeed, StoredEvent
+
+OnStored = Callable[[Sequence[StoredEvent]], Awaitable[None]]
+
+
+@dataclass
+class CollectorStats:
+    """Counters of one collector run."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    rejected: int = 0
+    snapshots: int = 0
+    flushes: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class Collector:
+    """Feeds market events through each symbol's :class:`BookSynchronizer` into the store.
+
+    Events are appended in batches bounded in size (``flush_size``) and age
+    (``flush_interval`` seconds); ``on_stored`` sees every batch once it is durable.
+    """
+
+    def __init__(
+        self,
+        feed: MarketFeed,
+        store: EventStore,
+        clock: Clock,
+        *,
+        speed: float = float("inf"),
+        flush_size: int = 2000,
+        flush_interval: float = 0.2,
+        on_stored: OnStored | None = None,
+    ) -> None:
+        self.feed = feed
+        self.store = store
+        self.clock = clock
+        self.speed = speed
+        self.flush_size = flush_size
+        self.flush_interval = flush_interval
+        self.on_stored = on_stored
+        self.books: dict[str, BookSynchronizer] = {}
+        self.stats = CollectorStats()
+        self._pending: list[Event] = []
+        self._requested: set[str] = set()
+        self._last_flush = clock.monotonic()
+
+    def top(self, symbol: str) -> TopOfBook | None:
+        """Return the current top of book of a synchronised symbol."""
+        sync = self.books.get(symbol)
+        return sync.book.top() if sync is not None and sync.synced else None
+
+    async def run(self, stop: anyio.Event) -> None:
+        """Collect until the feed ends or ``stop`` is set; then flush everything."""
+        for symbol in self.feed.symbols:
+            await self._request(symbol)
+        try:
+            async for batch in paced(self.feed.batches(), self.speed, self.clock):
+                await self.handle(batch)
+                if stop.is_set():
+                    break
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.flush()
+
+    async def handle(self, batch: Sequence[Event]) -> None:
+        """Apply one batch of market events; flush when a bound is reached."""
+        pending = self._pending
+        stats = self.stats
+        stats.received += len(batch)
+        for event in batch:
+            if isinstance(event, DepthDiffReceived):
+                sync = self._sync(event.symbol, event.exchange)
+                out = sync.on_diff(event)
+            elif isinstance(event, BookSnapshotTaken):
+                sync = self._sync(event.symbol, event.exchange)
+                out = sync.on_snapshot(event)
+                stats.snapshots += 1
+                if sync.synced:
+                    self._requested.discard(event.symbol)
+            elif isinstance(event, TradeReceived):
+                pending.append(event)
+                continue
+            else:
+                continue
+            if out:
+                pending.extend(out)
+                for produced in out:
+                    if isinstance(produced, SequenceGapDetected):
+                        stats.gaps += 1
+                        log(
+                            "collector",
+                            "book out of sync",
+                            symbol=produced.symbol,
+                            reason=produced.reason,
+                            expected=produced.expected_update_id,
+                            received=produced.received_update_id,
+                        )
+            if sync.needs_snapshot and event.symbol not in self._requested:
+                await self._request(event.symbol)
+        for reject in self.feed.drain_rejects():
+            stats.rejected += 1
+            log(
+                "collector",
+                "input rejected",
+                source=reject.source,
+                where=reject.where,
+                reason=reject.reason,
+            )
+        if (
+            len(pending) >= self.flush_size
+            or self.clock.monotonic() - self._last_flush >= self.flush_interval
+        ):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Append every pending event to the store and hand the stored ones on."""
+        self._last_flush = self.clock.monotonic()
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        result = await self.store.append(batch)
+        self.stats.stored += len(result.stored)
+        self.stats.duplicates += result.duplicates
+        self.stats.flushes += 1
+        if self.on_stored is not None and result.stored:
+            await self.on_stored(result.stored)
+
+    def _sync(self, symbol: str, exchange: str) -> BookSynchronizer:
+        sync = self.books.get(symbol)
+        if sync is None:
+            sync = self.books[symbol] = BookSynchronizer(symbol, exchange=exchange)
+        return sync
+
+    async def _request(self, symbol: str) -> None:
+        self._requested.add(symbol)
+        await self.feed.request_snapshot(symbol)

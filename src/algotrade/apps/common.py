@@ -1,0 +1,185 @@
+"""What the three services share: option parsing, store selection, pacing, progress, stop."""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+
+from algotrade.adapters.memory import InMemoryEventStore
+from algotrade.adapters.sqlite import SqliteEventStore
+from algotrade.domain.errors import ConfigurationError
+from algotrade.domain.events import MarketEvent
+from algotrade.domain.ports import Clock, EventStore
+
+DEFAULT_STORE = "algotrade.db"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str, *, name: str = "duration") -> float:
+    """Parse ``90``, ``90s``, ``10m``, ``2h`` or ``1d`` into seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigurationError(name, f"{text!r} is not a duration like 90s, 10m or 1h")
+    seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    if seconds <= 0:
+        raise ConfigurationError(name, f"must be positive, got {text!r}")
+    return seconds
+
+
+def parse_speed(text: str) -> float:
+    """Parse ``max`` (as fast as possible: infinity) or a positive factor of real time."""
+    if text.strip().lower() == "max":
+        return math.inf
+    try:
+        speed = float(text)
+    except ValueError:
+        raise ConfigurationError("speed", f"{text!r} is not a number or 'max'") from None
+    if not speed > 0 or math.isinf(speed) or math.isnan(speed):
+        raise ConfigurationError("speed", f"must be a positive number or 'max', got {text!r}")
+    return speed
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """Where market data comes from: ``synthetic``, ``replay`` of a file, or ``binance``."""
+
+    kind: str
+    path: Path | None = None
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Parse ``synthetic``, ``replay:PATH`` or ``binance``."""
+    text = text.strip()
+    if text == "synthetic":
+        return SourceSpec("synthetic")
+    if text.startswith("replay:"):
+        path = Path(text.removeprefix("replay:"))
+        if not path.is_file():
+            raise ConfigurationError("source", f"replay file {str(path)!r} does not exist")
+        return SourceSpec("replay", path)
+    if text == "binance":
+        raise ConfigurationError(
+            "source",
+            "'binance' is not available yet: the live Binance collector is not built in this "
+            "version; use 'synthetic' or 'replay:PATH'",
+        )
+    raise ConfigurationError("source", f"{text!r} is not one of synthetic, replay:PATH, binance")
+
+
+def parse_symbols(values: Sequence[str]) -> tuple[str, ...]:
+    """Split repeated or comma-separated symbols; upper-case and de-duplicate them."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            symbol = part.strip().upper()
+            if not symbol:
+                continue
+            if not symbol.isalnum():
+                raise ConfigurationError("symbol", f"{part!r} is not a symbol like BTCUSDT")
+            if symbol not in out:
+                out.append(symbol)
+    if not out:
+        raise ConfigurationError("symbol", "at least one symbol is needed")
+    return tuple(out)
+
+
+def open_store(url: str) -> EventStore:
+    """Open the event store named by ``url``: a SQLite path (default) or ``memory``."""
+    if url == "memory":
+        return InMemoryEventStore()
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigurationError("store", "MongoDB is not available yet in this version")
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    return SqliteEventStore(path)
+
+
+async def paced(
+    batches: AsyncIterator[Sequence[MarketEvent]], speed: float, clock: Clock
+) -> AsyncIterator[Sequence[MarketEvent]]:
+    """Release events no faster than ``speed`` times their receive-time pace."""
+    if math.isinf(speed):
+        async for batch in batches:
+            yield batch
+        return
+    origin: tuple[int, float] | None = None
+    async for batch in batches:
+        ready: list[MarketEvent] = []
+        for event in batch:
+            if origin is None:
+                origin = (event.receive_ts, clock.monotonic())
+            due = origin[1] + (event.receive_ts - origin[0]) / 1e9 / speed
+            wait = due - clock.monotonic()
+            if wait > 0.005:
+                if ready:
+                    yield ready
+                    ready = []
+                await anyio.sleep(wait)
+            ready.append(event)
+        if ready:
+            yield ready
+
+
+async def stop_on_signals(stop: anyio.Event, on_signal: Callable[[str], None]) -> None:
+    """Set ``stop`` on SIGINT or SIGTERM (a second one exits at once)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                raise SystemExit(130)
+            on_signal(signal.Signals(signum).name)
+            stop.set()
+
+
+class Progress:
+    """One status line per period on stderr (rewritten in place on a terminal)."""
+
+    def __init__(
+        self,
+        render: Callable[[float], str],
+        clock: Clock,
+        *,
+        stream: TextIO | None = None,
+        period: float = 1.0,
+    ) -> None:
+        self.render = render
+        self.clock = clock
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.period = period if self.tty else max(period, 5.0)
+        self.started = clock.monotonic()
+
+    async def run(self) -> None:
+        """Print the status line every period until cancelled."""
+        while True:
+            await anyio.sleep(self.period)
+            self.show()
+
+    def show(self) -> None:
+        """Print the status line now."""
+        line = self.render(self.clock.monotonic() - self.started)
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the in-place line on a terminal."""
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def log(app: str, message: str, **fields: object) -> None:
+    """Write one structured log line on stderr."""
+    extra = " ".join(f"{k}={v}" for k, v in fields.items())
+    sys.stderr.write(f"[{app}] {message}{' ' + extra if extra else ''}\n")
+    sys.stderr.flush()

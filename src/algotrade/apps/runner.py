@@ -1,0 +1,353 @@
+"""Composition roots: settings, ``bootstrap`` functions and the main loop of each command.
+
+Each ``bootstrap_*`` builds real adapters only for the arguments left ``None``; tests call
+the same functions with in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import anyio
+
+from algotrade.adapters.memory import InMemorySignalBus, SystemClock
+from algotrade.adapters.replay import ReplayFeed
+from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
+from algotrade.adapters.synthetic import SyntheticFeed, SyntheticStart
+from algotrade.apps.collector import Collector
+from algotrade.apps.common import Progress, SourceSpec, log, open_store, stop_on_signals
+from algotrade.apps.processor import ProcessorService
+from algotrade.apps.trader import TraderService
+from algotrade.domain.bars import Interval
+from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    TopOfBook,
+    TradeReceived,
+    depth_stream,
+    trade_stream,
+)
+from algotrade.domain.ports import Clock, EventStore, MarketFeed, StoredEvent
+from algotrade.domain.processing import Processor
+from algotrade.domain.strategy import SmaCrossover
+
+SYNTHETIC_STEP_NS = 100_000_000
+SYNTHETIC_TICK = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """Where market data comes from and how fast it plays."""
+
+    source: SourceSpec
+    symbols: tuple[str, ...] = ("BTCUSDT",)
+    speed: float = math.inf
+    seed: int = 42
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySettings:
+    """The SMA crossover's parameters."""
+
+    interval: Interval = field(default_factory=lambda: Interval.parse("1d"))
+    short: int = 50
+    long: int = 200
+
+    def processor(self) -> Processor:
+        """Return a fresh pure processor for these settings."""
+        SmaCrossover(self.short, self.long)  # validates the periods once, up front
+        return Processor(self.interval, lambda: SmaCrossover(self.short, self.long))
+
+
+@dataclass(frozen=True, slots=True)
+class TradingSettings:
+    """The paper trader's order size and fee."""
+
+    quantity: Decimal = Decimal("0.01")
+    fee: Decimal = Decimal("0.001")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """Settings of ``algotrade run``."""
+
+    feed: FeedSettings
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    trading: TradingSettings = field(default_factory=TradingSettings)
+    store: str = "algotrade.db"
+    duration: float | None = None
+    progress: bool = True
+
+
+async def synthetic_starts(store: EventStore, symbols: Sequence[str]) -> dict[str, SyntheticStart]:
+    """Return where each symbol's synthetic walk continues the series already stored."""
+    starts = {}
+    for symbol in symbols:
+        last = await store.last_event(depth_stream(symbol))
+        if not isinstance(last, DepthDiffReceived | BookSnapshotTaken) or last.top is None:
+            continue
+        next_id = (
+            last.final_update_id if isinstance(last, DepthDiffReceived) else last.last_update_id
+        ) + 1
+        trade = await store.last_event(trade_stream(symbol))
+        starts[symbol] = SyntheticStart(
+            time_ns=last.exchange_ts + SYNTHETIC_STEP_NS,
+            update_id=next_id,
+            price=last.top.mid.quantize(SYNTHETIC_TICK),
+            trade_id=trade.trade_id + 1 if isinstance(trade, TradeReceived) else 1,
+        )
+    return starts
+
+
+async def make_feed(settings: FeedSettings, store: EventStore) -> MarketFeed:
+    """Build the market feed the settings name."""
+    if settings.source.kind == "replay":
+        assert settings.source.path is not None
+        return ReplayFeed(settings.source.path, symbols=settings.symbols)
+    starts = await synthetic_starts(store, settings.symbols)
+    if starts:
+        log("collector", "continuing the stored synthetic series", symbols=",".join(starts))
+    return SyntheticFeed(
+        settings.symbols,
+        seed=settings.seed,
+        starts=starts,
+        step=SYNTHETIC_STEP_NS,
+        tick=SYNTHETIC_TICK,
+    )
+
+
+class CollectorQuotes:
+    """Quotes straight from the collector's synchronised books (in-process ``run``)."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    async def latest(self, symbol: str) -> TopOfBook | None:
+        """Return the collector's current top of book."""
+        return self.collector.top(symbol)
+
+
+@dataclass
+class Pipeline:
+    """Everything ``algotrade run`` wires together."""
+
+    store: EventStore
+    feed: MarketFeed
+    collector: Collector
+    processor: ProcessorService
+    trader: TraderService
+    bus: InMemorySignalBus
+    clock: Clock
+
+
+async def bootstrap_run(
+    settings: RunSettings,
+    *,
+    store: EventStore | None = None,
+    feed: MarketFeed | None = None,
+    clock: Clock | None = None,
+) -> Pipeline:
+    """Wire collector, processor and trader in one process on one store and a local bus."""
+    clock = clock or SystemClock()
+    store = store or open_store(settings.store)
+    feed = feed or await make_feed(settings.feed, store)
+    bus = InMemorySignalBus()
+    processor = ProcessorService(store, settings.strategy.processor(), publisher=bus)
+
+    async def on_stored(batch: Sequence[StoredEvent]) -> None:
+        await processor.handle(batch)
+
+    collector = Collector(feed, store, clock, speed=settings.feed.speed, on_stored=on_stored)
+    gateway = PaperGateway(CollectorQuotes(collector), fee_rate=settings.trading.fee)
+    trader = TraderService(store, bus, gateway, quantity=settings.trading.quantity)
+    return Pipeline(store, feed, collector, processor, trader, bus, clock)
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
+
+
+def render_run(p: Pipeline, elapsed: float) -> str:
+    """Return the one-line progress of a run."""
+    c, pr, t = p.collector.stats, p.processor.stats, p.trader.stats
+    return (
+        f"[run] {elapsed:6.1f}s events={c.received:,} ({_rate(c.received, elapsed)})"
+        f" stored={c.stored:,} gaps={c.gaps} bars={pr.bars:,} signals={pr.signals}"
+        f" orders={t.orders}"
+    )
+
+
+async def summary(p: Pipeline, elapsed: float) -> dict[str, Any]:
+    """Return the end-of-run figures."""
+    c, pr, t = p.collector.stats, p.processor.stats, p.trader.stats
+    positions = {}
+    for symbol in p.collector.books:
+        pos = await p.trader.position(symbol)
+        top = p.collector.top(symbol)
+        mark = top.mid if top is not None else None
+        unrealised = pos.unrealised_pnl(mark)
+        positions[symbol] = {
+            "quantity": str(pos.quantity),
+            "average_price": str(pos.average_price),
+            "mark": None if mark is None else str(mark),
+            "realised_pnl": str(pos.realised_pnl),
+            "unrealised_pnl": str(unrealised),
+            "fees_paid": str(pos.fees_paid),
+            "net_pnl": str(pos.realised_pnl + unrealised - pos.fees_paid),
+        }
+    return {
+        "seconds": round(elapsed, 3),
+        "events": c.received,
+        "events_per_second": round(c.received / elapsed) if elapsed > 0 else None,
+        "stored": c.stored,
+        "duplicates": c.duplicates,
+        "gaps": c.gaps,
+        "rejected_inputs": c.rejected,
+        "bars": pr.bars,
+        "signals": pr.signals,
+        "orders": t.orders,
+        "filled": t.filled,
+        "rejected_orders": t.rejected,
+        "positions": positions,
+    }
+
+
+async def run_pipeline(p: Pipeline, settings: RunSettings) -> dict[str, Any]:
+    """Run until the source ends, the duration passes or a signal arrives; then drain."""
+    stop = anyio.Event()
+    trader_stop = anyio.Event()
+    started = p.clock.monotonic()
+    progress = Progress(lambda e: render_run(p, e), p.clock)
+
+    def on_signal(name: str) -> None:
+        log("run", f"{name} received: stopping after flushing")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, stop, on_signal)
+        if settings.progress:
+            tg.start_soon(progress.run)
+        if settings.duration is not None:
+            tg.start_soon(_stop_after, settings.duration, stop)
+        drained = anyio.Event()
+        tg.start_soon(lambda: p.trader.run(trader_stop, drained=drained))
+        try:
+            await p.collector.run(stop)
+        finally:
+            trader_stop.set()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await drained.wait()
+            tg.cancel_scope.cancel()
+    elapsed = p.clock.monotonic() - started
+    if settings.progress:
+        progress.show()
+        progress.finish()
+    result = await summary(p, elapsed)
+    await p.store.close()
+    return result
+
+
+async def _stop_after(seconds: float, stop: anyio.Event) -> None:
+    await anyio.sleep(seconds)
+    stop.set()
+
+
+# --- the separate services ---------------------------------------------------------------
+
+
+async def run_collector(
+    feed_settings: FeedSettings, store_url: str, duration: float | None
+) -> dict[str, Any]:
+    """Run the collector alone: feed into the store."""
+    clock = SystemClock()
+    store = open_store(store_url)
+    feed = await make_feed(feed_settings, store)
+    collector = Collector(feed, store, clock, speed=feed_settings.speed)
+    stop = anyio.Event()
+    started = clock.monotonic()
+    c = collector.stats
+    progress = Progress(
+        lambda e: (
+            f"[collector] {e:6.1f}s events={c.received:,} ({_rate(c.received, e)})"
+            f" stored={c.stored:,} gaps={c.gaps} rejected={c.rejected}"
+        ),
+        clock,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, stop, lambda n: log("collector", f"{n}: stopping"))
+        tg.start_soon(progress.run)
+        if duration is not None:
+            tg.start_soon(_stop_after, duration, stop)
+        await collector.run(stop)
+        tg.cancel_scope.cancel()
+    progress.show()
+    progress.finish()
+    await store.close()
+    return {
+        "events": c.received,
+        "stored": c.stored,
+        "duplicates": c.duplicates,
+        "gaps": c.gaps,
+        "rejected_inputs": c.rejected,
+        "seconds": round(clock.monotonic() - started, 3),
+    }
+
+
+async def run_processor(strategy: StrategySettings, store_url: str) -> dict[str, Any]:
+    """Run the processor alone: follow the store's market events until stopped."""
+    clock = SystemClock()
+    store = open_store(store_url)
+    service = ProcessorService(store, strategy.processor())
+    stop = anyio.Event()
+    s = service.stats
+    progress = Progress(
+        lambda e: (
+            f"[processor] {e:6.1f}s events={s.events:,} position={s.last_position:,}"
+            f" bars={s.bars:,} signals={s.signals}"
+        ),
+        clock,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, stop, lambda n: log("processor", f"{n}: stopping"))
+        tg.start_soon(progress.run)
+        await service.follow(stop)
+        tg.cancel_scope.cancel()
+    progress.show()
+    progress.finish()
+    await store.close()
+    return {"events": s.events, "bars": s.bars, "signals": s.signals, "position": s.last_position}
+
+
+async def run_trader(trading: TradingSettings, store_url: str) -> dict[str, Any]:
+    """Run the trader alone: follow the store's signals until stopped."""
+    clock = SystemClock()
+    store = open_store(store_url)
+    gateway = PaperGateway(StoreQuoteSource(store), fee_rate=trading.fee)
+    trader = TraderService(store, StoreSignalConsumer(store), gateway, quantity=trading.quantity)
+    stop = anyio.Event()
+    t = trader.stats
+    progress = Progress(
+        lambda e: (
+            f"[trader] {e:6.1f}s signals={t.received} orders={t.orders}"
+            f" filled={t.filled} rejected={t.rejected} redelivered={t.redelivered}"
+        ),
+        clock,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, stop, lambda n: log("trader", f"{n}: stopping"))
+        tg.start_soon(progress.run)
+        await trader.run(stop)
+        tg.cancel_scope.cancel()
+    progress.show()
+    progress.finish()
+    await store.close()
+    return {
+        "signals": t.received,
+        "orders": t.orders,
+        "filled": t.filled,
+        "rejected": t.rejected,
+        "redelivered": t.redelivered,
+    }

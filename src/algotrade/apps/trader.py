@@ -1,0 +1,138 @@
+"""The trader: signals in, one order per signal through the gateway, stored, then acknowledged.
+
+Idempotent by construction: the order id derives from the signal id and an order's first
+event sits at version 1 of its own stream, so a redelivered signal (or a second trader
+racing the first) finds the order already stored and only acknowledges it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+
+from algotrade.apps.common import log
+from algotrade.domain.broker import Position, apply_fill, check_order, place_order, reject
+from algotrade.domain.errors import ConcurrencyError
+from algotrade.domain.events import (
+    Event,
+    OrderFilled,
+    PositionChanged,
+    SignalEmitted,
+    order_id_for,
+    order_stream,
+    position_stream,
+)
+from algotrade.domain.ports import Delivery, EventStore, OrderGateway, SignalConsumer
+
+
+@dataclass
+class TraderStats:
+    """Counters of one trader run."""
+
+    received: int = 0
+    orders: int = 0
+    filled: int = 0
+    rejected: int = 0
+    redelivered: int = 0
+    acknowledged: int = 0
+
+
+class TraderService:
+    """Acts on each delivered signal exactly once and acknowledges after storing."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        consumer: SignalConsumer,
+        gateway: OrderGateway,
+        *,
+        quantity: Decimal = Decimal("0.01"),
+        batch_size: int = 100,
+    ) -> None:
+        self.store = store
+        self.consumer = consumer
+        self.gateway = gateway
+        self.quantity = quantity
+        self.batch_size = batch_size
+        self.positions: dict[str, Position] = {}
+        self.stats = TraderStats()
+
+    async def position(self, symbol: str) -> Position:
+        """Return the symbol's position, loading the last stored one on first use."""
+        found = self.positions.get(symbol)
+        if found is None:
+            last = await self.store.last_event(position_stream(symbol))
+            found = (
+                Position.from_event(last) if isinstance(last, PositionChanged) else Position(symbol)
+            )
+            self.positions[symbol] = found
+        return found
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Act on every delivery of a batch, then acknowledge the batch."""
+        for delivery in deliveries:
+            self.stats.received += 1
+            await self.act(delivery.signal)
+        await self.consumer.ack(deliveries)
+        self.stats.acknowledged += len(deliveries)
+
+    async def act(self, signal: SignalEmitted) -> None:
+        """Turn one signal into its one order, unless that order is already stored."""
+        if await self.store.last_event(order_stream(order_id_for(signal.signal_id))):
+            self.stats.redelivered += 1
+            return
+        for _ in range(3):
+            position = await self.position(signal.symbol)
+            order = place_order(signal, position, self.quantity)
+            reason = check_order(order, position)
+            outcome = reject(order, reason) if reason else await self.gateway.submit(order)
+            events: list[Event] = [order, outcome]
+            new_position = position
+            if isinstance(outcome, OrderFilled):
+                new_position, changed = apply_fill(position, outcome)
+                events.append(changed)
+            try:
+                result = await self.store.append(events)
+            except ConcurrencyError as e:
+                if e.stream.startswith("order-"):
+                    self.stats.redelivered += 1
+                    return  # another trader stored this order first
+                self.positions.pop(signal.symbol, None)  # another trader moved it: reload
+                continue
+            if result.duplicates:
+                self.stats.redelivered += 1
+                return
+            self.positions[signal.symbol] = new_position
+            self.stats.orders += 1
+            if isinstance(outcome, OrderFilled):
+                self.stats.filled += 1
+            else:
+                self.stats.rejected += 1
+            log(
+                "trader",
+                "order",
+                id=order.order_id,
+                signal=signal.signal_id,
+                side=order.side,
+                quantity=order.quantity,
+                status="FILLED" if isinstance(outcome, OrderFilled) else "REJECTED",
+                price=getattr(outcome, "price", None),
+                reason=getattr(outcome, "reason", None),
+            )
+            return
+        raise ConcurrencyError(position_stream(signal.symbol), 0)
+
+    async def run(self, stop: anyio.Event, *, drained: anyio.Event | None = None) -> None:
+        """Receive and act until ``stop`` is set and nothing is left to receive."""
+        while True:
+            deliveries = await self.consumer.receive(self.batch_size, 0.1)
+            if deliveries:
+                await self.handle(deliveries)
+                continue
+            if stop.is_set():
+                break
+        if drained is not None:
+            drained.set()

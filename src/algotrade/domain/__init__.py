@@ -1,0 +1,77 @@
+"""The pure core of algotrade: events, order book, bars, indicators, strategies, trading.
+
+Nothing here does I/O or imports anything outside the standard library (an
+import-linter contract checks it).
+"""
+
+from algotrade.domain.bars import BarAggregator, Interval
+from algotrade.domain.book import BookSynchronizer, OrderBook
+from algotrade.domain.broker import Position, apply_fill, check_order, paper_fill, place_order
+from algotrade.domain.errors import (
+    AlgotradeError,
+    ConcurrencyError,
+    ConfigurationError,
+    InvalidInput,
+    SequenceError,
+    StoreError,
+)
+from algotrade.domain.events import (
+    BarClosed,
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    GapReason,
+    MarketEvent,
+    OrderFilled,
+    OrderPlaced,
+    OrderRejected,
+    PositionChanged,
+    SequenceGapDetected,
+    Side,
+    SignalEmitted,
+    TopOfBook,
+    TradeReceived,
+)
+from algotrade.domain.indicators import SimpleMovingAverage, sma_series
+from algotrade.domain.processing import Processor, SymbolPipeline
+from algotrade.domain.strategy import Decision, SmaCrossover, Strategy
+
+__all__ = [
+    "AlgotradeError",
+    "BarAggregator",
+    "BarClosed",
+    "BookSnapshotTaken",
+    "BookSynchronizer",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "Decision",
+    "DepthDiffReceived",
+    "Event",
+    "GapReason",
+    "Interval",
+    "InvalidInput",
+    "MarketEvent",
+    "OrderBook",
+    "OrderFilled",
+    "OrderPlaced",
+    "OrderRejected",
+    "Position",
+    "PositionChanged",
+    "Processor",
+    "SequenceError",
+    "SequenceGapDetected",
+    "Side",
+    "SignalEmitted",
+    "SimpleMovingAverage",
+    "SmaCrossover",
+    "StoreError",
+    "Strategy",
+    "SymbolPipeline",
+    "TopOfBook",
+    "TradeReceived",
+    "apply_fill",
+    "check_order",
+    "paper_fill",
+    "place_order",
+    "sma_series",
+]

@@ -1,0 +1,208 @@
+"""The L2 order book and Binance's procedure for keeping a local copy of it correct.
+
+:class:`OrderBook` holds price levels. :class:`BookSynchronizer` wraps one book and applies
+Binance's documented rules for a local book built from a snapshot and a diff stream:
+
+1. Buffer diffs until a snapshot arrives.
+2. Drop buffered diffs whose final update id ``u`` is ``<= lastUpdateId``.
+3. The first applied diff must satisfy ``U <= lastUpdateId + 1 <= u``; otherwise the
+   snapshot is older than the buffer and a newer one is needed.
+4. Afterwards every diff's ``U`` must equal the previous ``u + 1``.
+
+A broken rule or a crossed book never resets silently: it yields a
+:class:`~algotrade.domain.events.SequenceGapDetected` event and asks for a new snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Iterable
+from decimal import Decimal
+
+from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    GapReason,
+    PriceLevel,
+    SequenceGapDetected,
+    TopOfBook,
+)
+
+_ZERO = Decimal(0)
+
+
+class OrderBook:
+    """Price levels of one symbol, bids and asks, with best prices in O(1)."""
+
+    __slots__ = ("_ask_prices", "_asks", "_bid_prices", "_bids")
+
+    def __init__(self) -> None:
+        self._bids: dict[Decimal, Decimal] = {}
+        self._asks: dict[Decimal, Decimal] = {}
+        # Both sorted ascending: the best bid is the last bid price, the best ask the first.
+        self._bid_prices: list[Decimal] = []
+        self._ask_prices: list[Decimal] = []
+
+    def clear(self) -> None:
+        """Remove every level."""
+        self._bids.clear()
+        self._asks.clear()
+        self._bid_prices.clear()
+        self._ask_prices.clear()
+
+    def load(self, bids: Iterable[PriceLevel], asks: Iterable[PriceLevel]) -> None:
+        """Replace the whole book by a snapshot's levels."""
+        self.clear()
+        self._bids.update((p, q) for p, q in bids if q)
+        self._asks.update((p, q) for p, q in asks if q)
+        self._bid_prices.extend(sorted(self._bids))
+        self._ask_prices.extend(sorted(self._asks))
+
+    def apply(self, bids: Iterable[PriceLevel], asks: Iterable[PriceLevel]) -> None:
+        """Set each level's quantity; a quantity of zero removes the level."""
+        _apply_side(self._bids, self._bid_prices, bids)
+        _apply_side(self._asks, self._ask_prices, asks)
+
+    def best_bid(self) -> PriceLevel | None:
+        """Return the highest bid level, if any."""
+        if not self._bid_prices:
+            return None
+        price = self._bid_prices[-1]
+        return price, self._bids[price]
+
+    def best_ask(self) -> PriceLevel | None:
+        """Return the lowest ask level, if any."""
+        if not self._ask_prices:
+            return None
+        price = self._ask_prices[0]
+        return price, self._asks[price]
+
+    def top(self) -> TopOfBook | None:
+        """Return best bid and ask, or ``None`` while either side is empty."""
+        if not self._bid_prices or not self._ask_prices:
+            return None
+        bid = self._bid_prices[-1]
+        ask = self._ask_prices[0]
+        return TopOfBook(bid, self._bids[bid], ask, self._asks[ask])
+
+    def is_crossed(self) -> bool:
+        """Return whether the best bid is at or above the best ask."""
+        return bool(self._bid_prices and self._ask_prices) and (
+            self._bid_prices[-1] >= self._ask_prices[0]
+        )
+
+    def levels(self) -> tuple[tuple[PriceLevel, ...], tuple[PriceLevel, ...]]:
+        """Return (bids best first, asks best first)."""
+        bids = tuple((p, self._bids[p]) for p in reversed(self._bid_prices))
+        asks = tuple((p, self._asks[p]) for p in self._ask_prices)
+        return bids, asks
+
+    def __len__(self) -> int:
+        return len(self._bids) + len(self._asks)
+
+
+def _apply_side(
+    levels: dict[Decimal, Decimal], prices: list[Decimal], changes: Iterable[PriceLevel]
+) -> None:
+    for price, qty in changes:
+        if qty:
+            if price not in levels:
+                insort(prices, price)
+            levels[price] = qty
+        elif price in levels:
+            del levels[price]
+            del prices[bisect_left(prices, price)]
+
+
+class BookSynchronizer:
+    """One symbol's local book kept in sync with Binance's snapshot + diff procedure.
+
+    Feed every diff to :meth:`on_diff` and every snapshot to :meth:`on_snapshot`, in the
+    order they arrived. Each returns the events to store, in order: the snapshot and the
+    applied diffs (each with ``top`` filled in), or a gap event. After a gap event,
+    :attr:`needs_snapshot` is true until a usable snapshot arrives.
+    """
+
+    def __init__(self, symbol: str, *, exchange: str, max_buffer: int = 10_000) -> None:
+        self.symbol = symbol
+        self.exchange = exchange
+        self.book = OrderBook()
+        self.synced = False
+        self.needs_snapshot = True
+        self.last_update_id = 0
+        self._first_after_snapshot = False
+        self._buffer: deque[DepthDiffReceived] = deque()
+        self._max_buffer = max_buffer
+        self.gaps = 0
+
+    def on_diff(self, diff: DepthDiffReceived) -> list[Event]:
+        """Apply or buffer one diff; return the events to store."""
+        if not self.synced:
+            if len(self._buffer) >= self._max_buffer:
+                dropped = self._buffer.popleft()
+                gap = self._gap(GapReason.BUFFER_OVERFLOW, dropped.first_update_id, diff)
+                self._buffer.append(diff)
+                return [gap]
+            self._buffer.append(diff)
+            return []
+        return self._apply(diff)
+
+    def on_snapshot(self, snapshot: BookSnapshotTaken) -> list[Event]:
+        """Start (or restart) the book from a snapshot; return the events to store."""
+        last = snapshot.last_update_id
+        while self._buffer and self._buffer[0].final_update_id <= last:
+            self._buffer.popleft()
+        if self._buffer and self._buffer[0].first_update_id > last + 1:
+            # The snapshot is older than every buffered diff: updates in between are lost.
+            return [self._gap(GapReason.STALE_SNAPSHOT, last + 1, self._buffer[0])]
+        self.book.load(snapshot.bids, snapshot.asks)
+        self.last_update_id = last
+        self.synced = True
+        self.needs_snapshot = False
+        self._first_after_snapshot = True
+        out: list[Event] = [dataclasses.replace(snapshot, top=self.book.top())]
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        for diff in buffered:
+            if not self.synced:
+                self._buffer.append(diff)
+                continue
+            out.extend(self._apply(diff))
+        return out
+
+    def _apply(self, diff: DepthDiffReceived) -> list[Event]:
+        if diff.final_update_id <= self.last_update_id:
+            return []  # already contained in the book (a stale or repeated diff)
+        if self._first_after_snapshot:
+            in_sequence = diff.first_update_id <= self.last_update_id + 1
+        else:
+            in_sequence = diff.first_update_id == self.last_update_id + 1
+        if not in_sequence:
+            gap = self._gap(GapReason.GAP, self.last_update_id + 1, diff)
+            self._buffer.append(diff)
+            return [gap]
+        self.book.apply(diff.bids, diff.asks)
+        if self.book.is_crossed():
+            return [self._gap(GapReason.CROSSED, diff.final_update_id + 1, diff)]
+        self._first_after_snapshot = False
+        self.last_update_id = diff.final_update_id
+        return [dataclasses.replace(diff, top=self.book.top())]
+
+    def _gap(self, reason: GapReason, expected: int, diff: DepthDiffReceived) -> Event:
+        self.synced = False
+        self.needs_snapshot = True
+        self.gaps += 1
+        return SequenceGapDetected(
+            stream=diff.stream,
+            version=0,
+            exchange_ts=diff.exchange_ts,
+            receive_ts=diff.receive_ts,
+            exchange=self.exchange,
+            symbol=self.symbol,
+            reason=reason,
+            expected_update_id=expected,
+            received_update_id=diff.first_update_id,
+        )

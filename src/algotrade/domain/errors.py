@@ -1,0 +1,49 @@
+"""The one exception tree of algotrade.
+
+Every error algotrade raises on purpose derives from :class:`AlgotradeError`::
+
+    AlgotradeError
+    ├── ConfigurationError        a setting or option has a malformed or forbidden value
+    ├── InvalidInput              a frame, file line or stream entry cannot be understood
+    ├── StoreError                the event store failed
+    │   └── ConcurrencyError      another writer appended at the same stream version
+    └── SequenceError             market data broke Binance's update-id sequencing rules
+
+Adapters translate driver errors into these with ``raise ... from e`` so that callers
+never need to know which database or client library is underneath.
+"""
+
+from __future__ import annotations
+
+
+class AlgotradeError(Exception):
+    """Root of every error algotrade raises on purpose."""
+
+
+class ConfigurationError(AlgotradeError):
+    """A setting or command-line option has a malformed or forbidden value."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+class InvalidInput(AlgotradeError):
+    """A piece of external data (frame, file line, stream entry) cannot be understood."""
+
+
+class StoreError(AlgotradeError):
+    """The event store failed to read or write."""
+
+
+class ConcurrencyError(StoreError):
+    """A different event already sits at the stream version an append expected to fill."""
+
+    def __init__(self, stream: str, version: int) -> None:
+        super().__init__(f"stream {stream!r} already has a different event at version {version}")
+        self.stream = stream
+        self.version = version
+
+
+class SequenceError(AlgotradeError):
+    """Market data broke the exchange's update-id sequencing rules."""

@@ -1,0 +1,317 @@
+"""Domain events: immutable facts, each with its stream, version and two timestamps.
+
+Every event is a frozen, slotted, keyword-only dataclass named in the past tense. It
+carries:
+
+* ``stream`` and ``version``: where it belongs in the event store. Sources create market
+  events with ``version=0`` ("not yet stored"); the writer that appends them assigns the
+  next version of the stream.
+* ``exchange_ts`` and ``receive_ts``: the exchange's event time and the time algotrade
+  received it, both integer nanoseconds since the Unix epoch, passed in, never read from a
+  clock here.
+* ``id``: a deterministic identity derived from the event's natural key, so that a replay
+  produces the same ids and a repeated append is recognised as a duplicate.
+
+Prices and quantities are :class:`~decimal.Decimal`, parsed from the exchange's strings.
+Indicator values (SMAs) are floats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import TypeAlias
+
+#: Namespace of every uuid5 algotrade derives.
+ALGOTRADE_NAMESPACE = uuid.UUID("6f1c3c2e-8f0a-5a7e-9d0b-6a1f2b3c4d5e")
+
+#: One price level: (price, quantity). A quantity of zero removes the level.
+PriceLevel: TypeAlias = tuple[Decimal, Decimal]
+
+
+def derived_id(*parts: object) -> str:
+    """Return a uuid5 string that is a pure function of ``parts``."""
+    return str(uuid.uuid5(ALGOTRADE_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+class Side(StrEnum):
+    """Direction of a signal or an order."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class GapReason(StrEnum):
+    """Why a symbol's order book lost its sync."""
+
+    GAP = "gap"
+    """A diff's first update id was not the previous final update id + 1."""
+    STALE_SNAPSHOT = "stale_snapshot"
+    """The snapshot is older than the first buffered diff: updates in between are missing."""
+    CROSSED = "crossed"
+    """After applying a diff the best bid was not below the best ask."""
+    BUFFER_OVERFLOW = "buffer_overflow"
+    """Too many diffs arrived while waiting for a snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopOfBook:
+    """Best bid and best ask with their quantities."""
+
+    bid_price: Decimal
+    bid_qty: Decimal
+    ask_price: Decimal
+    ask_qty: Decimal
+
+    @property
+    def mid(self) -> Decimal:
+        """Return the mid price, exact."""
+        return (self.bid_price + self.ask_price) / 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all domain events."""
+
+    stream: str
+    version: int
+    exchange_ts: int
+    receive_ts: int
+
+    @property
+    def id(self) -> str:
+        """Return the event's deterministic identity."""
+        raise NotImplementedError
+
+
+def depth_stream(symbol: str) -> str:
+    """Return the stream of a symbol's order-book events."""
+    return f"depth-{symbol}"
+
+
+def trade_stream(symbol: str) -> str:
+    """Return the stream of a symbol's trades."""
+    return f"trades-{symbol}"
+
+
+def bar_stream(symbol: str, interval: str) -> str:
+    """Return the stream of a symbol's closed bars of one interval."""
+    return f"bars-{symbol}-{interval}"
+
+
+def order_stream(order_id: str) -> str:
+    """Return the stream of one order's life."""
+    return f"order-{order_id}"
+
+
+def position_stream(symbol: str) -> str:
+    """Return the stream of a symbol's position changes."""
+    return f"position-{symbol}"
+
+
+# --- market data -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepthDiffReceived(Event):
+    """An incremental order-book update (Binance ``depthUpdate``).
+
+    ``top`` is the top of book after the diff was applied; it is ``None`` until the
+    collector applied the diff to its synchronised book.
+    """
+
+    exchange: str
+    symbol: str
+    first_update_id: int
+    final_update_id: int
+    bids: tuple[PriceLevel, ...]
+    asks: tuple[PriceLevel, ...]
+    top: TopOfBook | None = None
+
+    @property
+    def id(self) -> str:
+        return f"depth:{self.exchange}:{self.symbol}:{self.final_update_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BookSnapshotTaken(Event):
+    """A full order-book snapshot (Binance ``GET /api/v3/depth``)."""
+
+    exchange: str
+    symbol: str
+    last_update_id: int
+    bids: tuple[PriceLevel, ...]
+    asks: tuple[PriceLevel, ...]
+    top: TopOfBook | None = None
+
+    @property
+    def id(self) -> str:
+        return f"snapshot:{self.exchange}:{self.symbol}:{self.last_update_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradeReceived(Event):
+    """One (aggregate) trade."""
+
+    exchange: str
+    symbol: str
+    trade_id: int
+    price: Decimal
+    quantity: Decimal
+    buyer_is_maker: bool
+
+    @property
+    def id(self) -> str:
+        return f"trade:{self.exchange}:{self.symbol}:{self.trade_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SequenceGapDetected(Event):
+    """A symbol's book lost sync; a resync from a fresh snapshot follows.
+
+    ``expected_update_id`` is the first update id that was missing (or the snapshot's
+    ``lastUpdateId + 1``) and ``received_update_id`` the first update id that arrived instead.
+    """
+
+    exchange: str
+    symbol: str
+    reason: GapReason
+    expected_update_id: int
+    received_update_id: int
+
+    @property
+    def id(self) -> str:
+        return (
+            f"gap:{self.exchange}:{self.symbol}:{self.reason}:"
+            f"{self.expected_update_id}:{self.received_update_id}"
+        )
+
+
+MarketEvent: TypeAlias = DepthDiffReceived | BookSnapshotTaken | TradeReceived
+
+
+# --- strategy ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BarClosed(Event):
+    """A time bar closed. ``open_time`` and ``close_time`` are exchange-time nanoseconds.
+
+    ``last_position`` is the store position of the last market event inside the bar, so a
+    restarted processor resumes right after it.
+    """
+
+    symbol: str
+    interval: str
+    open_time: int
+    close_time: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    updates: int
+    last_position: int
+
+    @property
+    def id(self) -> str:
+        return f"bar:{self.symbol}:{self.interval}:{self.open_time}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalEmitted(Event):
+    """A strategy decided to buy or sell on a closed bar.
+
+    ``signal_id`` is a pure function of the strategy, its parameters, the symbol, the
+    interval and the bar, so the same data always yields the same ids.
+    """
+
+    signal_id: str
+    symbol: str
+    interval: str
+    side: Side
+    price: Decimal
+    short_sma: float
+    long_sma: float
+    bar_time: int
+    strategy: str
+    params: tuple[tuple[str, int], ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return self.signal_id
+
+
+# --- trading -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderPlaced(Event):
+    """The trader decided on a market order for a signal. ``order_id`` derives from it."""
+
+    order_id: str
+    signal_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+
+    @property
+    def id(self) -> str:
+        return f"{self.order_id}:placed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderFilled(Event):
+    """An order was filled at ``price``, paying ``fee`` in quote currency."""
+
+    order_id: str
+    signal_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+
+    @property
+    def id(self) -> str:
+        return f"{self.order_id}:filled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRejected(Event):
+    """An order could not be placed or filled, with the reason."""
+
+    order_id: str
+    signal_id: str
+    symbol: str
+    side: Side
+    reason: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.order_id}:rejected"
+
+
+OrderEvent: TypeAlias = OrderPlaced | OrderFilled | OrderRejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionChanged(Event):
+    """A symbol's position after a fill: quantity, average entry price, realised PnL, fees."""
+
+    symbol: str
+    quantity: Decimal
+    average_price: Decimal
+    realised_pnl: Decimal
+    fees_paid: Decimal
+    order_id: str
+
+    @property
+    def id(self) -> str:
+        return f"position:{self.symbol}:{self.order_id}"
+
+
+def order_id_for(signal_id: str) -> str:
+    """Return the order id a signal produces (also usable as an exchange client order id)."""
+    return derived_id("order", signal_id)

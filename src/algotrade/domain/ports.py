@@ -1,0 +1,190 @@
+"""Ports: what the core needs from the outside world, as ``typing.Protocol`` classes.
+
+Adapters satisfy these structurally, without inheriting. Signatures speak domain types
+only; no driver object or raw dict crosses a port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from algotrade.domain.events import (
+    Event,
+    MarketEvent,
+    OrderFilled,
+    OrderPlaced,
+    OrderRejected,
+    SignalEmitted,
+    TopOfBook,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event with its global position in the store (1, 2, 3, ... in append order)."""
+
+    position: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """How far a named consumer got: stored atomically with the events it produced."""
+
+    name: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append stored, and how many of the given events were already there."""
+
+    stored: tuple[StoredEvent, ...]
+    duplicates: int
+
+
+class EventStore(Protocol):
+    """An append-only log of domain events, in streams, with a global order.
+
+    Each event names its ``stream`` and ``version``; a stream's versions are 1, 2, 3, ...
+    Appending an event whose ``id`` is already stored is a duplicate, skipped and counted.
+    Appending a different event at an occupied ``(stream, version)`` raises
+    :class:`~algotrade.domain.errors.ConcurrencyError` and stores nothing of the batch.
+    """
+
+    async def append(
+        self, events: Sequence[Event], *, tracking: Tracking | None = None
+    ) -> AppendResult:
+        """Store ``events`` (and ``tracking``) atomically."""
+        ...
+
+    async def read_stream(
+        self, stream: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """Return a stream's events with version above ``after_version``, in order."""
+        ...
+
+    async def last_event(self, stream: str) -> Event | None:
+        """Return the stream's latest event, if any."""
+        ...
+
+    async def read_all(
+        self,
+        after: int = 0,
+        *,
+        limit: int = 1000,
+        types: tuple[type[Event], ...] | None = None,
+    ) -> list[StoredEvent]:
+        """Return up to ``limit`` events with position above ``after``, in order."""
+        ...
+
+    async def head(self) -> int:
+        """Return the highest position stored (0 when empty)."""
+        ...
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        """Wait until an event above ``after`` exists or ``timeout`` seconds pass."""
+        ...
+
+    async def tracking_position(self, name: str) -> int:
+        """Return the position recorded for a consumer (0 when none)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's resources; pending writes are already durable."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedInput:
+    """A piece of input that could not be understood, kept aside with where it came from."""
+
+    source: str
+    where: str
+    reason: str
+    raw: str
+
+
+class MarketFeed(Protocol):
+    """A source of market events for one or more symbols, in arrival order."""
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Return the symbols this feed produces."""
+        ...
+
+    @property
+    def rejected(self) -> int:
+        """Return how many malformed inputs were counted and set aside."""
+        ...
+
+    def drain_rejects(self) -> list[RejectedInput]:
+        """Return (and forget) the malformed inputs set aside since the last call."""
+        ...
+
+    def batches(self) -> AsyncIterator[Sequence[MarketEvent]]:
+        """Yield market events in batches, in arrival order; end when the source ends."""
+        ...
+
+    async def request_snapshot(self, symbol: str) -> None:
+        """Ask for a fresh book snapshot of ``symbol``; it arrives later in the batches."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One signal handed to a consumer, to acknowledge once acted upon."""
+
+    token: str
+    signal: SignalEmitted
+    attempt: int = 1
+
+
+class SignalPublisher(Protocol):
+    """Where the processor announces stored signals."""
+
+    async def publish(self, signals: Sequence[SignalEmitted]) -> None:
+        """Publish stored signals, in order."""
+        ...
+
+
+class SignalConsumer(Protocol):
+    """Where the trader takes signals from, at least once, acknowledging each."""
+
+    async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
+        """Return up to ``max_count`` deliveries, waiting at most ``timeout`` seconds."""
+        ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge deliveries whose effects are stored."""
+        ...
+
+
+class QuoteSource(Protocol):
+    """The latest top of book of a symbol."""
+
+    async def latest(self, symbol: str) -> TopOfBook | None:
+        """Return the latest known top of book, or ``None``."""
+        ...
+
+
+class OrderGateway(Protocol):
+    """Where orders are executed: a paper broker or an exchange."""
+
+    async def submit(self, order: OrderPlaced) -> OrderFilled | OrderRejected:
+        """Execute a market order; return its fill or its rejection."""
+        ...
+
+
+class Clock(Protocol):
+    """Wall and monotonic time, injected so that the core never reads a clock itself."""
+
+    def now_ns(self) -> int:
+        """Return Unix time in nanoseconds."""
+        ...
+
+    def monotonic(self) -> float:
+        """Return a monotonic time in seconds."""
+        ...

@@ -1,0 +1,143 @@
+"""The processor's pure core: market events in, closed bars and signals out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from algotrade.domain.bars import BarAggregator, Interval
+from algotrade.domain.events import (
+    BarClosed,
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    SignalEmitted,
+    TradeReceived,
+    derived_id,
+)
+from algotrade.domain.strategy import Strategy
+
+PriceSource = Literal["mid", "trade"]
+
+
+def signal_stream(symbol: str, interval: str, strategy: Strategy) -> str:
+    """Return the stream of one strategy's signals for one symbol and interval."""
+    params = "-".join(str(v) for _, v in strategy.params)
+    return f"signals-{symbol}-{interval}-{strategy.name}-{params}"
+
+
+class SymbolPipeline:
+    """Bars and strategy of one symbol: feed market events, get bars and signals."""
+
+    def __init__(
+        self,
+        symbol: str,
+        interval: Interval,
+        strategy: Strategy,
+        *,
+        price_source: PriceSource = "mid",
+    ) -> None:
+        self.symbol = symbol
+        self.interval = interval
+        self.strategy = strategy
+        self.price_source = price_source
+        self.bars = BarAggregator(symbol, interval)
+        self.signal_stream = signal_stream(symbol, interval.name, strategy)
+        self.signal_version = 0
+        self.resume_position = 0
+        self.bars_last_position = 0
+        self._key = (
+            strategy.name,
+            ",".join(f"{k}={v}" for k, v in strategy.params),
+            symbol,
+            interval.name,
+        )
+
+    def restore(self, bars: Iterable[BarClosed]) -> list[SignalEmitted]:
+        """Warm up from stored bars; return the signals they imply (ids as before)."""
+        signals = []
+        last = None
+        for bar in bars:
+            last = bar
+            signal = self.on_bar(bar)
+            if signal is not None:
+                signals.append(signal)
+        if last is not None:
+            self.bars.resume_after(last)
+            self.resume_position = self.bars_last_position = last.last_position
+        return signals
+
+    def on_event(self, event: Event, position: int) -> list[Event]:
+        """Consume one stored market event at ``position``; return new bars and signals."""
+        if position <= self.resume_position:
+            return []
+        if self.price_source == "mid":
+            if not isinstance(event, DepthDiffReceived | BookSnapshotTaken) or event.top is None:
+                return []
+            price = event.top.mid
+        else:
+            if not isinstance(event, TradeReceived):
+                return []
+            price = event.price
+        bar = self.bars.on_price(event.exchange_ts, price, position, event.receive_ts)
+        if bar is None:
+            return []
+        self.bars_last_position = bar.last_position
+        signal = self.on_bar(bar)
+        return [bar] if signal is None else [bar, signal]
+
+    def on_bar(self, bar: BarClosed) -> SignalEmitted | None:
+        """Run the strategy on one closed bar; return its signal, if any."""
+        decision = self.strategy.on_bar(bar)
+        if decision is None:
+            return None
+        self.signal_version += 1
+        return SignalEmitted(
+            stream=self.signal_stream,
+            version=self.signal_version,
+            exchange_ts=bar.exchange_ts,
+            receive_ts=bar.receive_ts,
+            signal_id=derived_id("signal", *self._key, bar.open_time, decision.side),
+            symbol=self.symbol,
+            interval=self.interval.name,
+            side=decision.side,
+            price=bar.close,
+            short_sma=decision.short_sma,
+            long_sma=decision.long_sma,
+            bar_time=bar.open_time,
+            strategy=self.strategy.name,
+            params=self.strategy.params,
+        )
+
+
+class Processor:
+    """Pipelines for every symbol seen, created on first sight by ``strategy_factory``."""
+
+    def __init__(
+        self,
+        interval: Interval,
+        strategy_factory: Callable[[], Strategy],
+        *,
+        price_source: PriceSource = "mid",
+    ) -> None:
+        self.interval = interval
+        self.strategy_factory = strategy_factory
+        self.price_source = price_source
+        self.pipelines: dict[str, SymbolPipeline] = {}
+
+    def pipeline(self, symbol: str) -> SymbolPipeline:
+        """Return the symbol's pipeline, creating it (without history) if new."""
+        found = self.pipelines.get(symbol)
+        if found is None:
+            found = SymbolPipeline(
+                symbol, self.interval, self.strategy_factory(), price_source=self.price_source
+            )
+            self.pipelines[symbol] = found
+        return found
+
+    def on_event(self, event: Event, position: int) -> list[Event]:
+        """Route one stored market event to its symbol's pipeline."""
+        symbol = getattr(event, "symbol", None)
+        if symbol is None:
+            return []
+        return self.pipeline(symbol).on_event(event, position)
