@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from algotrade.domain import events as ev
-from algotrade.domain.errors import InvalidInput
+from algotrade.domain.errors import InvalidInputError
 
 EVENT_TYPES: dict[str, type[ev.Event]] = {
     cls.__name__: cls
@@ -112,8 +112,44 @@ def type_name(cls: type[ev.Event]) -> str:
     return cls.__name__
 
 
+def _depth_dict(e: ev.DepthDiffReceived) -> dict[str, Any]:
+    # The hot path: most stored events are depth diffs, so they skip the generic schema walk.
+    top = e.top
+    return {
+        "exchange_ts": e.exchange_ts,
+        "receive_ts": e.receive_ts,
+        "exchange": e.exchange,
+        "symbol": e.symbol,
+        "first_update_id": e.first_update_id,
+        "final_update_id": e.final_update_id,
+        "bids": [[str(p), str(q)] for p, q in e.bids],
+        "asks": [[str(p), str(q)] for p, q in e.asks],
+        "top": None
+        if top is None
+        else [str(top.bid_price), str(top.bid_qty), str(top.ask_price), str(top.ask_qty)],
+    }
+
+
+def _trade_dict(e: ev.TradeReceived) -> dict[str, Any]:
+    return {
+        "exchange_ts": e.exchange_ts,
+        "receive_ts": e.receive_ts,
+        "exchange": e.exchange,
+        "symbol": e.symbol,
+        "trade_id": e.trade_id,
+        "price": str(e.price),
+        "quantity": str(e.quantity),
+        "buyer_is_maker": e.buyer_is_maker,
+    }
+
+
 def to_dict(event: ev.Event) -> dict[str, Any]:
     """Return the JSON-ready document of an event (without stream and version)."""
+    cls = type(event)
+    if cls is ev.DepthDiffReceived:
+        return _depth_dict(event)  # type: ignore[arg-type]  # checked just above
+    if cls is ev.TradeReceived:
+        return _trade_dict(event)  # type: ignore[arg-type]  # checked just above
     schema = _SCHEMAS[type(event).__name__]
     return {name: out(getattr(event, name)) for name, out, _ in schema.fields}
 
@@ -127,16 +163,16 @@ def from_dict(type_: str, stream: str, version: int, doc: dict[str, Any]) -> ev.
     """Rebuild an event from its stored document.
 
     Raises:
-        InvalidInput: unknown type or a document that does not fit it.
+        InvalidInputError: unknown type or a document that does not fit it.
     """
     schema = _SCHEMAS.get(type_)
     if schema is None:
-        raise InvalidInput(f"unknown event type {type_!r}")
+        raise InvalidInputError(f"unknown event type {type_!r}")
     try:
         kwargs = {name: inp(doc[name]) for name, _, inp in schema.fields}
         return schema.cls(stream=stream, version=version, **kwargs)
     except (KeyError, TypeError, ValueError, ArithmeticError) as e:
-        raise InvalidInput(f"stored {type_} at {stream}@{version} is malformed: {e!r}") from e
+        raise InvalidInputError(f"stored {type_} at {stream}@{version} is malformed: {e!r}") from e
 
 
 def decode(type_: str, stream: str, version: int, data: bytes | str) -> ev.Event:
@@ -144,5 +180,5 @@ def decode(type_: str, stream: str, version: int, data: bytes | str) -> ev.Event
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"stored {type_} at {stream}@{version} is not JSON: {e}") from e
+        raise InvalidInputError(f"stored {type_} at {stream}@{version} is not JSON: {e}") from e
     return from_dict(type_, stream, version, doc)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import anyio
 
 from algotrade.domain.errors import ConcurrencyError
-from algotrade.domain.events import Event, SignalEmitted
+from algotrade.domain.events import Event, SignalEmitted, with_version
 from algotrade.domain.ports import AppendResult, Delivery, StoredEvent, Tracking
 
 
@@ -42,7 +42,7 @@ class InMemoryEventStore:
             if current is None:
                 current = len(self._streams.get(event.stream, ()))
             if event.version == 0:
-                event = dataclasses.replace(event, version=current + 1)
+                event = with_version(event, current + 1)
             elif event.version != current + 1:
                 raise ConcurrencyError(event.stream, event.version)
             versions[event.stream] = event.version
@@ -137,7 +137,7 @@ class InMemorySignalBus:
             with anyio.move_on_after(timeout):
                 await self._ready.wait()
         self._ready = anyio.Event()
-        out = []
+        out: list[Delivery] = []
         while self._queue and len(out) < max_count:
             delivery = self._queue.popleft()
             self._pending[delivery.token] = delivery

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import anyio
 
 from algotrade.adapters.binance.messages import parse_depth_snapshot, parse_frame
-from algotrade.domain.errors import InvalidInput
+from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import MarketEvent
 from algotrade.domain.ports import RejectedInput
 
@@ -85,7 +85,7 @@ class ReplayFeed:
                     continue
                 try:
                     event = self._parse(line)
-                except InvalidInput as e:
+                except InvalidInputError as e:
                     self._reject(number, str(e), line)
                     continue
                 if event is None:
@@ -109,13 +109,13 @@ class ReplayFeed:
     def _parse(self, line: str) -> MarketEvent | None:
         if line.startswith(("wss://", "ws://")):
             if _OPEN.match(line) is None:
-                raise InvalidInput("malformed connection line")
+                raise InvalidInputError("malformed connection line")
             self.connections += 1
             return None
         if line.startswith(("https://", "http://")):
             rest = _REST.match(line)
             if rest is None:
-                raise InvalidInput("malformed REST line: expected 'URL -> T: {json}'")
+                raise InvalidInputError("malformed REST line: expected 'URL -> T: {json}'")
             url, ts, body = rest.groups()
             parsed = urlparse(url)
             if not parsed.path.endswith("/depth"):
@@ -123,11 +123,11 @@ class ReplayFeed:
                 return None
             symbol = parse_qs(parsed.query).get("symbol", [""])[0].upper()
             if not symbol:
-                raise InvalidInput(f"depth request without a symbol: {url}")
+                raise InvalidInputError(f"depth request without a symbol: {url}")
             return parse_depth_snapshot(symbol, body, _ns(ts))
         frame = _FRAME.match(line)
         if frame is None:
-            raise InvalidInput("not a frame, REST or connection line")
+            raise InvalidInputError("not a frame, REST or connection line")
         event = parse_frame(frame[2], _ns(frame[1]))
         if event is None:
             self.ignored += 1

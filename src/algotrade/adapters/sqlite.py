@@ -3,11 +3,14 @@
 It is the default store, so ``algotrade run`` needs no server. Several processes may share
 one file: SQLite serialises writers (``BEGIN IMMEDIATE`` with a busy timeout) and WAL lets
 readers follow while a writer appends.
+
+Writes use one connection, reads a second one that sees only committed data. Writes run
+on the event loop's thread: measured, a worker thread made ingest slower, because encoding
+and bookkeeping hold the GIL anyway (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +19,7 @@ import anyio
 
 from algotrade.adapters import codec
 from algotrade.domain.errors import ConcurrencyError, StoreError
-from algotrade.domain.events import Event
+from algotrade.domain.events import Event, with_version
 from algotrade.domain.ports import AppendResult, StoredEvent, Tracking
 
 _SCHEMA = """
@@ -45,15 +48,21 @@ class SqliteEventStore:
     def __init__(self, path: str | Path, *, poll_interval: float = 0.05) -> None:
         self.path = str(path)
         self.poll_interval = poll_interval
+        if self.path == ":memory:":
+            raise StoreError("the SQLite store needs a file; use the in-memory store instead")
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._connect()
             self._db.executescript(_SCHEMA)
-        except sqlite3.Error as e:
+            self._reader = self._connect()
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open SQLite store {self.path!r}: {e}") from e
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     async def append(
         self, events: Sequence[Event], *, tracking: Tracking | None = None
@@ -61,13 +70,19 @@ class SqliteEventStore:
         """Store ``events`` and ``tracking`` in one transaction; see the port for the rules."""
         if not events and tracking is None:
             return AppendResult((), 0)
+        encoded = [(e, e.id, type(e).__name__, codec.encode(e)) for e in events]
+        return self._append_sync(encoded, tracking)
+
+    def _append_sync(
+        self, encoded: list[tuple[Event, str, str, bytes]], tracking: Tracking | None
+    ) -> AppendResult:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise StoreError(f"cannot start a write on {self.path!r}: {e}") from e
         try:
-            result = self._append_locked(events, tracking)
+            result = self._append_locked(encoded, tracking)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -77,9 +92,11 @@ class SqliteEventStore:
             raise StoreError(f"commit failed on {self.path!r}: {e}") from e
         return result
 
-    def _append_locked(self, events: Sequence[Event], tracking: Tracking | None) -> AppendResult:
+    def _append_locked(
+        self, encoded: list[tuple[Event, str, str, bytes]], tracking: Tracking | None
+    ) -> AppendResult:
         db = self._db
-        ids = [e.id for e in events]
+        ids = [eid for _, eid, _, _ in encoded]
         existing: set[str] = set()
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
@@ -92,7 +109,7 @@ class SqliteEventStore:
         rows = []
         stored = []
         duplicates = 0
-        for event, eid in zip(events, ids, strict=True):
+        for event, eid, type_, data in encoded:
             if eid in existing:
                 duplicates += 1
                 continue
@@ -102,12 +119,10 @@ class SqliteEventStore:
                 current = versions.get(stream)
                 if current is None:
                     current = self._stream_version(stream)
-                event = dataclasses.replace(event, version=current + 1)
+                event = with_version(event, current + 1)
             versions[stream] = event.version
             head += 1
-            rows.append(
-                (head, eid, stream, event.version, type(event).__name__, codec.encode(event))
-            )
+            rows.append((head, eid, stream, event.version, type_, data))
             stored.append(StoredEvent(head, event))
         try:
             db.executemany(
@@ -145,7 +160,7 @@ class SqliteEventStore:
         self, stream: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[Event]:
         """Return a stream's events after ``after_version``, in version order."""
-        rows = self._db.execute(
+        rows = self._reader.execute(
             "SELECT stream, version, type, data FROM events"
             " WHERE stream = ? AND version > ? ORDER BY version LIMIT ?",
             (stream, after_version, -1 if limit is None else limit),
@@ -154,7 +169,7 @@ class SqliteEventStore:
 
     async def last_event(self, stream: str) -> Event | None:
         """Return the stream's latest event."""
-        row = self._db.execute(
+        row = self._reader.execute(
             "SELECT stream, version, type, data FROM events"
             " WHERE stream = ? ORDER BY version DESC LIMIT 1",
             (stream,),
@@ -173,7 +188,7 @@ class SqliteEventStore:
     ) -> list[StoredEvent]:
         """Return up to ``limit`` events after position ``after``, in order."""
         if types is None:
-            rows = self._db.execute(
+            rows = self._reader.execute(
                 "SELECT position, stream, version, type, data FROM events"
                 " WHERE position > ? ORDER BY position LIMIT ?",
                 (after, limit),
@@ -181,7 +196,7 @@ class SqliteEventStore:
         else:
             names = [codec.type_name(t) for t in types]
             marks = ",".join("?" * len(names))
-            rows = self._db.execute(
+            rows = self._reader.execute(
                 "SELECT position, stream, version, type, data FROM events"
                 f" WHERE type IN ({marks}) AND position > ? ORDER BY position LIMIT ?",
                 (*names, after, limit),
@@ -190,7 +205,7 @@ class SqliteEventStore:
 
     async def head(self) -> int:
         """Return the highest position."""
-        (head,) = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+        (head,) = self._reader.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         return int(head)
 
     async def wait(self, after: int, timeout: float) -> bool:
@@ -203,9 +218,12 @@ class SqliteEventStore:
 
     async def tracking_position(self, name: str) -> int:
         """Return a consumer's recorded position."""
-        row = self._db.execute("SELECT position FROM tracking WHERE name = ?", (name,)).fetchone()
+        row = self._reader.execute(
+            "SELECT position FROM tracking WHERE name = ?", (name,)
+        ).fetchone()
         return 0 if row is None else int(row[0])
 
     async def close(self) -> None:
         """Close the database file."""
+        self._reader.close()
         self._db.close()

@@ -3,15 +3,17 @@
 Every ``step`` of market time each symbol's mid price moves by a Gaussian number of ticks
 (volatility given per day). The generator keeps a real order book of ``depth`` levels a
 side and emits the diffs that move it: the new best levels, the levels the move crossed
-(quantity zero), a few quantity changes further down, and now and then a trade. Update ids
-are contiguous like Binance's (``U`` = previous ``u + 1``), a snapshot comes whenever one
-is requested, and the same seed and start give the same events.
+(quantity zero), a few quantity changes further down, and a few trades (two per diff on
+average). Update ids are contiguous like Binance's (``U`` = previous ``u + 1``), a
+snapshot comes whenever one is requested, and the same seed and start give the same
+events.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +34,7 @@ from algotrade.domain.ports import RejectedInput
 EXCHANGE = "synthetic"
 DEFAULT_START_NS = 1_704_067_200_000_000_000  # 2024-01-01T00:00:00Z
 _DAY_NS = 86_400 * 1_000_000_000
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class SyntheticStart:
 
 
 class _Walk:
-    """One symbol's random walk and book, in integer ticks."""
+    """One symbol's random walk and book, in integer ticks (sorted lists, best at the inside)."""
 
     def __init__(
         self,
@@ -57,33 +60,29 @@ class _Walk:
         tick: Decimal,
         daily_volatility: float,
         depth: int,
-        trade_probability: float,
+        trades_per_step: float,
     ) -> None:
         self.symbol = symbol
         self.rng = random.Random(f"{seed}:{symbol}:{start.time_ns}")
         self.step_ns = step_ns
         self.tick = tick
         self.depth = depth
-        self.trade_probability = trade_probability
+        self.trade_probability = trades_per_step / (1.0 + trades_per_step)
         self.time = start.time_ns
         self.update_id = start.update_id
         self.trade_id = start.trade_id
         mid = int(start.price / tick)
         steps_per_day = _DAY_NS / step_ns
-        self.sigma = max(
-            0.5, float(start.price) * daily_volatility / math.sqrt(steps_per_day) / float(tick)
-        )
+        per_step = float(start.price) * daily_volatility / math.sqrt(steps_per_day)
+        self.sigma = max(0.5, per_step / float(tick))
         self.depth_stream = depth_stream(symbol)
         self.trade_stream = trade_stream(symbol)
         self._prices: dict[int, Decimal] = {}
-        self._qtys = [Decimal(n).scaleb(-4) for n in range(1, 50_001, 97)]
-        self.bid = mid - 1
-        self.ask = mid + 1
-        self.bids: dict[int, Decimal] = {}
-        self.asks: dict[int, Decimal] = {}
-        for i in range(depth):
-            self.bids[self.bid - i] = self._qty()
-            self.asks[self.ask + i] = self._qty()
+        self._qtys = [Decimal(n).scaleb(-5) for n in range(1, 200_001, 397)]
+        # Both ascending: the best bid is bids[-1], the best ask asks[0].
+        self.bids = [mid - 1 - 2 * i for i in reversed(range(depth))]
+        self.asks = [mid + 1 + 2 * i for i in range(depth)]
+        self.qty: dict[int, Decimal] = {t: self._qty() for t in (*self.bids, *self.asks)}
 
     def _price(self, ticks: int) -> Decimal:
         price = self._prices.get(ticks)
@@ -94,11 +93,12 @@ class _Walk:
         return price
 
     def _qty(self) -> Decimal:
-        return self.rng.choice(self._qtys)
+        qtys = self._qtys
+        return qtys[int(self.rng.random() * len(qtys))]
 
     def snapshot(self) -> BookSnapshotTaken:
         """Return the current book as a REST-style snapshot."""
-        price = self._price
+        price, qty = self._price, self.qty
         return BookSnapshotTaken(
             stream=self.depth_stream,
             version=0,
@@ -107,54 +107,70 @@ class _Walk:
             exchange=EXCHANGE,
             symbol=self.symbol,
             last_update_id=self.update_id - 1,
-            bids=tuple((price(t), q) for t, q in sorted(self.bids.items(), reverse=True)),
-            asks=tuple((price(t), q) for t, q in sorted(self.asks.items())),
+            bids=tuple((price(t), qty[t]) for t in reversed(self.bids)),
+            asks=tuple((price(t), qty[t]) for t in self.asks),
         )
 
     def step(self, out: list[MarketEvent]) -> None:
         """Advance one step; append the diff (and maybe a trade) to ``out``."""
         rng = self.rng
+        random_ = rng.random
         self.time += self.step_ns
-        move = round(rng.gauss(0.0, self.sigma))
-        bids, asks, price = self.bids, self.asks, self._price
+        bids, asks, price, qty = self.bids, self.asks, self._price, self.qty
+        zero = _ZERO
         bid_changes: list[PriceLevel] = []
         ask_changes: list[PriceLevel] = []
-        new_bid = self.bid + move
-        new_ask = new_bid + 1 + (rng.random() < 0.3)
-        if move > 0:
-            for t in [t for t in asks if t < new_ask]:
-                del asks[t]
-                ask_changes.append((price(t), Decimal(0)))
-        elif move < 0:
-            for t in [t for t in bids if t > new_bid]:
-                del bids[t]
-                bid_changes.append((price(t), Decimal(0)))
-        for t in [t for t in bids if t >= new_ask]:
-            del bids[t]
-            bid_changes.append((price(t), Decimal(0)))
-        for t in [t for t in asks if t <= new_bid]:
-            del asks[t]
-            ask_changes.append((price(t), Decimal(0)))
-        for book, changes, best, sign in (
-            (bids, bid_changes, new_bid, -1),
-            (asks, ask_changes, new_ask, 1),
-        ):
-            if best not in book:
-                q = self._qty()
-                book[best] = q
-                changes.append((price(best), q))
-            level = best + sign * rng.randrange(1, self.depth)
-            q = self._qty()
-            book[level] = q
-            changes.append((price(level), q))
-            while len(book) > self.depth:
-                far = min(book) if sign < 0 else max(book)
-                del book[far]
-                changes.append((price(far), Decimal(0)))
-        self.bid = max(bids)
-        self.ask = min(asks)
+        new_bid = bids[-1] + round(rng.gauss(0.0, self.sigma))
+        new_ask = new_bid + 1 + (random_() < 0.3)
+        # Levels the move crossed disappear.
+        k = bisect_left(asks, new_ask)
+        if k:
+            for t in asks[:k]:
+                ask_changes.append((price(t), zero))
+                del qty[t]
+            del asks[:k]
+        k = bisect_right(bids, new_bid)
+        if k < len(bids):
+            for t in bids[k:]:
+                bid_changes.append((price(t), zero))
+                del qty[t]
+            del bids[k:]
+        # The new inside levels.
+        if not bids or bids[-1] != new_bid:
+            bids.append(new_bid)
+            q = qty[new_bid] = self._qty()
+            bid_changes.append((price(new_bid), q))
+        if not asks or asks[0] != new_ask:
+            asks.insert(0, new_ask)
+            q = qty[new_ask] = self._qty()
+            ask_changes.append((price(new_ask), q))
+        # Depth refills after a sweep, and one quantity change further down each side.
+        if len(bids) < self.depth:
+            t = bids[0] - 1 - int(random_() * 3)
+            bids.insert(0, t)
+            q = qty[t] = self._qty()
+            bid_changes.append((price(t), q))
+        if len(asks) < self.depth:
+            t = asks[-1] + 1 + int(random_() * 3)
+            asks.append(t)
+            q = qty[t] = self._qty()
+            ask_changes.append((price(t), q))
+        t = bids[int(random_() * len(bids))]
+        q = qty[t] = self._qty()
+        bid_changes.append((price(t), q))
+        t = asks[int(random_() * len(asks))]
+        q = qty[t] = self._qty()
+        ask_changes.append((price(t), q))
+        while len(bids) > self.depth:
+            t = bids.pop(0)
+            del qty[t]
+            bid_changes.append((price(t), zero))
+        while len(asks) > self.depth:
+            t = asks.pop()
+            del qty[t]
+            ask_changes.append((price(t), zero))
         first = self.update_id
-        last = first + rng.randrange(0, 4)
+        last = first + int(random_() * 4)
         self.update_id = last + 1
         out.append(
             DepthDiffReceived(
@@ -170,9 +186,11 @@ class _Walk:
                 asks=tuple(ask_changes),
             )
         )
-        if rng.random() < self.trade_probability:
-            buyer_is_maker = rng.random() < 0.5
-            t = self.bid if buyer_is_maker else self.ask
+        # Trades per step follow a geometric law with mean trades_per_step: on Binance,
+        # BTCUSDT's aggTrade stream carries more messages than its depth@100ms stream.
+        while random_() < self.trade_probability:
+            buyer_is_maker = random_() < 0.5
+            t = bids[-1] if buyer_is_maker else asks[0]
             out.append(
                 TradeReceived(
                     stream=self.trade_stream,
@@ -199,6 +217,7 @@ class SyntheticFeed:
         starts: where each symbol begins (defaults: 2024-01-01, 30,000).
         step: market time between two diffs of a symbol, in nanoseconds (100 ms).
         daily_volatility: standard deviation of the daily return (0.03 is 3%).
+        trades_per_step: mean number of trades after each diff.
         limit: stop once this many events were produced (``None``: never stop); the last
             batch may end a few events past it so that no diff is cut off.
         batch_size: events per yielded batch.
@@ -214,7 +233,7 @@ class SyntheticFeed:
         tick: Decimal = Decimal("0.01"),
         daily_volatility: float = 0.03,
         depth: int = 20,
-        trade_probability: float = 0.2,
+        trades_per_step: float = 2.0,
         limit: int | None = None,
         batch_size: int = 1000,
     ) -> None:
@@ -229,7 +248,7 @@ class SyntheticFeed:
                 tick=tick,
                 daily_volatility=daily_volatility,
                 depth=depth,
-                trade_probability=trade_probability,
+                trades_per_step=trades_per_step,
             )
             for s in self._symbols
         ]

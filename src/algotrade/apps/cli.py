@@ -260,7 +260,7 @@ def signals(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
     async def main() -> list[dict[str, Any]]:
         db = open_store(store)
         try:
-            out = []
+            out: list[dict[str, Any]] = []
             after = 0
             while batch := await db.read_all(after, limit=1000, types=(SignalEmitted,)):
                 out.extend(
@@ -275,8 +275,10 @@ def signals(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
-    header = f"{'bar_time':<25} {'symbol':<9} {'side':<4} {'price':>14} {'short_sma':>14} {'long_sma':>14}  id"
-    typer.echo(header)
+    typer.echo(
+        f"{'bar_time':<25} {'symbol':<9} {'side':<4} {'price':>14}"
+        f" {'short_sma':>14} {'long_sma':>14}  id"
+    )
     for r in rows:
         typer.echo(
             f"{r['bar_time']:<25} {r['symbol']:<9} {r['side']:<4} {r['price']:>14}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
@@ -16,6 +16,9 @@ from algotrade.domain.events import (
     SequenceGapDetected,
     TopOfBook,
     TradeReceived,
+    depth_stream,
+    trade_stream,
+    with_version,
 )
 from algotrade.domain.ports import Clock, EventStore, MarketFeed, StoredEvent
 
@@ -33,14 +36,14 @@ class CollectorStats:
     rejected: int = 0
     snapshots: int = 0
     flushes: int = 0
-    by_type: dict[str, int] = field(default_factory=dict)
 
 
 class Collector:
     """Feeds market events through each symbol's :class:`BookSynchronizer` into the store.
 
     Events are appended in batches bounded in size (``flush_size``) and age
-    (``flush_interval`` seconds); ``on_stored`` sees every batch once it is durable.
+    (``flush_interval`` seconds); ``on_stored`` sees every batch once it is durable. A slow store
+    slows the feed (back-pressure) instead of filling memory.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Collector:
         self.stats = CollectorStats()
         self._pending: list[Event] = []
         self._requested: set[str] = set()
+        self._trades: dict[str, tuple[int, int]] = {}  # symbol -> (version, last trade id)
         self._last_flush = clock.monotonic()
 
     def top(self, symbol: str) -> TopOfBook | None:
@@ -92,16 +96,20 @@ class Collector:
         stats.received += len(batch)
         for event in batch:
             if isinstance(event, DepthDiffReceived):
-                sync = self._sync(event.symbol, event.exchange)
+                sync = self.books.get(event.symbol) or await self._sync(event)
                 out = sync.on_diff(event)
             elif isinstance(event, BookSnapshotTaken):
-                sync = self._sync(event.symbol, event.exchange)
+                sync = self.books.get(event.symbol) or await self._sync(event)
                 out = sync.on_snapshot(event)
                 stats.snapshots += 1
                 if sync.synced:
                     self._requested.discard(event.symbol)
             elif isinstance(event, TradeReceived):
-                pending.append(event)
+                trades = self._trades.get(event.symbol) or await self._trade_state(event)
+                version, last_id = trades
+                if event.trade_id > last_id:
+                    self._trades[event.symbol] = (version + 1, event.trade_id)
+                    pending.append(with_version(event, version + 1))
                 continue
             else:
                 continue
@@ -148,11 +156,29 @@ class Collector:
         if self.on_stored is not None and result.stored:
             await self.on_stored(result.stored)
 
-    def _sync(self, symbol: str, exchange: str) -> BookSynchronizer:
-        sync = self.books.get(symbol)
-        if sync is None:
-            sync = self.books[symbol] = BookSynchronizer(symbol, exchange=exchange)
+    async def _sync(self, event: DepthDiffReceived | BookSnapshotTaken) -> BookSynchronizer:
+        """Create a symbol's book, continuing the numbering of its stored depth stream."""
+        last = await self.store.last_event(depth_stream(event.symbol))
+        version, stored_through = 0, 0
+        if last is not None:
+            version = last.version
+            if isinstance(last, DepthDiffReceived):
+                stored_through = last.final_update_id
+            elif isinstance(last, BookSnapshotTaken):
+                stored_through = last.last_update_id
+            elif isinstance(last, SequenceGapDetected):
+                stored_through = min(last.expected_update_id, last.received_update_id) - 1
+        sync = BookSynchronizer(
+            event.symbol, exchange=event.exchange, version=version, stored_through=stored_through
+        )
+        self.books[event.symbol] = sync
         return sync
+
+    async def _trade_state(self, event: TradeReceived) -> tuple[int, int]:
+        last = await self.store.last_event(trade_stream(event.symbol))
+        state = (last.version, last.trade_id) if isinstance(last, TradeReceived) else (0, 0)
+        self._trades[event.symbol] = state
+        return state
 
     async def _request(self, symbol: str) -> None:
         self._requested.add(symbol)

@@ -11,7 +11,7 @@ from algotrade.domain.errors import (
     AlgotradeError,
     ConcurrencyError,
     ConfigurationError,
-    InvalidInput,
+    InvalidInputError,
     SequenceError,
     StoreError,
 )
@@ -49,7 +49,7 @@ __all__ = [
     "Event",
     "GapReason",
     "Interval",
-    "InvalidInput",
+    "InvalidInputError",
     "MarketEvent",
     "OrderBook",
     "OrderFilled",

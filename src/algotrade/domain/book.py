@@ -124,11 +124,26 @@ class BookSynchronizer:
     order they arrived. Each returns the events to store, in order: the snapshot and the
     applied diffs (each with ``top`` filled in), or a gap event. After a gap event,
     :attr:`needs_snapshot` is true until a usable snapshot arrives.
+
+    The synchronizer numbers the events of the symbol's depth stream: ``version`` is the
+    stream's last stored version, and updates up to ``stored_through`` (the last stored
+    update id) are applied to the book but not emitted again, so a restarted collector or
+    a re-played recording never stores a depth event twice.
     """
 
-    def __init__(self, symbol: str, *, exchange: str, max_buffer: int = 10_000) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        *,
+        exchange: str,
+        max_buffer: int = 10_000,
+        version: int = 0,
+        stored_through: int = 0,
+    ) -> None:
         self.symbol = symbol
         self.exchange = exchange
+        self.version = version
+        self.stored_through = stored_through
         self.book = OrderBook()
         self.synced = False
         self.needs_snapshot = True
@@ -145,7 +160,7 @@ class BookSynchronizer:
                 dropped = self._buffer.popleft()
                 gap = self._gap(GapReason.BUFFER_OVERFLOW, dropped.first_update_id, diff)
                 self._buffer.append(diff)
-                return [gap]
+                return gap
             self._buffer.append(diff)
             return []
         return self._apply(diff)
@@ -157,13 +172,17 @@ class BookSynchronizer:
             self._buffer.popleft()
         if self._buffer and self._buffer[0].first_update_id > last + 1:
             # The snapshot is older than every buffered diff: updates in between are lost.
-            return [self._gap(GapReason.STALE_SNAPSHOT, last + 1, self._buffer[0])]
+            return self._gap(GapReason.STALE_SNAPSHOT, last + 1, self._buffer[0])
         self.book.load(snapshot.bids, snapshot.asks)
         self.last_update_id = last
         self.synced = True
         self.needs_snapshot = False
         self._first_after_snapshot = True
-        out: list[Event] = [dataclasses.replace(snapshot, top=self.book.top())]
+        out: list[Event] = []
+        if last > self.stored_through:
+            self.version += 1
+            self.stored_through = last
+            out.append(dataclasses.replace(snapshot, version=self.version, top=self.book.top()))
         buffered = list(self._buffer)
         self._buffer.clear()
         for diff in buffered:
@@ -183,21 +202,42 @@ class BookSynchronizer:
         if not in_sequence:
             gap = self._gap(GapReason.GAP, self.last_update_id + 1, diff)
             self._buffer.append(diff)
-            return [gap]
+            return gap
         self.book.apply(diff.bids, diff.asks)
         if self.book.is_crossed():
-            return [self._gap(GapReason.CROSSED, diff.final_update_id + 1, diff)]
+            return self._gap(GapReason.CROSSED, diff.final_update_id + 1, diff)
         self._first_after_snapshot = False
-        self.last_update_id = diff.final_update_id
-        return [dataclasses.replace(diff, top=self.book.top())]
+        final = self.last_update_id = diff.final_update_id
+        if final <= self.stored_through:
+            return []
+        self.stored_through = final
+        self.version += 1
+        return [
+            DepthDiffReceived(
+                stream=diff.stream,
+                version=self.version,
+                exchange_ts=diff.exchange_ts,
+                receive_ts=diff.receive_ts,
+                exchange=diff.exchange,
+                symbol=diff.symbol,
+                first_update_id=diff.first_update_id,
+                final_update_id=diff.final_update_id,
+                bids=diff.bids,
+                asks=diff.asks,
+                top=self.book.top(),
+            )
+        ]
 
-    def _gap(self, reason: GapReason, expected: int, diff: DepthDiffReceived) -> Event:
+    def _gap(self, reason: GapReason, expected: int, diff: DepthDiffReceived) -> list[Event]:
         self.synced = False
         self.needs_snapshot = True
         self.gaps += 1
-        return SequenceGapDetected(
+        if diff.final_update_id <= self.stored_through:
+            return []  # a gap inside what is already stored was recorded back then
+        self.version += 1
+        gap = SequenceGapDetected(
             stream=diff.stream,
-            version=0,
+            version=self.version,
             exchange_ts=diff.exchange_ts,
             receive_ts=diff.receive_ts,
             exchange=self.exchange,
@@ -206,3 +246,4 @@ class BookSynchronizer:
             expected_update_id=expected,
             received_update_id=diff.first_update_id,
         )
+        return [gap]

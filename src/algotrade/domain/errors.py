@@ -4,7 +4,7 @@ Every error algotrade raises on purpose derives from :class:`AlgotradeError`::
 
     AlgotradeError
     ├── ConfigurationError        a setting or option has a malformed or forbidden value
-    ├── InvalidInput              a frame, file line or stream entry cannot be understood
+    ├── InvalidInputError              a frame, file line or stream entry cannot be understood
     ├── StoreError                the event store failed
     │   └── ConcurrencyError      another writer appended at the same stream version
     └── SequenceError             market data broke Binance's update-id sequencing rules
@@ -28,7 +28,7 @@ class ConfigurationError(AlgotradeError):
         self.name = name
 
 
-class InvalidInput(AlgotradeError):
+class InvalidInputError(AlgotradeError):
     """A piece of external data (frame, file line, stream entry) cannot be understood."""
 
 

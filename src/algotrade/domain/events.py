@@ -18,11 +18,13 @@ Indicator values (SMAs) are floats.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 #: Namespace of every uuid5 algotrade derives.
 ALGOTRADE_NAMESPACE = uuid.UUID("6f1c3c2e-8f0a-5a7e-9d0b-6a1f2b3c4d5e")
@@ -84,6 +86,36 @@ class Event:
     def id(self) -> str:
         """Return the event's deterministic identity."""
         raise NotImplementedError
+
+
+E = TypeVar("E", bound=Event)
+_COPIERS: dict[type[Event], Callable[[Event, int], Event]] = {}
+
+
+def _copier(cls: type[Event]) -> Callable[[Event, int], Event]:
+    # Like dataclasses itself, generate the copy function once per class: one attribute
+    # store per field, no keyword handling, no per-call field introspection.
+    lines = ["def copy(event, version):", "    new = new_(cls)"]
+    for f in dataclasses.fields(cls):
+        value = "version" if f.name == "version" else f"event.{f.name}"
+        lines.append(f"    set_(new, {f.name!r}, {value})")
+    lines.append("    return new")
+    namespace: dict[str, Any] = {"cls": cls, "new_": object.__new__, "set_": object.__setattr__}
+    exec("\n".join(lines), namespace)
+    copy: Callable[[Event, int], Event] = namespace["copy"]
+    return copy
+
+
+def with_version(event: E, version: int) -> E:
+    """Return a copy of ``event`` at ``version``: a fast ``dataclasses.replace``.
+
+    Appending assigns versions to stored market events, so this sits on the hot path.
+    """
+    cls = type(event)
+    copier = _COPIERS.get(cls)
+    if copier is None:
+        copier = _COPIERS[cls] = _copier(cls)
+    return copier(event, version)  # type: ignore[return-value]  # same class as event
 
 
 def depth_stream(symbol: str) -> str:

@@ -1,7 +1,7 @@
 """Binance spot wire schemas: combined-stream frames and REST bodies into domain events.
 
 Prices and quantities are parsed from Binance's decimal strings into ``Decimal``; a frame
-that does not fit its schema raises :class:`~algotrade.domain.errors.InvalidInput` naming
+that does not fit its schema raises :class:`~algotrade.domain.errors.InvalidInputError` naming
 what is wrong, so the caller can count it and set it aside.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from algotrade.domain.errors import InvalidInput
+from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -32,34 +32,36 @@ IGNORED_STREAMS = frozenset({"kline_1m", "kline", "bookTicker", "ticker", "miniT
 
 def _levels(raw: Any, what: str) -> tuple[PriceLevel, ...]:
     if not isinstance(raw, list):
-        raise InvalidInput(f"{what} must be a list of [price, quantity], got {type(raw).__name__}")
+        raise InvalidInputError(
+            f"{what} must be a list of [price, quantity], got {type(raw).__name__}"
+        )
     try:
         return tuple((Decimal(p), Decimal(q)) for p, q in raw)
     except (ValueError, TypeError, InvalidOperation) as e:
-        raise InvalidInput(f"{what} has a malformed level: {e!r}") from e
+        raise InvalidInputError(f"{what} has a malformed level: {e!r}") from e
 
 
 def _int(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
     if type(value) is not int:
-        raise InvalidInput(f"field {key!r} must be an integer, got {value!r}")
+        raise InvalidInputError(f"field {key!r} must be an integer, got {value!r}")
     return value
 
 
 def _decimal(data: dict[str, Any], key: str) -> Decimal:
     value = data.get(key)
     if not isinstance(value, str):
-        raise InvalidInput(f"field {key!r} must be a decimal string, got {value!r}")
+        raise InvalidInputError(f"field {key!r} must be a decimal string, got {value!r}")
     try:
         return Decimal(value)
     except InvalidOperation as e:
-        raise InvalidInput(f"field {key!r} is not a decimal: {value!r}") from e
+        raise InvalidInputError(f"field {key!r} is not a decimal: {value!r}") from e
 
 
 def _symbol(data: dict[str, Any]) -> str:
     symbol = data.get("s")
     if not isinstance(symbol, str) or not symbol:
-        raise InvalidInput(f"field 's' must be a symbol, got {symbol!r}")
+        raise InvalidInputError(f"field 's' must be a symbol, got {symbol!r}")
     return symbol
 
 
@@ -67,17 +69,17 @@ def parse_frame(text: str | bytes, receive_ts: int) -> MarketEvent | None:
     """Translate one combined-stream frame; ``None`` for a recognised stream we ignore.
 
     Raises:
-        InvalidInput: the frame is not JSON, names an unknown stream or lacks a field.
+        InvalidInputError: the frame is not JSON, names an unknown stream or lacks a field.
     """
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"frame is not JSON: {e}") from e
+        raise InvalidInputError(f"frame is not JSON: {e}") from e
     if not isinstance(frame, dict) or not isinstance(frame.get("data"), dict):
-        raise InvalidInput("frame is not a combined-stream object with a 'data' object")
+        raise InvalidInputError("frame is not a combined-stream object with a 'data' object")
     stream = frame.get("stream")
     if not isinstance(stream, str) or "@" not in stream:
-        raise InvalidInput(f"frame names no stream: {stream!r}")
+        raise InvalidInputError(f"frame names no stream: {stream!r}")
     kind = stream.split("@", 1)[1]
     data = frame["data"]
     if kind.startswith("depth"):
@@ -86,17 +88,17 @@ def parse_frame(text: str | bytes, receive_ts: int) -> MarketEvent | None:
         return parse_agg_trade(data, receive_ts)
     if kind in IGNORED_STREAMS or kind.startswith("kline_"):
         return None
-    raise InvalidInput(f"unknown stream {stream!r}")
+    raise InvalidInputError(f"unknown stream {stream!r}")
 
 
 def parse_depth_update(data: dict[str, Any], receive_ts: int) -> DepthDiffReceived:
     """Translate a ``depthUpdate`` payload."""
     if data.get("e") != "depthUpdate":
-        raise InvalidInput(f"expected a depthUpdate event, got {data.get('e')!r}")
+        raise InvalidInputError(f"expected a depthUpdate event, got {data.get('e')!r}")
     symbol = _symbol(data)
     first, final = _int(data, "U"), _int(data, "u")
     if first > final:
-        raise InvalidInput(f"first update id {first} is above final update id {final}")
+        raise InvalidInputError(f"first update id {first} is above final update id {final}")
     return DepthDiffReceived(
         stream=depth_stream(symbol),
         version=0,
@@ -114,11 +116,11 @@ def parse_depth_update(data: dict[str, Any], receive_ts: int) -> DepthDiffReceiv
 def parse_agg_trade(data: dict[str, Any], receive_ts: int) -> TradeReceived:
     """Translate an ``aggTrade`` payload."""
     if data.get("e") != "aggTrade":
-        raise InvalidInput(f"expected an aggTrade event, got {data.get('e')!r}")
+        raise InvalidInputError(f"expected an aggTrade event, got {data.get('e')!r}")
     symbol = _symbol(data)
     maker = data.get("m")
     if not isinstance(maker, bool):
-        raise InvalidInput(f"field 'm' must be a boolean, got {maker!r}")
+        raise InvalidInputError(f"field 'm' must be a boolean, got {maker!r}")
     return TradeReceived(
         stream=trade_stream(symbol),
         version=0,
@@ -139,14 +141,14 @@ def parse_depth_snapshot(symbol: str, body: str | bytes, receive_ts: int) -> Boo
     The snapshot has no exchange time; its receive time stands in for it.
 
     Raises:
-        InvalidInput: the body is not a depth snapshot.
+        InvalidInputError: the body is not a depth snapshot.
     """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"depth snapshot is not JSON: {e}") from e
+        raise InvalidInputError(f"depth snapshot is not JSON: {e}") from e
     if not isinstance(data, dict):
-        raise InvalidInput("depth snapshot is not an object")
+        raise InvalidInputError("depth snapshot is not an object")
     return BookSnapshotTaken(
         stream=depth_stream(symbol),
         version=0,
