@@ -115,11 +115,13 @@ class SqliteEventStore:
                 continue
             existing.add(eid)
             stream = event.stream
+            current = versions.get(stream)
+            if current is None:
+                current = self._stream_version(stream)
             if event.version == 0:
-                current = versions.get(stream)
-                if current is None:
-                    current = self._stream_version(stream)
                 event = with_version(event, current + 1)
+            elif event.version != current + 1:
+                raise ConcurrencyError(stream, event.version)
             versions[stream] = event.version
             head += 1
             rows.append((head, eid, stream, event.version, type_, data))
@@ -147,11 +149,11 @@ class SqliteEventStore:
         return int(version)
 
     def _conflict(self, rows: list[tuple[int, str, str, int, str, bytes]]) -> ConcurrencyError:
-        for _, _, stream, version, _, _ in rows:
+        for _, eid, stream, version, _, _ in rows:
             hit = self._db.execute(
-                "SELECT 1 FROM events WHERE stream = ? AND version = ?", (stream, version)
+                "SELECT id FROM events WHERE stream = ? AND version = ?", (stream, version)
             ).fetchone()
-            if hit is not None:
+            if hit is not None and hit[0] != eid:
                 return ConcurrencyError(stream, version)
         first = rows[0]
         return ConcurrencyError(first[2], first[3])

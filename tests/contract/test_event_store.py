@@ -1,0 +1,143 @@
+"""One contract for the event store port, run unchanged against every adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from algotrade.adapters.memory import InMemoryEventStore
+from algotrade.adapters.sqlite import SqliteEventStore
+from algotrade.domain.errors import ConcurrencyError
+from algotrade.domain.events import DepthDiffReceived, Event, TradeReceived, with_version
+from algotrade.domain.ports import EventStore, Tracking
+from tests.support.builders import D, diff
+
+pytestmark = pytest.mark.anyio
+
+Factory = Callable[[Path], EventStore]
+FACTORIES: dict[str, Factory] = {
+    "memory": lambda _: InMemoryEventStore(),
+    "sqlite": lambda tmp: SqliteEventStore(tmp / "events.db"),
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    """Yield a fresh store of each kind."""
+    s = FACTORIES[request.param](tmp_path)
+    yield s
+    await s.close()
+
+
+def trade(trade_id: int, version: int = 0, symbol: str = "BTCUSDT") -> TradeReceived:
+    """Return a trade at a stream version (0: append at the end)."""
+    return TradeReceived(
+        stream=f"trades-{symbol}", version=version, exchange_ts=trade_id, receive_ts=trade_id,
+        exchange="test", symbol=symbol, trade_id=trade_id, price=D("1.5"), quantity=D(1),
+        buyer_is_maker=False,
+    )
+
+
+async def test_append_assigns_positions_and_versions_in_order(store: EventStore) -> None:
+    """Positions are global and gapless; version 0 means 'next version of the stream'."""
+    result = await store.append([trade(1), trade(2), diff(1, 1), trade(3)])
+    assert [s.position for s in result.stored] == [1, 2, 3, 4]
+    assert [s.event.version for s in result.stored] == [1, 2, 1, 3]
+    assert await store.head() == 4
+    events = await store.read_stream("trades-BTCUSDT")
+    assert [e.trade_id for e in events if isinstance(e, TradeReceived)] == [1, 2, 3]
+    assert [e.version for e in events] == [1, 2, 3]
+
+
+async def test_read_all_from_a_position_with_type_filter(store: EventStore) -> None:
+    """read_all returns events after a position, in order, optionally of some types only."""
+    await store.append([trade(1), diff(1, 1), trade(2), diff(2, 2), trade(3)])
+    after_two = await store.read_all(2)
+    assert [s.position for s in after_two] == [3, 4, 5]
+    depth = await store.read_all(0, types=(DepthDiffReceived,))
+    assert [s.position for s in depth] == [2, 4]
+    limited = await store.read_all(0, limit=2)
+    assert [s.position for s in limited] == [1, 2]
+
+
+async def test_stored_events_equal_the_appended_ones(store: EventStore) -> None:
+    """What comes back is what went in, exact decimals included."""
+    event = diff(5, 9, [("100.10", "0.001")], [("100.20", "0")])
+    await store.append([event])
+    (back,) = await store.read_all(0)
+    assert back.event == with_version(event, 1)
+    assert await store.last_event("depth-BTCUSDT") == with_version(event, 1)
+    assert await store.last_event("nothing") is None
+
+
+async def test_optimistic_concurrency(store: EventStore) -> None:
+    """A different event at an occupied version fails the whole batch and stores nothing."""
+    await store.append([trade(1, 1), trade(2, 2)])
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append([trade(9, 1, "ETHUSDT"), trade(3, 2)])
+    assert (caught.value.stream, caught.value.version) == ("trades-BTCUSDT", 2)
+    assert await store.head() == 2
+    assert await store.read_stream("trades-ETHUSDT") == []
+    with pytest.raises(ConcurrencyError):
+        await store.append([trade(4, 4)])  # a version gap is refused too
+
+
+async def test_idempotent_reappend(store: EventStore) -> None:
+    """Appending an already stored event is a counted duplicate, not an error."""
+    first = await store.append([trade(1, 1), trade(2, 2)])
+    again = await store.append([trade(1, 1), trade(2, 2), trade(3, 3)])
+    assert first.duplicates == 0
+    assert again.duplicates == 2
+    assert [s.event.version for s in again.stored] == [3]
+    assert await store.head() == 3
+    auto = await store.append([trade(3), trade(4)])
+    assert auto.duplicates == 1
+    assert [s.event.version for s in auto.stored] == [4]
+
+
+async def test_tracking_is_stored_with_events(store: EventStore) -> None:
+    """A consumer's position is recorded atomically with what it produced."""
+    assert await store.tracking_position("trader") == 0
+    await store.append([trade(1)], tracking=Tracking("trader", 41))
+    await store.append([], tracking=Tracking("trader", 42))
+    assert await store.tracking_position("trader") == 42
+    assert await store.tracking_position("other") == 0
+
+
+async def test_wait_follows_new_events(store: EventStore) -> None:
+    """wait returns True soon after an append, False when nothing comes."""
+    assert await store.wait(0, 0.05) is False
+
+    async def append_later() -> None:
+        await anyio.sleep(0.05)
+        await store.append([trade(1)])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(append_later)
+        assert await store.wait(0, 5.0) is True
+    assert await store.head() == 1
+
+
+async def test_read_stream_after_version_and_limit(store: EventStore) -> None:
+    """read_stream pages through a stream by version."""
+    events: list[Event] = [trade(i) for i in range(1, 6)]
+    await store.append(events)
+    page = await store.read_stream("trades-BTCUSDT", after_version=2, limit=2)
+    assert [e.version for e in page] == [3, 4]
+
+
+async def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:
+    """The embedded store is durable: a reopened file has everything, in order."""
+    path = tmp_path / "durable.db"
+    first = SqliteEventStore(path)
+    await first.append([trade(1), trade(2)], tracking=Tracking("t", 2))
+    await first.close()
+    second = SqliteEventStore(path)
+    assert [s.position for s in await second.read_all(0)] == [1, 2]
+    assert await second.tracking_position("t") == 2
+    result = await second.append([trade(3)])
+    assert result.stored[0].position == 3
+    await second.close()

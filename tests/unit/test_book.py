@@ -1,0 +1,139 @@
+"""The order book and Binance's sync procedure: buffer, drop stale, sequence, gaps as events."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from algotrade.domain.book import BookSynchronizer, OrderBook
+from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    GapReason,
+    SequenceGapDetected,
+)
+from tests.support.builders import D, diff, snapshot
+
+
+def test_book_reports_best_levels_and_mid() -> None:
+    """Best bid is the highest bid, best ask the lowest ask; zero quantity removes a level."""
+    book = OrderBook()
+    book.load([(D(100), D(1)), (D(99), D(2))], [(D(101), D(3)), (D(102), D(4))])
+    book.apply([(D("100.5"), D(5)), (D(100), D(0))], [(D(101), D(0))])
+    top = book.top()
+    assert top is not None
+    assert (top.bid_price, top.bid_qty, top.ask_price, top.ask_qty) == (
+        D("100.5"), D(5), D(102), D(4),
+    )
+    assert top.mid == D("101.25")
+    assert len(book) == 3
+
+
+level_changes = st.lists(
+    st.tuples(
+        st.integers(min_value=1, max_value=40).map(Decimal),
+        st.integers(min_value=0, max_value=3).map(Decimal),
+    ),
+    max_size=8,
+)
+
+
+@given(st.lists(st.tuples(level_changes, level_changes), max_size=40))
+def test_any_diff_sequence_equals_rebuild(diffs: list[tuple[list, list]]) -> None:
+    """Applying diffs one by one gives the book that the final level states describe."""
+    book = OrderBook()
+    final_bids: dict[Decimal, Decimal] = {}
+    final_asks: dict[Decimal, Decimal] = {}
+    for bids, asks in diffs:
+        book.apply(bids, asks)
+        final_bids.update(bids)
+        final_asks.update(asks)
+    rebuilt = OrderBook()
+    rebuilt.load(final_bids.items(), final_asks.items())
+    assert book.levels() == rebuilt.levels()
+    bids, asks = book.levels()
+    assert [p for p, _ in bids] == sorted((p for p, _ in bids), reverse=True)
+    assert [p for p, _ in asks] == sorted(p for p, _ in asks)
+
+
+def synced(last: int = 10) -> BookSynchronizer:
+    """Return a synchronizer started from a snapshot at ``last``."""
+    sync = BookSynchronizer("BTCUSDT", exchange="test")
+    sync.on_snapshot(snapshot(last))
+    return sync
+
+
+def test_buffers_until_snapshot_then_applies_in_order() -> None:
+    """Diffs before the snapshot are buffered; stale ones dropped; the rest applied in order."""
+    sync = BookSynchronizer("BTCUSDT", exchange="test")
+    assert sync.on_diff(diff(5, 8, [("99", "1")])) == []
+    assert sync.on_diff(diff(9, 12, [("100.5", "2")])) == []
+    assert sync.on_diff(diff(13, 13, asks=[("100.9", "1")])) == []
+    out = sync.on_snapshot(snapshot(10))
+    assert [type(e) for e in out] == [BookSnapshotTaken, DepthDiffReceived, DepthDiffReceived]
+    assert [e.version for e in out] == [1, 2, 3]
+    assert sync.synced
+    top = out[-1].top
+    assert top is not None
+    assert (top.bid_price, top.ask_price) == (D("100.5"), D("100.9"))
+
+
+def test_gap_is_an_event_and_asks_for_a_snapshot() -> None:
+    """A missing update id yields a gap event with the missing range, never a silent reset."""
+    sync = synced(10)
+    assert len(sync.on_diff(diff(11, 12))) == 1
+    out = sync.on_diff(diff(15, 16))
+    assert len(out) == 1
+    gap = out[0]
+    assert isinstance(gap, SequenceGapDetected)
+    assert (gap.reason, gap.expected_update_id, gap.received_update_id) == (GapReason.GAP, 13, 15)
+    assert sync.needs_snapshot
+    assert not sync.synced
+    # The resync starts from the next snapshot, keeping the buffered diff if still needed.
+    out = sync.on_snapshot(snapshot(15, bids=[("100", "2")]))
+    assert [type(e) for e in out] == [BookSnapshotTaken, DepthDiffReceived]
+    assert sync.synced
+
+
+def test_stale_snapshot_is_a_gap() -> None:
+    """A snapshot older than every buffered diff cannot start the book."""
+    sync = BookSynchronizer("BTCUSDT", exchange="test")
+    sync.on_diff(diff(20, 25))
+    out = sync.on_snapshot(snapshot(10))
+    assert len(out) == 1
+    assert isinstance(out[0], SequenceGapDetected)
+    assert out[0].reason is GapReason.STALE_SNAPSHOT
+    assert not sync.synced
+    assert sync.needs_snapshot
+
+
+def test_crossed_book_is_a_gap() -> None:
+    """A diff that leaves best bid >= best ask breaks the sync."""
+    sync = synced(10)
+    out = sync.on_diff(diff(11, 11, bids=[("101", "1")]))
+    assert len(out) == 1
+    assert isinstance(out[0], SequenceGapDetected)
+    assert out[0].reason is GapReason.CROSSED
+
+
+def test_first_diff_must_straddle_the_snapshot() -> None:
+    """After a snapshot the first diff needs U <= lastUpdateId+1 <= u; later ones U == u+1."""
+    sync = synced(10)
+    assert len(sync.on_diff(diff(8, 12))) == 1  # straddles 11
+    assert len(sync.on_diff(diff(13, 14))) == 1
+    out = sync.on_diff(diff(14, 15))  # overlaps instead of continuing
+    assert isinstance(out[0], SequenceGapDetected)
+
+
+def test_already_stored_updates_are_applied_but_not_emitted() -> None:
+    """A synchronizer resuming after update 12 keeps its book but emits only newer events."""
+    sync = BookSynchronizer("BTCUSDT", exchange="test", version=7, stored_through=12)
+    assert sync.on_snapshot(snapshot(10)) == []
+    assert sync.on_diff(diff(11, 12, bids=[("100.2", "1")])) == []
+    out = sync.on_diff(diff(13, 13))
+    assert [e.version for e in out] == [8]
+    top = sync.book.top()
+    assert top is not None
+    assert top.bid_price == D("100.2")

@@ -1,0 +1,163 @@
+"""Collector, processor and trader wired on in-memory adapters: one order per signal, always."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+import anyio
+import pytest
+
+from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus, SystemClock
+from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
+from algotrade.adapters.synthetic import SyntheticFeed
+from algotrade.apps.collector import Collector
+from algotrade.apps.common import SourceSpec
+from algotrade.apps.processor import MARKET_TYPES, ProcessorService
+from algotrade.apps.runner import (
+    FeedSettings,
+    RunSettings,
+    StrategySettings,
+    bootstrap_run,
+    run_pipeline,
+    synthetic_starts,
+)
+from algotrade.apps.trader import TraderService
+from algotrade.domain.bars import Interval
+from algotrade.domain.events import (
+    DepthDiffReceived,
+    OrderFilled,
+    OrderPlaced,
+    OrderRejected,
+    Side,
+    SignalEmitted,
+)
+
+pytestmark = pytest.mark.anyio
+
+STRATEGY = StrategySettings(Interval.parse("1m"), 3, 8)
+
+
+def settings() -> RunSettings:
+    """Return run settings for a fast synthetic run."""
+    return RunSettings(
+        feed=FeedSettings(SourceSpec("synthetic")), strategy=STRATEGY, progress=False
+    )
+
+
+async def collect(store: InMemoryEventStore, events: int, seed: int = 7) -> None:
+    """Collect ``events`` synthetic events into ``store``."""
+    starts = await synthetic_starts(store, ["BTCUSDT"])
+    feed = SyntheticFeed(["BTCUSDT"], seed=seed, limit=events, starts=starts)
+    await Collector(feed, store, SystemClock()).run(anyio.Event())
+
+
+async def stored(store: InMemoryEventStore, kind: type) -> list:
+    """Return every stored event of one type."""
+    return [s.event for s in await store.read_all(0, limit=10**9, types=(kind,))]
+
+
+async def test_run_gives_exactly_one_order_per_signal() -> None:
+    """In one process: N crossovers in, N orders out, sides alternating, nothing pending."""
+    store = InMemoryEventStore()
+    feed = SyntheticFeed(["BTCUSDT"], seed=3, limit=150_000)
+    pipeline = await bootstrap_run(settings(), store=store, feed=feed)
+    summary = await run_pipeline(pipeline, settings())
+    signals = await stored(store, SignalEmitted)
+    placed = await stored(store, OrderPlaced)
+    outcomes = await stored(store, OrderFilled) + await stored(store, OrderRejected)
+    assert len(signals) >= 4
+    assert summary["signals"] == len(signals) == len(placed) == len(outcomes)
+    assert Counter(o.signal_id for o in placed) == Counter(s.signal_id for s in signals)
+    sides = [s.side for s in signals]
+    assert all(a is not b for a, b in zip(sides, sides[1:], strict=False))
+    assert pipeline.bus.pending == 0
+    assert pipeline.bus.backlog == 0
+    assert summary["events"] == feed.produced
+    # Everything but the diffs that the first snapshot already contains is stored.
+    assert summary["stored"] == await store.head() >= feed.produced - 2
+
+
+async def test_redelivered_signal_never_becomes_a_second_order() -> None:
+    """A signal delivered again (lost ack, second trader) only gets acknowledged."""
+    store = InMemoryEventStore()
+    await collect(store, 100_000)
+    processor = ProcessorService(store, STRATEGY.processor())
+    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
+    signals = await stored(store, SignalEmitted)
+    assert len(signals) >= 2
+    bus = InMemorySignalBus()
+    trader = TraderService(store, bus, PaperGateway(StoreQuoteSource(store)))
+    await bus.publish(signals)
+    deliveries = await bus.receive(100, 0.1)
+    for d in deliveries:
+        await trader.act(d.signal)  # acted upon, but the trader "dies" before acking
+    bus.redeliver_pending()
+    second = TraderService(store, bus, PaperGateway(StoreQuoteSource(store)))
+    await second.handle(await bus.receive(100, 0.1))
+    assert len(await stored(store, OrderPlaced)) == len(signals)
+    assert second.stats.redelivered == len(signals)
+    assert bus.pending == 0
+
+
+async def test_processor_restart_reproduces_signals_without_duplicates() -> None:
+    """Processing in two runs with a restart in between equals one uninterrupted run."""
+    store = InMemoryEventStore()
+    await collect(store, 100_000)
+    market = await store.read_all(0, limit=10**9, types=MARKET_TYPES)
+
+    reference = InMemoryEventStore()
+    await reference.append([s.event for s in market])
+    whole = ProcessorService(reference, STRATEGY.processor())
+    await whole.handle(await reference.read_all(0, limit=10**9, types=MARKET_TYPES))
+    expected = [s.signal_id for s in await stored(reference, SignalEmitted)]
+    assert len(expected) >= 2
+
+    first = ProcessorService(store, STRATEGY.processor())
+    await first.handle(market[: len(market) // 2])
+    resumed_from = await store.tracking_position(first.tracking_name)
+    assert 0 < resumed_from < market[len(market) // 2].position
+    second = ProcessorService(store, STRATEGY.processor())
+    rest = await store.read_all(resumed_from, limit=10**9, types=MARKET_TYPES)
+    await second.handle(rest)
+    assert [s.signal_id for s in await stored(store, SignalEmitted)] == expected
+
+
+async def test_trader_follows_the_store_and_resumes_after_ack() -> None:
+    """A store-following trader acts on every signal once, across a restart."""
+    store = InMemoryEventStore()
+    await collect(store, 100_000)
+    processor = ProcessorService(store, STRATEGY.processor())
+    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
+    signals = await stored(store, SignalEmitted)
+    gateway = PaperGateway(StoreQuoteSource(store), fee_rate=Decimal(0))
+    first = TraderService(store, StoreSignalConsumer(store, poll=0.01), gateway, batch_size=1)
+    await first.handle(await first.consumer.receive(1, 0.1))
+    second = TraderService(store, StoreSignalConsumer(store, poll=0.01), gateway)
+    stop = anyio.Event()
+    stop.set()
+    await second.run(stop)
+    placed = await stored(store, OrderPlaced)
+    assert [o.signal_id for o in placed] == [s.signal_id for s in signals]
+    assert second.stats.redelivered == 0
+    assert second.stats.orders == len(signals) - 1
+
+
+async def test_synthetic_collection_continues_the_stored_series() -> None:
+    """A second synthetic run on the same store continues the series: later time, later ids."""
+    store = InMemoryEventStore()
+    await collect(store, 5_000)
+    first_last = await store.last_event("depth-BTCUSDT")
+    await collect(store, 5_000)
+    depth = [e for e in await stored(store, DepthDiffReceived)]
+    assert isinstance(first_last, DepthDiffReceived)
+    later = [e for e in depth if e.exchange_ts > first_last.exchange_ts]
+    assert later
+    assert all(e.first_update_id > first_last.final_update_id for e in later)
+    times = [e.exchange_ts for e in depth]
+    assert times == sorted(times)
+
+
+def test_sides_are_enum_values() -> None:
+    """Sides print as BUY and SELL."""
+    assert [str(s) for s in Side] == ["BUY", "SELL"]
