@@ -35,8 +35,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 def trade(trade_id: int, version: int = 0, symbol: str = "BTCUSDT") -> TradeReceived:
     """Return a trade at a stream version (0: append at the end)."""
     return TradeReceived(
-        stream=f"trades-{symbol}", version=version, exchange_ts=trade_id, receive_ts=trade_id,
-        exchange="test", symbol=symbol, trade_id=trade_id, price=D("1.5"), quantity=D(1),
+        stream=f"trades-{symbol}",
+        version=version,
+        exchange_ts=trade_id,
+        receive_ts=trade_id,
+        exchange="test",
+        symbol=symbol,
+        trade_id=trade_id,
+        price=D("1.5"),
+        quantity=D(1),
         buyer_is_maker=False,
     )
 

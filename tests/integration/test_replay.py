@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import anyio
@@ -48,7 +49,7 @@ def test_btcusdt_book_never_crosses_and_ids_are_contiguous(recording: Path) -> N
             assert top.bid_price < top.ask_price
     assert snapshots == 1
     assert len(applied) > 500
-    for before, after in zip(applied, applied[1:], strict=False):
+    for before, after in itertools.pairwise(applied):
         assert after.first_update_id == before.final_update_id + 1
     assert all(e.top is not None and e.top.bid_price < e.top.ask_price for e in applied)
 
@@ -80,7 +81,7 @@ async def test_collector_syncs_all_three_symbols_with_zero_gaps(recording: Path)
         diffs = [e for e in events if isinstance(e, DepthDiffReceived)]
         assert len(diffs) > 500
         assert diffs[0].first_update_id <= events[0].last_update_id + 1 <= diffs[0].final_update_id
-        for before, after in zip(diffs, diffs[1:], strict=False):
+        for before, after in itertools.pairwise(diffs):
             assert after.first_update_id == before.final_update_id + 1
         assert [e.version for e in events] == list(range(1, len(events) + 1))
 
@@ -105,7 +106,7 @@ def test_corrupt_lines_are_counted_with_line_numbers(recording: Path, tmp_path: 
     broken = tmp_path / "broken.raw"
     bad = [
         "1617566592.5: {not json\n",
-        'garbage without a timestamp\n',
+        "garbage without a timestamp\n",
         '1617566592.6: {"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","s":"BTCUSDT"}}\n',
         '1617566592.7: {"stream":"btcusdt@weird","data":{}}\n',
     ]

@@ -13,7 +13,7 @@ DOMAIN = Path(algotrade.domain.__file__).parent
 
 def imported_roots(path: Path) -> set[str]:
     """Return the top-level names a module imports (absolute imports only)."""
-    roots = set()
+    roots: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             roots.update(alias.name.split(".")[0] for alias in node.names)
@@ -30,7 +30,8 @@ def test_domain_imports_only_stdlib_and_itself() -> None:
     offenders = {}
     for path in sorted(DOMAIN.glob("*.py")):
         bad = {
-            r for r in imported_roots(path)
+            r
+            for r in imported_roots(path)
             if r not in sys.stdlib_module_names and r not in {"__future__", "algotrade.domain"}
         }
         if bad:

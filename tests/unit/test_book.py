@@ -25,7 +25,10 @@ def test_book_reports_best_levels_and_mid() -> None:
     top = book.top()
     assert top is not None
     assert (top.bid_price, top.bid_qty, top.ask_price, top.ask_qty) == (
-        D("100.5"), D(5), D(102), D(4),
+        D("100.5"),
+        D(5),
+        D(102),
+        D(4),
     )
     assert top.mid == D("101.25")
     assert len(book) == 3
@@ -41,7 +44,9 @@ level_changes = st.lists(
 
 
 @given(st.lists(st.tuples(level_changes, level_changes), max_size=40))
-def test_any_diff_sequence_equals_rebuild(diffs: list[tuple[list, list]]) -> None:
+def test_any_diff_sequence_equals_rebuild(
+    diffs: list[tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]],
+) -> None:
     """Applying diffs one by one gives the book that the final level states describe."""
     book = OrderBook()
     final_bids: dict[Decimal, Decimal] = {}
@@ -53,9 +58,9 @@ def test_any_diff_sequence_equals_rebuild(diffs: list[tuple[list, list]]) -> Non
     rebuilt = OrderBook()
     rebuilt.load(final_bids.items(), final_asks.items())
     assert book.levels() == rebuilt.levels()
-    bids, asks = book.levels()
-    assert [p for p, _ in bids] == sorted((p for p, _ in bids), reverse=True)
-    assert [p for p, _ in asks] == sorted(p for p, _ in asks)
+    bid_levels, ask_levels = book.levels()
+    assert [p for p, _ in bid_levels] == sorted((p for p, _ in bid_levels), reverse=True)
+    assert [p for p, _ in ask_levels] == sorted(p for p, _ in ask_levels)
 
 
 def synced(last: int = 10) -> BookSynchronizer:
@@ -75,7 +80,9 @@ def test_buffers_until_snapshot_then_applies_in_order() -> None:
     assert [type(e) for e in out] == [BookSnapshotTaken, DepthDiffReceived, DepthDiffReceived]
     assert [e.version for e in out] == [1, 2, 3]
     assert sync.synced
-    top = out[-1].top
+    last = out[-1]
+    assert isinstance(last, DepthDiffReceived)
+    top = last.top
     assert top is not None
     assert (top.bid_price, top.ask_price) == (D("100.5"), D("100.9"))
 

@@ -15,9 +15,19 @@ FEE = Decimal("0.001")
 def signal(side: Side, sid: str = "s1") -> SignalEmitted:
     """Return a signal on BTCUSDT."""
     return SignalEmitted(
-        stream="signals", version=1, exchange_ts=5, receive_ts=6, signal_id=sid,
-        symbol="BTCUSDT", interval="1m", side=side, price=D(100), short_sma=1.0,
-        long_sma=2.0, bar_time=0, strategy="sma_crossover",
+        stream="signals",
+        version=1,
+        exchange_ts=5,
+        receive_ts=6,
+        signal_id=sid,
+        symbol="BTCUSDT",
+        interval="1m",
+        side=side,
+        price=D(100),
+        short_sma=1.0,
+        long_sma=2.0,
+        bar_time=0,
+        strategy="sma_crossover",
     )
 
 

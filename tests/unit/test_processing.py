@@ -38,7 +38,8 @@ def test_restore_rederives_the_same_signals_and_continues() -> None:
     first_bars = [bar(c, i) for i, c in enumerate(PRICES[:12])]
     replayed = restored.restore(first_bars)
     rest = [
-        s for i, c in enumerate(PRICES[12:], start=12)
+        s
+        for i, c in enumerate(PRICES[12:], start=12)
         if (s := restored.on_bar(bar(c, i))) is not None
     ]
     assert replayed + rest == whole

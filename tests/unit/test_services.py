@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from decimal import Decimal
+from typing import TypeVar
 
 import anyio
 import pytest
@@ -26,6 +28,7 @@ from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
 from algotrade.domain.events import (
     DepthDiffReceived,
+    Event,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
@@ -34,6 +37,8 @@ from algotrade.domain.events import (
 )
 
 pytestmark = pytest.mark.anyio
+
+E = TypeVar("E", bound=Event)
 
 STRATEGY = StrategySettings(Interval.parse("1m"), 3, 8)
 
@@ -52,9 +57,13 @@ async def collect(store: InMemoryEventStore, events: int, seed: int = 7) -> None
     await Collector(feed, store, SystemClock()).run(anyio.Event())
 
 
-async def stored(store: InMemoryEventStore, kind: type) -> list:
+async def stored(store: InMemoryEventStore, kind: type[E]) -> list[E]:
     """Return every stored event of one type."""
-    return [s.event for s in await store.read_all(0, limit=10**9, types=(kind,))]
+    return [
+        s.event
+        for s in await store.read_all(0, limit=10**9, types=(kind,))
+        if isinstance(s.event, kind)
+    ]
 
 
 async def test_run_gives_exactly_one_order_per_signal() -> None:
@@ -70,7 +79,7 @@ async def test_run_gives_exactly_one_order_per_signal() -> None:
     assert summary["signals"] == len(signals) == len(placed) == len(outcomes)
     assert Counter(o.signal_id for o in placed) == Counter(s.signal_id for s in signals)
     sides = [s.side for s in signals]
-    assert all(a is not b for a, b in zip(sides, sides[1:], strict=False))
+    assert all(a is not b for a, b in itertools.pairwise(sides))
     assert pipeline.bus.pending == 0
     assert pipeline.bus.backlog == 0
     assert summary["events"] == feed.produced
@@ -150,7 +159,7 @@ async def test_synthetic_collection_continues_the_stored_series() -> None:
     await collect(store, 5_000)
     first_last = await store.last_event("depth-BTCUSDT")
     await collect(store, 5_000)
-    depth = [e for e in await stored(store, DepthDiffReceived)]
+    depth = list(await stored(store, DepthDiffReceived))
     assert isinstance(first_last, DepthDiffReceived)
     later = [e for e in depth if e.exchange_ts > first_last.exchange_ts]
     assert later

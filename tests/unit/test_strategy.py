@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -65,7 +67,7 @@ def test_signals_alternate(prices: list[float]) -> None:
     """On any series, decisions alternate between BUY and SELL."""
     strategy = SmaCrossover(3, 7)
     sides = [d.side for p in prices if (d := strategy.update(p)) is not None]
-    assert all(a is not b for a, b in zip(sides, sides[1:], strict=False))
+    assert all(a is not b for a, b in itertools.pairwise(sides))
 
 
 @pytest.mark.parametrize(

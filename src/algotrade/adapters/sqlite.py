@@ -22,6 +22,11 @@ from algotrade.domain.errors import ConcurrencyError, StoreError
 from algotrade.domain.events import Event, with_version
 from algotrade.domain.ports import AppendResult, StoredEvent, Tracking
 
+# Market data is most of the log and is read by position, so only the other (rarer) types
+# are indexed by type: one index less to maintain on the hot path.
+_MARKET_TYPES = frozenset(
+    {"DepthDiffReceived", "BookSnapshotTaken", "TradeReceived", "SequenceGapDetected"}
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     position INTEGER PRIMARY KEY,
@@ -29,10 +34,11 @@ CREATE TABLE IF NOT EXISTS events (
     stream   TEXT    NOT NULL,
     version  INTEGER NOT NULL,
     type     TEXT    NOT NULL,
+    market   INTEGER NOT NULL,
     data     BLOB    NOT NULL,
     UNIQUE (stream, version)
 );
-CREATE INDEX IF NOT EXISTS events_by_type ON events (type, position);
+CREATE INDEX IF NOT EXISTS events_by_type ON events (type, position) WHERE market = 0;
 CREATE TABLE IF NOT EXISTS tracking (
     name     TEXT    PRIMARY KEY,
     position INTEGER NOT NULL
@@ -40,6 +46,10 @@ CREATE TABLE IF NOT EXISTS tracking (
 """
 
 _CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
+
+
+class _DuplicatesFoundError(Exception):
+    """The fast path met an already stored id (or a conflict that may be one)."""
 
 
 class SqliteEventStore:
@@ -76,13 +86,27 @@ class SqliteEventStore:
     def _append_sync(
         self, encoded: list[tuple[Event, str, str, bytes]], tracking: Tracking | None
     ) -> AppendResult:
+        try:
+            # Fast path: no duplicate is expected, so nothing is looked up first; if the
+            # insert skipped any id, roll back and redo the batch checking every id.
+            return self._transaction(encoded, tracking, check_ids=False)
+        except _DuplicatesFoundError:
+            return self._transaction(encoded, tracking, check_ids=True)
+
+    def _transaction(
+        self,
+        encoded: list[tuple[Event, str, str, bytes]],
+        tracking: Tracking | None,
+        *,
+        check_ids: bool,
+    ) -> AppendResult:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise StoreError(f"cannot start a write on {self.path!r}: {e}") from e
         try:
-            result = self._append_locked(encoded, tracking)
+            result = self._append_locked(encoded, tracking, check_ids=check_ids)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -93,22 +117,28 @@ class SqliteEventStore:
         return result
 
     def _append_locked(
-        self, encoded: list[tuple[Event, str, str, bytes]], tracking: Tracking | None
+        self,
+        encoded: list[tuple[Event, str, str, bytes]],
+        tracking: Tracking | None,
+        *,
+        check_ids: bool,
     ) -> AppendResult:
         db = self._db
-        ids = [eid for _, eid, _, _ in encoded]
         existing: set[str] = set()
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            existing.update(
-                r[0] for r in db.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
-            )
+        if check_ids:
+            ids = [eid for _, eid, _, _ in encoded]
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                existing.update(
+                    r[0] for r in db.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+                )
         (head,) = db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         versions: dict[str, int] = {}
         rows = []
         stored = []
         duplicates = 0
+        market = _MARKET_TYPES
         for event, eid, type_, data in encoded:
             if eid in existing:
                 duplicates += 1
@@ -121,19 +151,26 @@ class SqliteEventStore:
             if event.version == 0:
                 event = with_version(event, current + 1)
             elif event.version != current + 1:
+                if not check_ids:
+                    raise _DuplicatesFoundError  # maybe a re-append: decide on the slow path
                 raise ConcurrencyError(stream, event.version)
             versions[stream] = event.version
             head += 1
-            rows.append((head, eid, stream, event.version, type_, data))
+            rows.append((head, eid, stream, event.version, type_, type_ in market, data))
             stored.append(StoredEvent(head, event))
+        before = db.total_changes
         try:
             db.executemany(
-                "INSERT INTO events (position, id, stream, version, type, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (position, id, stream, version, type, market, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 rows,
             )
         except sqlite3.IntegrityError as e:
+            if not check_ids:
+                raise _DuplicatesFoundError from e
             raise self._conflict(rows) from e
+        if db.total_changes - before != len(rows):
+            raise _DuplicatesFoundError
         if tracking is not None:
             db.execute(
                 "INSERT INTO tracking (name, position) VALUES (?, ?)"
@@ -148,8 +185,10 @@ class SqliteEventStore:
         ).fetchone()
         return int(version)
 
-    def _conflict(self, rows: list[tuple[int, str, str, int, str, bytes]]) -> ConcurrencyError:
-        for _, eid, stream, version, _, _ in rows:
+    def _conflict(
+        self, rows: list[tuple[int, str, str, int, str, bool, bytes]]
+    ) -> ConcurrencyError:
+        for _, eid, stream, version, _, _, _ in rows:
             hit = self._db.execute(
                 "SELECT id FROM events WHERE stream = ? AND version = ?", (stream, version)
             ).fetchone()
@@ -198,9 +237,12 @@ class SqliteEventStore:
         else:
             names = [codec.type_name(t) for t in types]
             marks = ",".join("?" * len(names))
+            # Only non-market types are indexed by type (the partial index needs market = 0).
+            indexed = " AND market = 0" if _MARKET_TYPES.isdisjoint(names) else ""
             rows = self._reader.execute(
                 "SELECT position, stream, version, type, data FROM events"
-                f" WHERE type IN ({marks}) AND position > ? ORDER BY position LIMIT ?",
+                f" WHERE type IN ({marks}){indexed} AND position > ?"
+                " ORDER BY position LIMIT ?",
                 (*names, after, limit),
             ).fetchall()
         return [StoredEvent(p, codec.decode(t, s, v, d)) for p, s, v, t, d in rows]

@@ -1,0 +1,27 @@
+# Two commands from a fresh clone: `make run` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## run: the whole pipeline on a synthetic market for 30 s, on the embedded store algotrade.db
+run: $(STAMP)
+	$(BIN)/algotrade run --source synthetic --interval 1m --short 50 --long 200 --duration 30s
+
+## test: lint, type check and the test suite, each in its own nox virtualenv
+test: $(STAMP)
+	$(BIN)/nox -s lint typecheck tests
+
+bench: $(STAMP)
+	$(BIN)/nox -s bench
+
+clean:
+	rm -rf $(VENV) .nox algotrade.db algotrade.db-wal algotrade.db-shm

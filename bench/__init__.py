@@ -1,0 +1,1 @@
+"""Benchmarks: each module measures one claim and returns a Markdown section."""

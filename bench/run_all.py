@@ -1,0 +1,52 @@
+"""Run every benchmark and rewrite docs/benchmarks.md with the results and their command."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import run_throughput, sma  # noqa: E402 - after the path set-up above
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def cpu() -> str:
+    """Return the CPU model name, when the OS says it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    """Run the benchmarks and write the page."""
+    sections = []
+    for name, module in (("sma", sma), ("run", run_throughput)):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        _, text = module.run()
+        print(text, file=sys.stderr)
+        sections.append(text)
+    header = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (that is `nox -s bench`, which runs `python bench/run_all.py`)",
+        f"on {datetime.date.today().isoformat()}, Python {platform.python_version()},"
+        f" {os.cpu_count()} cores ({cpu()}).",
+        "Timings on this machine are noisy; figures are best or median of repeated runs",
+        "measured side by side in one invocation, never limits asserted in tests.",
+        "",
+    ]
+    DOCS.write_text("\n".join(header) + "\n\n".join(sections) + "\n", encoding="utf-8")
+    print(f"wrote {DOCS}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Automation: ``nox -s lint typecheck tests`` is what CI runs (through ``make test``)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+SOURCES = ("src", "tests", "bench", "noxfile.py")
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """Install the project (editable) with the given extras."""
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", spec)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check, and the import-linter architecture contracts."""
+    install(session)
+    session.install("ruff>=0.6", "import-linter>=2.1")
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+    session.run("lint-imports")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, the tests, the benchmarks and this file."""
+    install(session, "dev")
+    session.run("mypy", "--strict", *SOURCES)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite: unit, contract, integration and end-to-end."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and rewrite docs/benchmarks.md with their results."""
+    install(session)
+    session.run("python", "bench/run_all.py", *session.posargs)

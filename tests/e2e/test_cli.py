@@ -1,0 +1,186 @@
+"""The ``algotrade`` command as users run it: real processes, real files, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from algotrade.adapters.sqlite import SqliteEventStore
+from algotrade.domain.events import Event, OrderPlaced, SignalEmitted
+
+FAST = ["--interval", "1m", "--short", "3", "--long", "8"]
+
+
+def algotrade(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion and return its result."""
+    return subprocess.run(
+        [sys.executable, "-m", "algotrade", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    """Start the CLI in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "algotrade", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stored(path: Path, kind: type[Event]) -> list[Event]:
+    """Return every stored event of one type from a SQLite store."""
+
+    async def read() -> list[Event]:
+        store = SqliteEventStore(path)
+        try:
+            return [s.event for s in await store.read_all(0, limit=10**9, types=(kind,))]
+        finally:
+            await store.close()
+
+    return anyio.run(read)
+
+
+def test_run_synthetic_prints_a_summary_and_stores_signals_and_orders(tmp_path: Path) -> None:
+    """`algotrade run` on the synthetic source ends after --duration with one order per signal."""
+    db = tmp_path / "run.db"
+    result = algotrade("run", *FAST, "--duration", "6s", "--store", str(db), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["events"] > 10_000
+    assert summary["signals"] >= 2
+    assert summary["orders"] == summary["signals"]
+    assert "BTCUSDT" in summary["positions"]
+    assert "[run]" in result.stderr  # progress lines
+
+    listed = algotrade("signals", "--store", str(db), "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == summary["signals"]
+    for row in rows:
+        assert {"id", "symbol", "side", "price", "short_sma", "long_sma", "bar_time"} <= set(row)
+        assert row["side"] in {"BUY", "SELL"}
+        assert row["bar_time"].endswith("Z")
+    assert len({r["id"] for r in rows}) == len(rows)
+    table = algotrade("signals", "--store", str(db))
+    assert f"{len(rows)} signal(s)" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--short", "-5"], "--short"),
+        (["--short", "200", "--long", "50"], "--short"),
+        (["--long", "0"], "--long"),
+        (["--interval", "7x"], "--interval"),
+        (["--speed", "fast"], "--speed"),
+        (["--duration", "soon"], "--duration"),
+        (["--source", "binance"], "--source"),
+        (["--source", "replay:/nonexistent.raw"], "--source"),
+        (["--quantity", "-1"], "--quantity"),
+        (["--symbol", "BTC/USDT"], "--symbol"),
+        (["--bogus"], "--bogus"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(args: list[str], option: str, tmp_path: Path) -> None:
+    """A malformed or unknown option exits with status 2 and a message naming it."""
+    result = algotrade("run", "--store", str(tmp_path / "x.db"), *args, timeout=60)
+    assert result.returncode == 2
+    assert option in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_environment_variables_configure_options(tmp_path: Path) -> None:
+    """ALGOTRADE_* variables stand in for options, and are validated the same way."""
+    env = {**os.environ, "ALGOTRADE_SHORT": "300"}
+    result = subprocess.run(
+        [sys.executable, "-m", "algotrade", "run", "--store", str(tmp_path / "x.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--short" in result.stderr
+
+
+def test_collector_replays_the_recording_and_exits_0(recording: Path, tmp_path: Path) -> None:
+    """A collector on a replay source stores every symbol's events and ends with the file."""
+    db = tmp_path / "replay.db"
+    result = algotrade(
+        "collector",
+        "--source",
+        f"replay:{recording}",
+        "--symbol",
+        "BTCUSDT,ETHUSDT",
+        "--symbol",
+        "DOTUSDT",
+        "--store",
+        str(db),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["gaps"] == 0
+    assert summary["rejected_inputs"] == 0
+    assert summary["stored"] > 4000
+    again = algotrade("collector", "--source", f"replay:{recording}", "--store", str(db), "--json")
+    assert json.loads(again.stdout)["stored"] == 0  # nothing is stored twice
+
+
+def test_three_processes_cooperate_on_one_store(tmp_path: Path) -> None:
+    """Collector, processor and trader as separate processes: every signal gets one order."""
+    db = tmp_path / "shared.db"
+    processor = start("processor", *FAST, "--store", str(db))
+    trader = start("trader", "--store", str(db))
+    try:
+        collector = algotrade("collector", "--duration", "6s", "--store", str(db), "--json")
+        assert collector.returncode == 0, collector.stderr
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            signals = stored(db, SignalEmitted)
+            orders = stored(db, OrderPlaced)
+            if signals and len(orders) == len(signals):
+                time.sleep(1.0)  # and still equal a moment later: the processor caught up
+                if len(stored(db, SignalEmitted)) == len(orders):
+                    break
+            time.sleep(0.3)
+    finally:
+        for proc in (processor, trader):
+            proc.send_signal(signal.SIGTERM)
+        outs = [proc.communicate(timeout=30) for proc in (processor, trader)]
+    assert processor.returncode == 0, outs[0][1]
+    assert trader.returncode == 0, outs[1][1]
+    signals = stored(db, SignalEmitted)
+    orders = stored(db, OrderPlaced)
+    assert len(signals) >= 2
+    assert sorted(o.signal_id for o in orders if isinstance(o, OrderPlaced)) == sorted(
+        s.signal_id for s in signals if isinstance(s, SignalEmitted)
+    )
+
+
+def test_sigint_stops_run_cleanly_with_everything_flushed(tmp_path: Path) -> None:
+    """Ctrl-C ends `run` with status 0, a summary, and every received event stored."""
+    db = tmp_path / "int.db"
+    proc = start("run", *FAST, "--store", str(db), "--json")
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert "SIGINT" in err
+    assert summary["events"] > 0
+    assert summary["orders"] == summary["signals"]
