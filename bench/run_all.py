@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import run_throughput, sma  # noqa: E402 - after the path set-up above
+from bench import run_throughput, sma
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

@@ -11,8 +11,20 @@ import tempfile
 from pathlib import Path
 
 COMMAND = [
-    "run", "--source", "synthetic", "--speed", "max", "--interval", "1m",
-    "--short", "50", "--long", "200", "--duration", "20s", "--json",
+    "run",
+    "--source",
+    "synthetic",
+    "--speed",
+    "max",
+    "--interval",
+    "1m",
+    "--short",
+    "50",
+    "--long",
+    "200",
+    "--duration",
+    "20s",
+    "--json",
 ]
 
 

@@ -101,7 +101,7 @@ def _copier(cls: type[Event]) -> Callable[[Event, int], Event]:
         lines.append(f"    set_(new, {f.name!r}, {value})")
     lines.append("    return new")
     namespace: dict[str, Any] = {"cls": cls, "new_": object.__new__, "set_": object.__setattr__}
-    exec("\n".join(lines), namespace)
+    exec("\n".join(lines), namespace)  # the code is built from field names only
     copy: Callable[[Event, int], Event] = namespace["copy"]
     return copy
 
