@@ -4,6 +4,11 @@ One place translates every event type. Decimals travel as strings (exact), level
 ``[price, quantity]`` string pairs, the top of book as ``[bid, bid_qty, ask, ask_qty]``,
 enums as their values. ``stream`` and ``version`` are not part of the document: the
 store keeps them in their own columns or fields.
+
+Market events, most of the log, use Binance's one-letter keys (``E`` exchange time, ``U``
+and ``u`` update ids, ``b`` and ``a`` levels, ...) plus ``R`` for the receive time, ``x``
+for the exchange and ``t`` for the top of book: about a third fewer bytes to write and
+keep. Every other event uses its field names.
 """
 
 from __future__ import annotations
@@ -86,21 +91,38 @@ _BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
 
 _SKIP = frozenset({"stream", "version"})
 
+#: Document keys of market events (field name -> key); other events use field names.
+KEYS: dict[type[ev.Event], dict[str, str]] = {
+    ev.DepthDiffReceived: {
+        "exchange_ts": "E", "receive_ts": "R", "exchange": "x", "symbol": "s",
+        "first_update_id": "U", "final_update_id": "u", "bids": "b", "asks": "a", "top": "t",
+    },
+    ev.BookSnapshotTaken: {
+        "exchange_ts": "E", "receive_ts": "R", "exchange": "x", "symbol": "s",
+        "last_update_id": "lastUpdateId", "bids": "b", "asks": "a", "top": "t",
+    },
+    ev.TradeReceived: {
+        "exchange_ts": "E", "receive_ts": "R", "exchange": "x", "symbol": "s",
+        "trade_id": "a", "price": "p", "quantity": "q", "buyer_is_maker": "m",
+    },
+}  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Schema:
     cls: type[ev.Event]
-    fields: tuple[tuple[str, _Conv, _Conv], ...]
+    fields: tuple[tuple[str, str, _Conv, _Conv], ...]  # (field, document key, out, in)
 
 
 def _schema(cls: type[ev.Event]) -> _Schema:
     hints = typing.get_type_hints(cls, vars(ev))
+    keys = KEYS.get(cls, {})
     fields = []
     for f in dataclasses.fields(cls):
         if f.name in _SKIP:
             continue
         out, inp = _BY_TYPE[hints[f.name]]
-        fields.append((f.name, out, inp))
+        fields.append((f.name, keys.get(f.name, f.name), out, inp))
     return _Schema(cls, tuple(fields))
 
 
@@ -116,15 +138,15 @@ def _depth_dict(e: ev.DepthDiffReceived) -> dict[str, Any]:
     # The hot path: most stored events are depth diffs, so they skip the generic schema walk.
     top = e.top
     return {
-        "exchange_ts": e.exchange_ts,
-        "receive_ts": e.receive_ts,
-        "exchange": e.exchange,
-        "symbol": e.symbol,
-        "first_update_id": e.first_update_id,
-        "final_update_id": e.final_update_id,
-        "bids": [[str(p), str(q)] for p, q in e.bids],
-        "asks": [[str(p), str(q)] for p, q in e.asks],
-        "top": None
+        "E": e.exchange_ts,
+        "R": e.receive_ts,
+        "x": e.exchange,
+        "s": e.symbol,
+        "U": e.first_update_id,
+        "u": e.final_update_id,
+        "b": [[str(p), str(q)] for p, q in e.bids],
+        "a": [[str(p), str(q)] for p, q in e.asks],
+        "t": None
         if top is None
         else [str(top.bid_price), str(top.bid_qty), str(top.ask_price), str(top.ask_qty)],
     }
@@ -132,14 +154,14 @@ def _depth_dict(e: ev.DepthDiffReceived) -> dict[str, Any]:
 
 def _trade_dict(e: ev.TradeReceived) -> dict[str, Any]:
     return {
-        "exchange_ts": e.exchange_ts,
-        "receive_ts": e.receive_ts,
-        "exchange": e.exchange,
-        "symbol": e.symbol,
-        "trade_id": e.trade_id,
-        "price": str(e.price),
-        "quantity": str(e.quantity),
-        "buyer_is_maker": e.buyer_is_maker,
+        "E": e.exchange_ts,
+        "R": e.receive_ts,
+        "x": e.exchange,
+        "s": e.symbol,
+        "a": e.trade_id,
+        "p": str(e.price),
+        "q": str(e.quantity),
+        "m": e.buyer_is_maker,
     }
 
 
@@ -151,7 +173,7 @@ def to_dict(event: ev.Event) -> dict[str, Any]:
     if cls is ev.TradeReceived:
         return _trade_dict(event)  # type: ignore[arg-type]  # checked just above
     schema = _SCHEMAS[type(event).__name__]
-    return {name: out(getattr(event, name)) for name, out, _ in schema.fields}
+    return {key: out(getattr(event, name)) for name, key, out, _ in schema.fields}
 
 
 def encode(event: ev.Event) -> bytes:
@@ -169,7 +191,7 @@ def from_dict(type_: str, stream: str, version: int, doc: dict[str, Any]) -> ev.
     if schema is None:
         raise InvalidInputError(f"unknown event type {type_!r}")
     try:
-        kwargs = {name: inp(doc[name]) for name, _, inp in schema.fields}
+        kwargs = {name: inp(doc[key]) for name, key, _, inp in schema.fields}
         return schema.cls(stream=stream, version=version, **kwargs)
     except (KeyError, TypeError, ValueError, ArithmeticError) as e:
         raise InvalidInputError(f"stored {type_} at {stream}@{version} is malformed: {e!r}") from e

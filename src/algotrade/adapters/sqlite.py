@@ -22,11 +22,14 @@ from algotrade.domain.errors import ConcurrencyError, StoreError
 from algotrade.domain.events import Event, with_version
 from algotrade.domain.ports import AppendResult, StoredEvent, Tracking
 
-# Market data is most of the log and is read by position, so only the other (rarer) types
-# are indexed by type: one index less to maintain on the hot path.
+# Market data is most of the log, arrives in order and is read by position, so its rows
+# carry only the two indexes every row needs (position, id); the rarer event types are also
+# indexed by stream and by type. Each stream's last version and position live in `streams`,
+# which the single writer checks and updates once per stream and batch.
 _MARKET_TYPES = frozenset(
     {"DepthDiffReceived", "BookSnapshotTaken", "TradeReceived", "SequenceGapDetected"}
 )
+SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     position INTEGER PRIMARY KEY,
@@ -35,10 +38,17 @@ CREATE TABLE IF NOT EXISTS events (
     version  INTEGER NOT NULL,
     type     TEXT    NOT NULL,
     market   INTEGER NOT NULL,
-    data     BLOB    NOT NULL,
-    UNIQUE (stream, version)
+    data     BLOB    NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream, version)
+    WHERE market = 0;
 CREATE INDEX IF NOT EXISTS events_by_type ON events (type, position) WHERE market = 0;
+CREATE TABLE IF NOT EXISTS streams (
+    stream   TEXT    PRIMARY KEY,
+    version  INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    market   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tracking (
     name     TEXT    PRIMARY KEY,
     position INTEGER NOT NULL
@@ -63,7 +73,13 @@ class SqliteEventStore:
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
+            (found,) = self._db.execute("PRAGMA user_version").fetchone()
+            if found not in (0, SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.path!r} has store schema {found}; this version reads {SCHEMA_VERSION}"
+                )
             self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._reader = self._connect()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open SQLite store {self.path!r}: {e}") from e
@@ -71,7 +87,8 @@ class SqliteEventStore:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
+        db.execute("PRAGMA cache_size=-65536")  # 64 MiB: the hot index pages stay in memory
         return db
 
     async def append(
@@ -135,6 +152,8 @@ class SqliteEventStore:
                 )
         (head,) = db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         versions: dict[str, int] = {}
+        last_position: dict[str, int] = {}
+        markets: dict[str, bool] = {}
         rows = []
         stored = []
         duplicates = 0
@@ -155,7 +174,9 @@ class SqliteEventStore:
                     raise _DuplicatesFoundError  # maybe a re-append: decide on the slow path
                 raise ConcurrencyError(stream, event.version)
             versions[stream] = event.version
+            markets[stream] = type_ in market
             head += 1
+            last_position[stream] = head
             rows.append((head, eid, stream, event.version, type_, type_ in market, data))
             stored.append(StoredEvent(head, event))
         before = db.total_changes
@@ -171,6 +192,15 @@ class SqliteEventStore:
             raise self._conflict(rows) from e
         if db.total_changes - before != len(rows):
             raise _DuplicatesFoundError
+        db.executemany(
+            "INSERT INTO streams (stream, version, position, market) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (stream) DO UPDATE"
+            " SET version = excluded.version, position = excluded.position",
+            [
+                (stream, version, last_position[stream], markets[stream])
+                for stream, version in versions.items()
+            ],
+        )
         if tracking is not None:
             db.execute(
                 "INSERT INTO tracking (name, position) VALUES (?, ?)"
@@ -180,10 +210,8 @@ class SqliteEventStore:
         return AppendResult(tuple(stored), duplicates)
 
     def _stream_version(self, stream: str) -> int:
-        (version,) = self._db.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", (stream,)
-        ).fetchone()
-        return int(version)
+        row = self._db.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def _conflict(
         self, rows: list[tuple[int, str, str, int, str, bool, bytes]]
@@ -201,18 +229,26 @@ class SqliteEventStore:
         self, stream: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[Event]:
         """Return a stream's events after ``after_version``, in version order."""
+        found = self._reader.execute(
+            "SELECT market FROM streams WHERE stream = ?", (stream,)
+        ).fetchone()
+        if found is None:
+            return []
+        # Non-market streams use their index; a market stream is scanned in position order
+        # (its versions grow with position), which only offline tools need.
+        order = "position" if found[0] else "version"
         rows = self._reader.execute(
             "SELECT stream, version, type, data FROM events"
-            " WHERE stream = ? AND version > ? ORDER BY version LIMIT ?",
-            (stream, after_version, -1 if limit is None else limit),
+            f" WHERE stream = ? AND market = ? AND version > ? ORDER BY {order} LIMIT ?",
+            (stream, found[0], after_version, -1 if limit is None else limit),
         ).fetchall()
         return [codec.decode(t, s, v, d) for s, v, t, d in rows]
 
     async def last_event(self, stream: str) -> Event | None:
         """Return the stream's latest event."""
         row = self._reader.execute(
-            "SELECT stream, version, type, data FROM events"
-            " WHERE stream = ? ORDER BY version DESC LIMIT 1",
+            "SELECT e.stream, e.version, e.type, e.data FROM streams AS s"
+            " JOIN events AS e ON e.position = s.position WHERE s.stream = ?",
             (stream,),
         ).fetchone()
         if row is None:

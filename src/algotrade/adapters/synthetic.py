@@ -112,11 +112,16 @@ class _Walk:
         )
 
     def step(self, out: list[MarketEvent]) -> None:
-        """Advance one step; append the diff (and maybe a trade) to ``out``."""
+        """Advance one step; append the diff (and maybe trades) to ``out``."""
+        # The simulated exchange runs on the same core as the pipeline it feeds, so this
+        # loop inlines its helpers: prices come from a cache, quantities from a table.
         rng = self.rng
         random_ = rng.random
         self.time += self.step_ns
-        bids, asks, price, qty = self.bids, self.asks, self._price, self.qty
+        bids, asks, qty = self.bids, self.asks, self.qty
+        prices, new_price = self._prices, self._price
+        qtys = self._qtys
+        nq = len(qtys)
         zero = _ZERO
         bid_changes: list[PriceLevel] = []
         ask_changes: list[PriceLevel] = []
@@ -126,49 +131,49 @@ class _Walk:
         k = bisect_left(asks, new_ask)
         if k:
             for t in asks[:k]:
-                ask_changes.append((price(t), zero))
+                ask_changes.append((prices.get(t) or new_price(t), zero))
                 del qty[t]
             del asks[:k]
         k = bisect_right(bids, new_bid)
         if k < len(bids):
             for t in bids[k:]:
-                bid_changes.append((price(t), zero))
+                bid_changes.append((prices.get(t) or new_price(t), zero))
                 del qty[t]
             del bids[k:]
         # The new inside levels.
         if not bids or bids[-1] != new_bid:
             bids.append(new_bid)
-            q = qty[new_bid] = self._qty()
-            bid_changes.append((price(new_bid), q))
+            q = qty[new_bid] = qtys[int(random_() * nq)]
+            bid_changes.append((prices.get(new_bid) or new_price(new_bid), q))
         if not asks or asks[0] != new_ask:
             asks.insert(0, new_ask)
-            q = qty[new_ask] = self._qty()
-            ask_changes.append((price(new_ask), q))
+            q = qty[new_ask] = qtys[int(random_() * nq)]
+            ask_changes.append((prices.get(new_ask) or new_price(new_ask), q))
         # Depth refills after a sweep, and one quantity change further down each side.
         if len(bids) < self.depth:
             t = bids[0] - 1 - int(random_() * 3)
             bids.insert(0, t)
-            q = qty[t] = self._qty()
-            bid_changes.append((price(t), q))
+            q = qty[t] = qtys[int(random_() * nq)]
+            bid_changes.append((prices.get(t) or new_price(t), q))
         if len(asks) < self.depth:
             t = asks[-1] + 1 + int(random_() * 3)
             asks.append(t)
-            q = qty[t] = self._qty()
-            ask_changes.append((price(t), q))
+            q = qty[t] = qtys[int(random_() * nq)]
+            ask_changes.append((prices.get(t) or new_price(t), q))
         t = bids[int(random_() * len(bids))]
-        q = qty[t] = self._qty()
-        bid_changes.append((price(t), q))
+        q = qty[t] = qtys[int(random_() * nq)]
+        bid_changes.append((prices.get(t) or new_price(t), q))
         t = asks[int(random_() * len(asks))]
-        q = qty[t] = self._qty()
-        ask_changes.append((price(t), q))
+        q = qty[t] = qtys[int(random_() * nq)]
+        ask_changes.append((prices.get(t) or new_price(t), q))
         while len(bids) > self.depth:
             t = bids.pop(0)
             del qty[t]
-            bid_changes.append((price(t), zero))
+            bid_changes.append((prices.get(t) or new_price(t), zero))
         while len(asks) > self.depth:
             t = asks.pop()
             del qty[t]
-            ask_changes.append((price(t), zero))
+            ask_changes.append((prices.get(t) or new_price(t), zero))
         first = self.update_id
         last = first + int(random_() * 4)
         self.update_id = last + 1
@@ -200,8 +205,8 @@ class _Walk:
                     exchange=EXCHANGE,
                     symbol=self.symbol,
                     trade_id=self.trade_id,
-                    price=price(t),
-                    quantity=self._qty(),
+                    price=prices.get(t) or new_price(t),
+                    quantity=qtys[int(random_() * nq)],
                     buyer_is_maker=buyer_is_maker,
                 )
             )

@@ -19,6 +19,7 @@ from algotrade.apps.common import (
     parse_source,
     parse_speed,
     parse_symbols,
+    tune_gc,
 )
 from algotrade.apps.runner import (
     FeedSettings,
@@ -153,6 +154,7 @@ def _trading(quantity: str, fee: str) -> TradingSettings:
 
 def execute(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine; report algotrade errors in one line with exit status 1."""
+    tune_gc()
     try:
         return anyio.run(main)
     except AlgotradeError as e:

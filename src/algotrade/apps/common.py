@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 import signal
@@ -176,6 +177,18 @@ class Progress:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def tune_gc() -> None:
+    """Tune the cyclic garbage collector for a long-running, allocation-heavy service.
+
+    Market events are short-lived and acyclic, so collections find almost nothing; at the
+    default threshold (700 allocations) they still run thousands of times a second. Freezing
+    what start-up built and collecting the youngest generation every 50,000 allocations
+    measured about 7% more events per second (see docs/benchmarks.md).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def log(app: str, message: str, **fields: object) -> None:
