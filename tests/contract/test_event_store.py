@@ -11,9 +11,17 @@ import pytest
 from algotrade.adapters.memory import InMemoryEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.domain.errors import ConcurrencyError
-from algotrade.domain.events import DepthDiffReceived, Event, TradeReceived, with_version
+from algotrade.domain.events import (
+    BarClosed,
+    DepthDiffReceived,
+    Event,
+    GapReason,
+    SequenceGapDetected,
+    TradeReceived,
+    with_version,
+)
 from algotrade.domain.ports import EventStore, Tracking
-from tests.support.builders import D, diff
+from tests.support.builders import D, bar, diff
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +156,43 @@ async def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:
     result = await second.append([trade(3)])
     assert result.stored[0].position == 3
     await second.close()
+
+
+async def test_mixed_kinds_keep_one_order(store: EventStore) -> None:
+    """Market and other events interleaved in appends come back in one global order."""
+    gap = SequenceGapDetected(
+        stream="depth-BTCUSDT", version=0, exchange_ts=3, receive_ts=3, exchange="test",
+        symbol="BTCUSDT", reason=GapReason.GAP, expected_update_id=3, received_update_id=5,
+    )  # fmt: skip
+    await store.append([diff(1, 1), trade(1), gap, diff(5, 6), bar("10", 0)])
+    await store.append([trade(2), bar("11", 1), diff(7, 7)])
+    everything = await store.read_all(0)
+    assert [s.position for s in everything] == list(range(1, 9))
+    kinds = [type(s.event).__name__ for s in everything]
+    assert kinds == [
+        "DepthDiffReceived", "TradeReceived", "SequenceGapDetected", "DepthDiffReceived",
+        "BarClosed", "TradeReceived", "BarClosed", "DepthDiffReceived",
+    ]  # fmt: skip
+    depth = await store.read_stream("depth-BTCUSDT")
+    assert [type(e).__name__ for e in depth] == [
+        "DepthDiffReceived", "SequenceGapDetected", "DepthDiffReceived", "DepthDiffReceived",
+    ]  # fmt: skip
+    assert [e.version for e in depth] == [1, 2, 3, 4]
+    assert await store.read_stream("depth-BTCUSDT", after_version=2, limit=1) == [depth[2]]
+    assert await store.last_event("depth-BTCUSDT") == depth[-1]
+    assert [s.position for s in await store.read_all(3, limit=3)] == [4, 5, 6]
+    bars = await store.read_all(0, types=(BarClosed,))
+    assert [s.position for s in bars] == [5, 7]
+    market_after_five = await store.read_all(5, types=(DepthDiffReceived, TradeReceived))
+    assert [s.position for s in market_after_five] == [6, 8]
+
+
+async def test_market_duplicates_by_natural_order(store: EventStore) -> None:
+    """A depth diff or trade already stored (same update or trade id) is a duplicate."""
+    await store.append([diff(1, 2), diff(3, 4), trade(7)])
+    again = await store.append([diff(3, 4), trade(7), diff(5, 5), trade(8)])
+    assert again.duplicates == 2
+    assert [type(s.event).__name__ for s in again.stored] == [
+        "DepthDiffReceived", "TradeReceived",
+    ]  # fmt: skip
+    assert await store.head() == 5

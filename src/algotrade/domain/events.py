@@ -67,7 +67,9 @@ def fast_init(cls: type[T]) -> type[T]:
         else:
             params.append(f.name)
         body.append(f"    set_{f.name}(self, {f.name})")
-    source = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body)
+    keyword_only = all(f.kw_only for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    star = "*, " if keyword_only else ""
+    source = f"def __init__(self, {star}{', '.join(params)}):\n" + "\n".join(body)
     exec(source, namespace)  # the code is built from field names only
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"

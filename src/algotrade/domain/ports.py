@@ -18,9 +18,11 @@ from algotrade.domain.events import (
     OrderRejected,
     SignalEmitted,
     TopOfBook,
+    fast_init,
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event with its global position in the store (1, 2, 3, ... in append order)."""
