@@ -61,8 +61,10 @@ class _Walk:
         daily_volatility: float,
         depth: int,
         trades_per_step: float,
+        deep_updates: int,
     ) -> None:
         self.symbol = symbol
+        self.deep_updates = deep_updates
         self.rng = random.Random(f"{seed}:{symbol}:{start.time_ns}")
         self.step_ns = step_ns
         self.tick = tick
@@ -149,7 +151,7 @@ class _Walk:
             asks.insert(0, new_ask)
             q = qty[new_ask] = qtys[int(random_() * nq)]
             ask_changes.append((prices.get(new_ask) or new_price(new_ask), q))
-        # Depth refills after a sweep, and one quantity change further down each side.
+        # Depth refills after a sweep, and quantity changes further down each side.
         if len(bids) < self.depth:
             t = bids[0] - 1 - int(random_() * 3)
             bids.insert(0, t)
@@ -160,12 +162,13 @@ class _Walk:
             asks.append(t)
             q = qty[t] = qtys[int(random_() * nq)]
             ask_changes.append((prices.get(t) or new_price(t), q))
-        t = bids[int(random_() * len(bids))]
-        q = qty[t] = qtys[int(random_() * nq)]
-        bid_changes.append((prices.get(t) or new_price(t), q))
-        t = asks[int(random_() * len(asks))]
-        q = qty[t] = qtys[int(random_() * nq)]
-        ask_changes.append((prices.get(t) or new_price(t), q))
+        for _ in range(self.deep_updates):
+            t = bids[int(random_() * len(bids))]
+            q = qty[t] = qtys[int(random_() * nq)]
+            bid_changes.append((prices.get(t) or new_price(t), q))
+            t = asks[int(random_() * len(asks))]
+            q = qty[t] = qtys[int(random_() * nq)]
+            ask_changes.append((prices.get(t) or new_price(t), q))
         while len(bids) > self.depth:
             t = bids.pop(0)
             del qty[t]
@@ -191,8 +194,7 @@ class _Walk:
                 asks=tuple(ask_changes),
             )
         )
-        # Trades per step follow a geometric law with mean trades_per_step: on Binance,
-        # BTCUSDT's aggTrade stream carries more messages than its depth@100ms stream.
+        # Trades per step follow a geometric law with mean trades_per_step.
         while random_() < self.trade_probability:
             buyer_is_maker = random_() < 0.5
             t = bids[-1] if buyer_is_maker else asks[0]
@@ -223,6 +225,10 @@ class SyntheticFeed:
         step: market time between two diffs of a symbol, in nanoseconds (100 ms).
         daily_volatility: standard deviation of the daily return (0.03 is 3%).
         trades_per_step: mean number of trades after each diff.
+        deep_updates: quantity changes below the top of each side in each diff.
+
+    The defaults match the recorded BTCUSDT session in ``shared/data/binance``: about 11
+    level changes per diff and 1.4 trades per diff.
         limit: stop once this many events were produced (``None``: never stop); the last
             batch may end a few events past it so that no diff is cut off.
         batch_size: events per yielded batch.
@@ -238,7 +244,8 @@ class SyntheticFeed:
         tick: Decimal = Decimal("0.01"),
         daily_volatility: float = 0.03,
         depth: int = 20,
-        trades_per_step: float = 2.0,
+        trades_per_step: float = 1.4,
+        deep_updates: int = 3,
         limit: int | None = None,
         batch_size: int = 1000,
     ) -> None:
@@ -254,6 +261,7 @@ class SyntheticFeed:
                 daily_volatility=daily_volatility,
                 depth=depth,
                 trades_per_step=trades_per_step,
+                deep_updates=deep_updates,
             )
             for s in self._symbols
         ]
