@@ -44,7 +44,7 @@ def main() -> None:
         "measured side by side in one invocation, never limits asserted in tests.",
         "",
     ]
-    DOCS.write_text("\n".join(header) + "\n\n".join(sections) + "\n", encoding="utf-8")
+    DOCS.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
     print(f"wrote {DOCS}", file=sys.stderr)
 
 
