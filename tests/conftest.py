@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import servers
+from tests.support.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDING = (
@@ -26,3 +30,24 @@ def recording() -> Path:
 def anyio_backend() -> str:
     """Run async tests on asyncio (the backend the services use)."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[tuple[str, RedisServer | None]]:
+    """Start (or find) one Redis for the whole test session; see tests/support/servers.py."""
+    with servers.redis_url() as found:
+        yield found
+
+
+@pytest.fixture
+def redis_url(redis_server: tuple[str, RedisServer | None]) -> str:
+    """Return the session's Redis URL with database 0 emptied for this test."""
+    import redis
+
+    url = redis_server[0]
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url

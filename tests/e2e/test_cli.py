@@ -182,3 +182,72 @@ def test_sigint_stops_run_cleanly_with_everything_flushed(tmp_path: Path) -> Non
     assert "SIGINT" in err
     assert summary["events"] > 0
     assert summary["orders"] == summary["signals"]
+
+
+def test_run_over_redis_and_the_read_commands(tmp_path: Path, redis_url: str) -> None:
+    """`run --redis-url` relays every signal through the stream; orders/positions/tail show it."""
+    import redis
+
+    db = tmp_path / "redis-run.db"
+    result = algotrade(
+        "run", *FAST, "--duration", "6s", "--store", str(db), "--redis-url", redis_url, "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["signals"] >= 2
+    assert summary["orders"] == summary["signals"]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.xlen("trade_signals_stream") == summary["signals"]
+        assert client.xpending("trade_signals_stream", "signal_group")["pending"] == 0
+        assert client.exists("trade_signals_dead") == 0
+    finally:
+        client.close()
+
+    orders = json.loads(algotrade("orders", "--store", str(db), "--json").stdout)
+    assert len(orders) == summary["signals"]
+    for order in orders:
+        assert {"id", "signal_id", "symbol", "side", "quantity", "price", "status"} <= set(order)
+        assert order["status"] in {"FILLED", "REJECTED"}
+    positions = json.loads(algotrade("positions", "--store", str(db), "--json").stdout)
+    assert [p["symbol"] for p in positions] == ["BTCUSDT"]
+    assert "order(s)" in algotrade("orders", "--store", str(db)).stdout
+
+    tail = algotrade(
+        "signals", "tail", "--redis-url", redis_url, "--from-start", "--count", "2", timeout=30
+    )
+    assert tail.returncode == 0, tail.stderr
+    lines = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert len(lines) == 2
+    assert {"entry", "signal_id", "side", "price", "schema"} <= set(lines[0])
+
+
+def test_processor_and_trader_processes_over_redis(tmp_path: Path, redis_url: str) -> None:
+    """Separate processor and trader processes meet over Redis: one order per signal."""
+    db = tmp_path / "split.db"
+    collected = algotrade("collector", "--duration", "5s", "--store", str(db))
+    assert collected.returncode == 0, collected.stderr
+    processor = start("processor", *FAST, "--store", str(db), "--redis-url", redis_url)
+    trader = start("trader", "--store", str(db), "--redis-url", redis_url, "--consumer", "t1")
+    try:
+        deadline = time.monotonic() + 60
+        while not stored(db, SignalEmitted) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(3)  # the processor works through the stored market data
+        processor.send_signal(signal.SIGTERM)  # stops after publishing what it stored
+        processor_err = processor.communicate(timeout=60)[1]
+        signals = stored(db, SignalEmitted)
+        while len(stored(db, OrderPlaced)) < len(signals) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for proc in (processor, trader):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        trader_err = trader.communicate(timeout=30)[1]
+    assert processor.returncode == 0, processor_err
+    assert trader.returncode == 0, trader_err
+    orders = stored(db, OrderPlaced)
+    assert len(signals) >= 2
+    assert sorted(o.signal_id for o in orders if isinstance(o, OrderPlaced)) == sorted(
+        s.signal_id for s in signals if isinstance(s, SignalEmitted)
+    )

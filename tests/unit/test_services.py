@@ -80,6 +80,7 @@ async def test_run_gives_exactly_one_order_per_signal() -> None:
     assert Counter(o.signal_id for o in placed) == Counter(s.signal_id for s in signals)
     sides = [s.side for s in signals]
     assert all(a is not b for a, b in itertools.pairwise(sides))
+    assert pipeline.bus is not None
     assert pipeline.bus.pending == 0
     assert pipeline.bus.backlog == 0
     assert summary["events"] == feed.produced

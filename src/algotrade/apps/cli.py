@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
@@ -10,7 +11,9 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import anyio
 import orjson
 import typer
+from redis.exceptions import RedisError
 
+from algotrade.adapters.redis import SIGNAL_GROUP, SIGNAL_STREAM
 from algotrade.apps.common import (
     DEFAULT_STORE,
     SourceSpec,
@@ -23,6 +26,7 @@ from algotrade.apps.common import (
 )
 from algotrade.apps.runner import (
     FeedSettings,
+    RedisSettings,
     RunSettings,
     StrategySettings,
     TradingSettings,
@@ -32,10 +36,17 @@ from algotrade.apps.runner import (
     run_processor,
     run_trader,
 )
-from algotrade.apps.views import signal_view
+from algotrade.apps.views import order_view, position_view, signal_view
 from algotrade.domain.bars import Interval
-from algotrade.domain.errors import AlgotradeError, ConfigurationError
-from algotrade.domain.events import SignalEmitted
+from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError
+from algotrade.domain.events import (
+    Event,
+    OrderFilled,
+    OrderPlaced,
+    OrderRejected,
+    PositionChanged,
+    SignalEmitted,
+)
 from algotrade.domain.strategy import SmaCrossover
 
 app = typer.Typer(
@@ -46,6 +57,7 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Event)
 
 SourceOpt = Annotated[
     str,
@@ -107,6 +119,50 @@ FeeOpt = Annotated[
     typer.Option("--fee", envvar="ALGOTRADE_FEE", help="Paper fee rate (0.001 is 0.1%)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+RedisUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        envvar="ALGOTRADE_REDIS_URL",
+        help="Carry signals over Redis streams, e.g. redis://localhost:6379/0. Without it, "
+        "run uses an in-process bus and processor/trader meet in the store.",
+    ),
+]
+StreamOpt = Annotated[
+    str,
+    typer.Option("--signal-stream", envvar="ALGOTRADE_SIGNAL_STREAM", help="Signal stream."),
+]
+GroupOpt = Annotated[
+    str, typer.Option("--group", envvar="ALGOTRADE_GROUP", help="Trader consumer group.")
+]
+ConsumerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--consumer", envvar="ALGOTRADE_CONSUMER", help="Consumer name (default: host-pid)."
+    ),
+]
+MaxlenOpt = Annotated[
+    int,
+    typer.Option(
+        "--stream-maxlen", envvar="ALGOTRADE_STREAM_MAXLEN", help="Trim the stream to ~N entries."
+    ),
+]
+ClaimIdleOpt = Annotated[
+    str,
+    typer.Option(
+        "--claim-idle",
+        envvar="ALGOTRADE_CLAIM_IDLE",
+        help="Take over entries another consumer left pending this long (30s).",
+    ),
+]
+MaxDeliveriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-deliveries",
+        envvar="ALGOTRADE_MAX_DELIVERIES",
+        help="Dead-letter an entry delivered more often than this.",
+    ),
+]
 
 
 def fail(message: str) -> NoReturn:
@@ -146,6 +202,37 @@ def _feed(source: str, symbols: list[str], speed: str, seed: int) -> FeedSetting
 
 def _duration(duration: str | None) -> float | None:
     return None if duration is None else parse_duration(duration)
+
+
+def _redis(
+    url: str | None,
+    stream: str = SIGNAL_STREAM,
+    group: str = SIGNAL_GROUP,
+    consumer: str | None = None,
+    maxlen: int = 100_000,
+    claim_idle: str = "30s",
+    max_deliveries: int = 5,
+) -> RedisSettings | None:
+    if url is None:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError("redis_url", f"{url!r} is not a redis:// or rediss:// URL")
+    if maxlen < 1:
+        raise ConfigurationError("stream_maxlen", f"must be positive, got {maxlen}")
+    if max_deliveries < 1:
+        raise ConfigurationError("max_deliveries", f"must be positive, got {max_deliveries}")
+    for name, value in (("signal_stream", stream), ("group", group)):
+        if not value.strip():
+            raise ConfigurationError(name, "must not be empty")
+    return RedisSettings(
+        url,
+        stream=stream,
+        group=group,
+        consumer=consumer,
+        maxlen=maxlen,
+        claim_idle=parse_duration(claim_idle, name="claim_idle"),
+        max_deliveries=max_deliveries,
+    )
 
 
 def _trading(quantity: str, fee: str) -> TradingSettings:
@@ -192,6 +279,9 @@ def run(
     seed: SeedOpt = 42,
     quantity: QuantityOpt = "0.01",
     fee: FeeOpt = "0.001",
+    redis_url: RedisUrlOpt = None,
+    signal_stream: StreamOpt = SIGNAL_STREAM,
+    group: GroupOpt = SIGNAL_GROUP,
     as_json: JsonOpt = False,
 ) -> None:
     """Run collector, processor and trader in one process on the embedded store."""
@@ -202,6 +292,7 @@ def run(
             trading=_trading(quantity, fee),
             store=store,
             duration=_duration(duration),
+            redis=_redis(redis_url, signal_stream, group),
         )
     )
 
@@ -236,11 +327,20 @@ def processor(
     short: ShortOpt = 50,
     long: LongOpt = 200,
     store: StoreOpt = DEFAULT_STORE,
+    redis_url: RedisUrlOpt = None,
+    signal_stream: StreamOpt = SIGNAL_STREAM,
+    stream_maxlen: MaxlenOpt = 100_000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Follow stored market events, close bars and store SMA crossover signals."""
+    """Follow stored market events, close bars and store SMA crossover signals.
+
+    With --redis-url, every stored signal is also published to the signal stream.
+    """
     strategy = checked(lambda: _strategy(interval, short, long))
-    print_summary("processor summary", execute(lambda: run_processor(strategy, store)), as_json)
+    redis = checked(lambda: _redis(redis_url, signal_stream, maxlen=stream_maxlen))
+    print_summary(
+        "processor summary", execute(lambda: run_processor(strategy, store, redis)), as_json
+    )
 
 
 @app.command()
@@ -248,45 +348,151 @@ def trader(
     store: StoreOpt = DEFAULT_STORE,
     quantity: QuantityOpt = "0.01",
     fee: FeeOpt = "0.001",
+    redis_url: RedisUrlOpt = None,
+    signal_stream: StreamOpt = SIGNAL_STREAM,
+    group: GroupOpt = SIGNAL_GROUP,
+    consumer: ConsumerOpt = None,
+    claim_idle: ClaimIdleOpt = "30s",
+    max_deliveries: MaxDeliveriesOpt = 5,
     as_json: JsonOpt = False,
 ) -> None:
-    """Follow stored signals and place one paper order for each."""
+    """Place one paper order for each signal: from the Redis group, or following the store."""
     trading = checked(lambda: _trading(quantity, fee))
-    print_summary("trader summary", execute(lambda: run_trader(trading, store)), as_json)
+    redis = checked(
+        lambda: _redis(
+            redis_url, signal_stream, group, consumer, claim_idle=claim_idle,
+            max_deliveries=max_deliveries,
+        )
+    )  # fmt: skip
+    print_summary("trader summary", execute(lambda: run_trader(trading, store, redis)), as_json)
+
+
+signals_app = typer.Typer(help="Stored signals, and the live signal stream.")
+app.add_typer(signals_app, name="signals")
+
+
+async def _read_all(store: str, kind: type[E]) -> list[E]:
+    db = open_store(store)
+    try:
+        out: list[E] = []
+        after = 0
+        while batch := await db.read_all(after, limit=1000, types=(kind,)):
+            out.extend(s.event for s in batch if isinstance(s.event, kind))
+            after = batch[-1].position
+        return out
+    finally:
+        await db.close()
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, int]], noun: str) -> None:
+    typer.echo(" ".join(f"{name:<{width}}" for name, width in columns).rstrip())
+    for row in rows:
+        cells = ("" if row.get(name) is None else str(row[name]) for name, _ in columns)
+        typer.echo(" ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, columns, strict=True)).rstrip())
+    typer.echo(f"{len(rows)} {noun}")
+
+
+@signals_app.callback(invoke_without_command=True)
+def signals(ctx: typer.Context, store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
+    """List the stored signals, oldest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = [signal_view(s) for s in execute(lambda: _read_all(store, SignalEmitted))]
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    for r in rows:
+        r["short_sma"] = f"{r['short_sma']:.4f}"
+        r["long_sma"] = f"{r['long_sma']:.4f}"
+    _table(
+        rows,
+        [("bar_time", 25), ("symbol", 9), ("side", 4), ("price", 14), ("short_sma", 14),
+         ("long_sma", 14), ("id", 36)],
+        "signal(s)",
+    )  # fmt: skip
+
+
+@signals_app.command("tail")
+def signals_tail(
+    redis_url: Annotated[
+        str, typer.Option("--redis-url", envvar="ALGOTRADE_REDIS_URL", help="Redis URL.")
+    ] = "redis://localhost:6379/0",
+    signal_stream: StreamOpt = SIGNAL_STREAM,
+    from_start: Annotated[bool, typer.Option("--from-start", help="Show older entries.")] = False,
+    count: Annotated[int | None, typer.Option("--count", help="Stop after N entries.")] = None,
+) -> None:
+    """Follow the signal stream live, one JSON line per entry (Ctrl-C to stop)."""
+    redis = checked(lambda: _redis(redis_url, signal_stream))
+    assert redis is not None
+
+    async def main() -> None:
+        client = redis.client()
+        last = "0-0" if from_start else "$"
+        seen = 0
+        try:
+            while count is None or seen < count:
+                try:
+                    response: Any = await client.xread({redis.stream: last}, count=100, block=1000)
+                except RedisError as e:
+                    raise MessagingError(f"cannot read {redis.stream!r}: {e}") from e
+                for _, entries in response or ():
+                    for entry_id, fields in entries:
+                        last = entry_id.decode()
+                        line = {k.decode(): v.decode() for k, v in fields.items()}
+                        typer.echo(orjson.dumps({"entry": last, **line}).decode())
+                        seen += 1
+                        if count is not None and seen >= count:
+                            return
+        finally:
+            await client.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
+        execute(main)
 
 
 @app.command()
-def signals(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
-    """List the stored signals, oldest first."""
+def orders(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
+    """List the orders the trader stored, with their latest state."""
 
     async def main() -> list[dict[str, Any]]:
-        db = open_store(store)
-        try:
-            out: list[dict[str, Any]] = []
-            after = 0
-            while batch := await db.read_all(after, limit=1000, types=(SignalEmitted,)):
-                out.extend(
-                    signal_view(s.event) for s in batch if isinstance(s.event, SignalEmitted)
-                )
-                after = batch[-1].position
-            return out
-        finally:
-            await db.close()
+        placed = await _read_all(store, OrderPlaced)
+        outcomes: dict[str, OrderFilled | OrderRejected] = {}
+        for outcome in await _read_all(store, OrderFilled) + await _read_all(store, OrderRejected):
+            outcomes[outcome.order_id] = outcome
+        return [order_view(p, outcomes.get(p.order_id)) for p in placed]
 
     rows = execute(main)
     if as_json:
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
-    typer.echo(
-        f"{'bar_time':<25} {'symbol':<9} {'side':<4} {'price':>14}"
-        f" {'short_sma':>14} {'long_sma':>14}  id"
-    )
-    for r in rows:
-        typer.echo(
-            f"{r['bar_time']:<25} {r['symbol']:<9} {r['side']:<4} {r['price']:>14}"
-            f" {r['short_sma']:>14.4f} {r['long_sma']:>14.4f}  {r['id']}"
-        )
-    typer.echo(f"{len(rows)} signal(s)")
+    _table(
+        rows,
+        [("time", 25), ("symbol", 9), ("side", 4), ("quantity", 10), ("price", 14),
+         ("status", 8), ("reason", 28), ("id", 36)],
+        "order(s)",
+    )  # fmt: skip
+
+
+@app.command()
+def positions(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
+    """Show each symbol's position: quantity, average price, realised PnL and fees."""
+
+    async def main() -> list[dict[str, Any]]:
+        latest: dict[str, PositionChanged] = {}
+        for change in await _read_all(store, PositionChanged):
+            latest[change.symbol] = change
+        return [position_view(p) for p in latest.values()]
+
+    rows = execute(main)
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    _table(
+        rows,
+        [("symbol", 9), ("quantity", 12), ("average_price", 16), ("realised_pnl", 16),
+         ("fees_paid", 14), ("updated_at", 25)],
+        "position(s)",
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 import anyio
+import anyio.abc
 
 from algotrade.adapters.memory import InMemoryEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
@@ -129,9 +130,19 @@ async def paced(
             yield ready
 
 
-async def stop_on_signals(stop: anyio.Event, on_signal: Callable[[str], None]) -> None:
-    """Set ``stop`` on SIGINT or SIGTERM (a second one exits at once)."""
+async def stop_on_signals(
+    stop: anyio.Event,
+    on_signal: Callable[[str], None],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Set ``stop`` on SIGINT or SIGTERM (a second one exits at once).
+
+    Start it with ``await task_group.start(...)``: the handlers are installed before any
+    work begins, so a signal never meets the default action (an abrupt exit).
+    """
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             if stop.is_set():
                 raise SystemExit(130)

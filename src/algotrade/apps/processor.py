@@ -16,6 +16,7 @@ import orjson
 
 from algotrade.apps.common import log
 from algotrade.apps.views import signal_view
+from algotrade.domain.errors import MessagingError
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -60,6 +61,7 @@ class ProcessorService:
         self.tracking_name = tracking_name or self._default_tracking_name()
         self.last_signal: SignalEmitted | None = None
         self._first_position: dict[str, int] = {}
+        self._position = 0
 
     def _default_tracking_name(self) -> str:
         probe = self.processor.strategy_factory()
@@ -128,16 +130,85 @@ class ProcessorService:
         if new_signals and self.publisher is not None:
             await self.publisher.publish(new_signals)
 
-    async def follow(self, stop: anyio.Event, *, batch_size: int = 5000, idle: float = 0.2) -> None:
+    async def catch_up(self, stop: anyio.Event | None = None, *, batch_size: int = 5000) -> int:
+        """Process every market event stored so far (or until ``stop``); return how many."""
+        position = max(await self.store.tracking_position(self.tracking_name), self._position)
+        handled = 0
+        while batch := await self.store.read_all(position, limit=batch_size, types=MARKET_TYPES):
+            await self.handle(batch)
+            position = self._position = batch[-1].position
+            handled += len(batch)
+            await anyio.lowlevel.checkpoint()  # let signals and other tasks in between batches
+            if stop is not None and stop.is_set():
+                break
+        return handled
+
+    async def follow(self, stop: anyio.Event, *, idle: float = 0.2) -> None:
         """Process stored market events as they arrive, until ``stop`` is set."""
-        position = await self.store.tracking_position(self.tracking_name)
         while not stop.is_set():
-            batch = await self.store.read_all(position, limit=batch_size, types=MARKET_TYPES)
-            if batch:
-                await self.handle(batch)
-                position = batch[-1].position
+            if await self.catch_up(stop):
                 continue
             with anyio.move_on_after(idle):
+                await stop.wait()
+
+
+class OutboxRelay:
+    """Publishes every stored signal not yet published, then records how far it got.
+
+    The processor stores a signal first; this relay publishes it afterwards. A crash
+    between the two re-publishes on restart (at least once); the trader's order ids make
+    the repeat harmless.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        publisher: SignalPublisher,
+        *,
+        name: str = "outbox",
+        batch_size: int = 500,
+        idle: float = 0.02,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.name = name
+        self.batch_size = batch_size
+        self.idle = idle
+        self.published = 0
+
+    async def relay_once(self) -> int:
+        """Publish the next batch of unpublished signals; return how many."""
+        position = await self.store.tracking_position(self.name)
+        found = await self.store.read_all(position, limit=self.batch_size, types=(SignalEmitted,))
+        signals = [s.event for s in found if isinstance(s.event, SignalEmitted)]
+        if not found:
+            return 0
+        await self.publisher.publish(signals)
+        await self.store.append([], tracking=Tracking(self.name, found[-1].position))
+        self.published += len(signals)
+        return len(signals)
+
+    async def backlog(self) -> int:
+        """Return how many stored signals wait to be published."""
+        position = await self.store.tracking_position(self.name)
+        return len(await self.store.read_all(position, limit=10**9, types=(SignalEmitted,)))
+
+    async def run(self, stop: anyio.Event) -> None:
+        """Relay until ``stop`` is set and nothing is left; survive a bus outage."""
+        backoff = self.idle
+        while True:
+            try:
+                if await self.relay_once():
+                    backoff = self.idle
+                    continue
+            except MessagingError as e:
+                log("processor", "signal bus unavailable, retrying", error=e, retry_in=backoff)
+                if stop.is_set():
+                    return  # the unpublished signals stay in the outbox for the next start
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+            if stop.is_set():
+                return
+            with anyio.move_on_after(backoff):
                 await stop.wait()
 
 

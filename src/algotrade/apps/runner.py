@@ -7,20 +7,28 @@ the same functions with in-memory fakes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import anyio
+from redis.asyncio import Redis
 
 from algotrade.adapters.memory import InMemorySignalBus, SystemClock
+from algotrade.adapters.redis import (
+    DEAD_LETTER_STREAM,
+    SIGNAL_GROUP,
+    SIGNAL_STREAM,
+    RedisSignalConsumer,
+    RedisSignalPublisher,
+)
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
 from algotrade.adapters.synthetic import SyntheticFeed, SyntheticStart
 from algotrade.apps.collector import Collector
 from algotrade.apps.common import Progress, SourceSpec, log, open_store, stop_on_signals
-from algotrade.apps.processor import ProcessorService
+from algotrade.apps.processor import OutboxRelay, ProcessorService
 from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
 from algotrade.domain.events import (
@@ -31,7 +39,7 @@ from algotrade.domain.events import (
     depth_stream,
     trade_stream,
 )
-from algotrade.domain.ports import Clock, EventStore, MarketFeed, StoredEvent
+from algotrade.domain.ports import Clock, EventStore, MarketFeed, SignalConsumer, StoredEvent
 from algotrade.domain.processing import Processor
 from algotrade.domain.strategy import SmaCrossover
 
@@ -72,6 +80,40 @@ class TradingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where signals travel when a Redis URL is given, and how the trader group behaves."""
+
+    url: str
+    stream: str = SIGNAL_STREAM
+    group: str = SIGNAL_GROUP
+    consumer: str | None = None
+    maxlen: int = 100_000
+    claim_idle: float = 30.0
+    max_deliveries: int = 5
+    dead_letters: str = DEAD_LETTER_STREAM
+
+    def client(self) -> Redis:
+        """Return a client for the URL (no I/O until first used)."""
+        return Redis.from_url(self.url)
+
+    def publisher(self, client: Redis) -> RedisSignalPublisher:
+        """Return the signal publisher."""
+        return RedisSignalPublisher(client, stream=self.stream, maxlen=self.maxlen)
+
+    def consumer_for(self, client: Redis) -> RedisSignalConsumer:
+        """Return this process's member of the trader group."""
+        return RedisSignalConsumer(
+            client,
+            stream=self.stream,
+            group=self.group,
+            consumer=self.consumer,
+            dead_letters=self.dead_letters,
+            claim_idle=self.claim_idle,
+            max_deliveries=self.max_deliveries,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RunSettings:
     """Settings of ``algotrade run``."""
 
@@ -81,6 +123,7 @@ class RunSettings:
     store: str = "algotrade.db"
     duration: float | None = None
     progress: bool = True
+    redis: RedisSettings | None = None
 
 
 async def synthetic_starts(store: EventStore, symbols: Sequence[str]) -> dict[str, SyntheticStart]:
@@ -140,8 +183,10 @@ class Pipeline:
     collector: Collector
     processor: ProcessorService
     trader: TraderService
-    bus: InMemorySignalBus
+    bus: InMemorySignalBus | None
     clock: Clock
+    relay: OutboxRelay | None = None
+    redis: Redis | None = None
 
 
 async def bootstrap_run(
@@ -151,11 +196,26 @@ async def bootstrap_run(
     feed: MarketFeed | None = None,
     clock: Clock | None = None,
 ) -> Pipeline:
-    """Wire collector, processor and trader in one process on one store and a local bus."""
+    """Wire collector, processor and trader in one process on one store.
+
+    Signals go to the trader over an in-process bus, or through Redis (an outbox relay
+    publishes them, the trader reads them in a consumer group) when settings name Redis.
+    """
     clock = clock or SystemClock()
     store = store or open_store(settings.store)
     feed = feed or await make_feed(settings.feed, store)
-    bus = InMemorySignalBus()
+    bus: InMemorySignalBus | None = None
+    relay: OutboxRelay | None = None
+    client: Redis | None = None
+    consumer: SignalConsumer
+    if settings.redis is None:
+        bus = consumer = InMemorySignalBus()
+    else:
+        client = settings.redis.client()
+        relay = OutboxRelay(
+            store, settings.redis.publisher(client), name=outbox_name(settings.redis)
+        )
+        consumer = settings.redis.consumer_for(client)
     processor = ProcessorService(store, settings.strategy.processor(), publisher=bus)
 
     async def on_stored(batch: Sequence[StoredEvent]) -> None:
@@ -163,8 +223,13 @@ async def bootstrap_run(
 
     collector = Collector(feed, store, clock, speed=settings.feed.speed, on_stored=on_stored)
     gateway = PaperGateway(CollectorQuotes(collector), fee_rate=settings.trading.fee)
-    trader = TraderService(store, bus, gateway, quantity=settings.trading.quantity)
-    return Pipeline(store, feed, collector, processor, trader, bus, clock)
+    trader = TraderService(store, consumer, gateway, quantity=settings.trading.quantity)
+    return Pipeline(store, feed, collector, processor, trader, bus, clock, relay, client)
+
+
+def outbox_name(redis: RedisSettings) -> str:
+    """Return the tracking name of the outbox relay for a signal stream."""
+    return f"outbox:{redis.stream}"
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -227,16 +292,25 @@ async def run_pipeline(p: Pipeline, settings: RunSettings) -> dict[str, Any]:
         log("run", f"{name} received: stopping after flushing")
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(stop_on_signals, stop, on_signal)
+        await tg.start(stop_on_signals, stop, on_signal)
         if settings.progress:
             tg.start_soon(progress.run)
         if settings.duration is not None:
             tg.start_soon(_stop_after, settings.duration, stop)
         drained = anyio.Event()
+        relay_stop, relayed = anyio.Event(), anyio.Event()
         tg.start_soon(lambda: p.trader.run(trader_stop, drained=drained))
+        if p.relay is not None:
+            tg.start_soon(_run_then_set, p.relay.run, relay_stop, relayed)
+        else:
+            relayed.set()
         try:
             await p.collector.run(stop)
         finally:
+            # Drain in order: outbox published, then every published signal acted upon.
+            relay_stop.set()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await relayed.wait()
             trader_stop.set()
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
                 await drained.wait()
@@ -247,7 +321,18 @@ async def run_pipeline(p: Pipeline, settings: RunSettings) -> dict[str, Any]:
         progress.finish()
     result = await summary(p, elapsed)
     await p.store.close()
+    if p.redis is not None:
+        await p.redis.aclose()
     return result
+
+
+async def _run_then_set(
+    run: Callable[[anyio.Event], Awaitable[None]], stop: anyio.Event, done: anyio.Event
+) -> None:
+    try:
+        await run(stop)
+    finally:
+        done.set()
 
 
 async def _stop_after(seconds: float, stop: anyio.Event) -> None:
@@ -277,7 +362,7 @@ async def run_collector(
         clock,
     )
     async with anyio.create_task_group() as tg:
-        tg.start_soon(stop_on_signals, stop, lambda n: log("collector", f"{n}: stopping"))
+        await tg.start(stop_on_signals, stop, lambda n: log("collector", f"{n}: stopping"))
         tg.start_soon(progress.run)
         if duration is not None:
             tg.start_soon(_stop_after, duration, stop)
@@ -296,11 +381,22 @@ async def run_collector(
     }
 
 
-async def run_processor(strategy: StrategySettings, store_url: str) -> dict[str, Any]:
-    """Run the processor alone: follow the store's market events until stopped."""
+async def run_processor(
+    strategy: StrategySettings, store_url: str, redis: RedisSettings | None = None
+) -> dict[str, Any]:
+    """Run the processor alone: follow the store's market events until stopped.
+
+    With Redis settings, an outbox relay publishes every stored signal to the stream.
+    """
     clock = SystemClock()
     store = open_store(store_url)
     service = ProcessorService(store, strategy.processor())
+    client = redis.client() if redis is not None else None
+    relay = (
+        OutboxRelay(store, redis.publisher(client), name=outbox_name(redis))
+        if redis is not None and client is not None
+        else None
+    )
     stop = anyio.Event()
     s = service.stats
     progress = Progress(
@@ -311,22 +407,45 @@ async def run_processor(strategy: StrategySettings, store_url: str) -> dict[str,
         clock,
     )
     async with anyio.create_task_group() as tg:
-        tg.start_soon(stop_on_signals, stop, lambda n: log("processor", f"{n}: stopping"))
+        await tg.start(stop_on_signals, stop, lambda n: log("processor", f"{n}: stopping"))
         tg.start_soon(progress.run)
+        relayed = anyio.Event()
+        if relay is not None:
+            tg.start_soon(_run_then_set, relay.run, stop, relayed)
+        else:
+            relayed.set()
         await service.follow(stop)
+        with anyio.move_on_after(30):
+            await relayed.wait()
         tg.cancel_scope.cancel()
     progress.show()
     progress.finish()
     await store.close()
-    return {"events": s.events, "bars": s.bars, "signals": s.signals, "position": s.last_position}
+    if client is not None:
+        await client.aclose()
+    return {
+        "events": s.events,
+        "bars": s.bars,
+        "signals": s.signals,
+        "published": relay.published if relay is not None else None,
+        "position": s.last_position,
+    }
 
 
-async def run_trader(trading: TradingSettings, store_url: str) -> dict[str, Any]:
-    """Run the trader alone: follow the store's signals until stopped."""
+async def run_trader(
+    trading: TradingSettings, store_url: str, redis: RedisSettings | None = None
+) -> dict[str, Any]:
+    """Run the trader alone: follow the store's signals (or the Redis group) until stopped."""
     clock = SystemClock()
     store = open_store(store_url)
     gateway = PaperGateway(StoreQuoteSource(store), fee_rate=trading.fee)
-    trader = TraderService(store, StoreSignalConsumer(store), gateway, quantity=trading.quantity)
+    client = redis.client() if redis is not None else None
+    consumer: SignalConsumer = (
+        redis.consumer_for(client)
+        if redis is not None and client is not None
+        else StoreSignalConsumer(store)
+    )
+    trader = TraderService(store, consumer, gateway, quantity=trading.quantity)
     stop = anyio.Event()
     t = trader.stats
     progress = Progress(
@@ -337,7 +456,7 @@ async def run_trader(trading: TradingSettings, store_url: str) -> dict[str, Any]
         clock,
     )
     async with anyio.create_task_group() as tg:
-        tg.start_soon(stop_on_signals, stop, lambda n: log("trader", f"{n}: stopping"))
+        await tg.start(stop_on_signals, stop, lambda n: log("trader", f"{n}: stopping"))
         tg.start_soon(progress.run)
         await trader.run(stop)
         tg.cancel_scope.cancel()

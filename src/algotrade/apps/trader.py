@@ -15,7 +15,7 @@ import anyio
 
 from algotrade.apps.common import log
 from algotrade.domain.broker import Position, apply_fill, check_order, place_order, reject
-from algotrade.domain.errors import ConcurrencyError
+from algotrade.domain.errors import AlgotradeError, ConcurrencyError, MessagingError
 from algotrade.domain.events import (
     Event,
     OrderFilled,
@@ -37,6 +37,8 @@ class TraderStats:
     filled: int = 0
     rejected: int = 0
     redelivered: int = 0
+    redeliveries: int = 0
+    failed: int = 0
     acknowledged: int = 0
 
 
@@ -72,12 +74,32 @@ class TraderService:
         return found
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Act on every delivery of a batch, then acknowledge the batch."""
+        """Act on every delivery of a batch, then acknowledge those acted upon, together.
+
+        A delivery whose handling fails is not acknowledged: it stays pending, comes back
+        later, and after too many attempts goes to the dead letters with its reason.
+        """
+        done: list[Delivery] = []
         for delivery in deliveries:
             self.stats.received += 1
-            await self.act(delivery.signal)
-        await self.consumer.ack(deliveries)
-        self.stats.acknowledged += len(deliveries)
+            if delivery.attempt > 1:
+                self.stats.redeliveries += 1
+            try:
+                await self.act(delivery.signal)
+            except AlgotradeError as e:
+                self.stats.failed += 1
+                log(
+                    "trader",
+                    "signal not acted upon, left pending",
+                    entry=delivery.token,
+                    signal=delivery.signal.signal_id,
+                    attempt=delivery.attempt,
+                    error=e,
+                )
+                continue
+            done.append(delivery)
+        await self.consumer.ack(done)
+        self.stats.acknowledged += len(done)
 
     async def act(self, signal: SignalEmitted) -> None:
         """Turn one signal into its one order, unless that order is already stored."""
@@ -127,10 +149,21 @@ class TraderService:
 
     async def run(self, stop: anyio.Event, *, drained: anyio.Event | None = None) -> None:
         """Receive and act until ``stop`` is set and nothing is left to receive."""
+        backoff = 0.1
         while True:
-            deliveries = await self.consumer.receive(self.batch_size, 0.1)
-            if deliveries:
-                await self.handle(deliveries)
+            try:
+                deliveries = await self.consumer.receive(self.batch_size, 0.1)
+                if deliveries:
+                    await self.handle(deliveries)
+                    backoff = 0.1
+                    continue
+            except MessagingError as e:
+                log("trader", "signal bus unavailable, retrying", error=e, retry_in=backoff)
+                if stop.is_set():
+                    break
+                with anyio.move_on_after(backoff):
+                    await stop.wait()
+                backoff = min(backoff * 2, 5.0)
                 continue
             if stop.is_set():
                 break

@@ -7,6 +7,7 @@ Every error algotrade raises on purpose derives from :class:`AlgotradeError`::
     ├── InvalidInputError              a frame, file line or stream entry cannot be understood
     ├── StoreError                the event store failed
     │   └── ConcurrencyError      another writer appended at the same stream version
+    ├── MessagingError            the signal bus (Redis) failed to publish, deliver or ack
     └── SequenceError             market data broke Binance's update-id sequencing rules
 
 Adapters translate driver errors into these with ``raise ... from e`` so that callers
@@ -43,6 +44,10 @@ class ConcurrencyError(StoreError):
         super().__init__(f"stream {stream!r} already has a different event at version {version}")
         self.stream = stream
         self.version = version
+
+
+class MessagingError(AlgotradeError):
+    """The signal bus failed to publish, deliver or acknowledge."""
 
 
 class SequenceError(AlgotradeError):

@@ -1,0 +1,212 @@
+"""Signals over a Redis stream: a publisher, and a consumer-group consumer for traders.
+
+Delivery is at least once. A consumer reads new entries with ``XREADGROUP``, and the
+trader acknowledges them (``XACK``, in batches) only after their orders are stored.
+Entries left pending by a dead or failing consumer are taken over with ``XAUTOCLAIM``
+once idle for ``claim_idle`` seconds; an entry delivered more than ``max_deliveries``
+times, or one that cannot be read (missing fields, bad numbers, unknown side or schema),
+is copied to the dead-letter stream with the reason and acknowledged, so it never blocks
+the group and is never lost.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from algotrade.adapters.redis.codec import signal_from_fields, signal_to_fields
+from algotrade.domain.errors import InvalidInputError, MessagingError
+from algotrade.domain.events import SignalEmitted
+from algotrade.domain.ports import Delivery
+
+SIGNAL_STREAM = "trade_signals_stream"
+SIGNAL_GROUP = "signal_group"
+DEAD_LETTER_STREAM = "trade_signals_dead"
+
+Fields = dict[Any, Any]
+
+
+def default_consumer_name() -> str:
+    """Return a consumer name unique per process: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class RedisSignalPublisher:
+    """Appends signals to a stream trimmed to about ``maxlen`` entries."""
+
+    def __init__(
+        self, client: Redis, *, stream: str = SIGNAL_STREAM, maxlen: int = 100_000
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.maxlen = maxlen
+        self.published = 0
+
+    async def publish(self, signals: Sequence[SignalEmitted]) -> None:
+        """Append every signal, in order, in one round trip."""
+        if not signals:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for signal in signals:
+                    pipe.xadd(
+                        self.stream, signal_to_fields(signal), maxlen=self.maxlen,  # type: ignore[arg-type]
+                        approximate=True,
+                    )  # fmt: skip
+                await pipe.execute()
+        except redis_errors.RedisError as e:
+            raise MessagingError(f"cannot publish to {self.stream!r}: {e}") from e
+        self.published += len(signals)
+
+
+class RedisSignalConsumer:
+    """One member of a consumer group on the signal stream."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        stream: str = SIGNAL_STREAM,
+        group: str = SIGNAL_GROUP,
+        consumer: str | None = None,
+        dead_letters: str = DEAD_LETTER_STREAM,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+        claim_every: float | None = None,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or default_consumer_name()
+        self.dead_letters = dead_letters
+        self.claim_idle = claim_idle
+        self.max_deliveries = max_deliveries
+        self.claim_every = claim_idle / 2 if claim_every is None else claim_every
+        self._group_ready = False
+        self._claim_cursor = "0-0"
+        self._last_claim = 0.0
+        self.dead_lettered = 0
+        self.reclaimed = 0
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) from the first entry, unless it exists."""
+        try:
+            await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis_errors.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise MessagingError(f"cannot create group {self.group!r}: {e}") from e
+        except redis_errors.RedisError as e:
+            raise MessagingError(f"cannot create group {self.group!r}: {e}") from e
+        self._group_ready = True
+
+    async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
+        """Return up to ``max_count`` deliveries: reclaimed ones first, then new ones."""
+        try:
+            if not self._group_ready:
+                await self.ensure_group()
+            now = time.monotonic()
+            if now - self._last_claim >= self.claim_every:
+                self._last_claim = now
+                reclaimed = await self._reclaim(max_count)
+                if reclaimed:
+                    return reclaimed
+            response: Any = await self.client.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=max_count,
+                block=max(1, int(timeout * 1000)),
+            )
+        except redis_errors.ResponseError as e:
+            if "NOGROUP" in str(e):  # the stream was deleted: recreate the group next time
+                self._group_ready = False
+            raise MessagingError(f"cannot read {self.stream!r}: {e}") from e
+        except redis_errors.RedisError as e:
+            raise MessagingError(f"cannot read {self.stream!r}: {e}") from e
+        deliveries: list[Delivery] = []
+        for _, entries in response or ():
+            for entry_id, fields in entries:
+                delivery = await self._decode(entry_id, fields, attempt=1)
+                if delivery is not None:
+                    deliveries.append(delivery)
+        return deliveries
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge a batch of deliveries in one call."""
+        if not deliveries:
+            return
+        try:
+            await self.client.xack(self.stream, self.group, *(d.token for d in deliveries))
+        except redis_errors.RedisError as e:
+            raise MessagingError(f"cannot acknowledge on {self.stream!r}: {e}") from e
+
+    async def _decode(self, entry_id: Any, fields: Fields, *, attempt: int) -> Delivery | None:
+        token = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        try:
+            signal = signal_from_fields(fields)
+        except InvalidInputError as e:
+            await self._dead_letter(token, fields, f"malformed entry: {e}", attempt)
+            return None
+        return Delivery(token, signal, attempt)
+
+    async def _reclaim(self, max_count: int) -> list[Delivery]:
+        """Take over entries idle too long; dead-letter those delivered too often."""
+        result = await self.client.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=int(self.claim_idle * 1000),
+            start_id=self._claim_cursor,
+            count=max_count,
+        )
+        cursor, claimed = result[0], result[1]
+        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        claimed = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
+        if not claimed:
+            return []
+        counts = await self._delivery_counts([entry_id for entry_id, _ in claimed])
+        deliveries: list[Delivery] = []
+        for entry_id, fields in claimed:
+            token = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            attempt = counts.get(token, 1)
+            if attempt > self.max_deliveries:
+                reason = f"delivered {attempt} times without being acknowledged"
+                await self._dead_letter(token, fields, reason, attempt)
+                continue
+            delivery = await self._decode(entry_id, fields, attempt=attempt)
+            if delivery is not None:
+                self.reclaimed += 1
+                deliveries.append(delivery)
+        return deliveries
+
+    async def _delivery_counts(self, entry_ids: list[Any]) -> dict[str, int]:
+        pending = await self.client.xpending_range(
+            self.stream, self.group, min=entry_ids[0], max=entry_ids[-1], count=len(entry_ids) * 4
+        )
+        out = {}
+        for item in pending:
+            message_id = item["message_id"]
+            token = message_id.decode() if isinstance(message_id, bytes) else str(message_id)
+            out[token] = int(item["times_delivered"])
+        return out
+
+    async def _dead_letter(self, token: str, fields: Fields, reason: str, attempt: int) -> None:
+        """Copy an entry to the dead-letter stream with why, then acknowledge it."""
+        entry = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields.items()}
+        entry.update(
+            dead_reason=reason,
+            dead_entry_id=token,
+            dead_stream=self.stream,
+            dead_deliveries=str(attempt),
+        )
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_letters, entry)  # type: ignore[arg-type]  # invariant dict stub
+            pipe.xack(self.stream, self.group, token)
+            await pipe.execute()
+        self.dead_lettered += 1

@@ -1,0 +1,293 @@
+"""Signals over a real Redis: delivered at least once, acted upon exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from algotrade.adapters.memory import InMemoryEventStore, SystemClock
+from algotrade.adapters.redis import (
+    DEAD_LETTER_STREAM,
+    SIGNAL_GROUP,
+    SIGNAL_STREAM,
+    RedisSignalConsumer,
+    RedisSignalPublisher,
+)
+from algotrade.adapters.sqlite import SqliteEventStore
+from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource
+from algotrade.adapters.synthetic import SyntheticFeed
+from algotrade.apps.collector import Collector
+from algotrade.apps.processor import OutboxRelay, ProcessorService
+from algotrade.apps.runner import StrategySettings
+from algotrade.apps.trader import TraderService
+from algotrade.domain.bars import Interval
+from algotrade.domain.errors import AlgotradeError
+from algotrade.domain.events import OrderFilled, OrderPlaced, OrderRejected, SignalEmitted
+from algotrade.domain.ports import EventStore, Tracking
+
+pytestmark = pytest.mark.anyio
+
+STRATEGY = StrategySettings(Interval.parse("1m"), 3, 8)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """Yield an async client on the emptied test database."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def market_store(tmp_path: Path, events: int = 100_000) -> EventStore:
+    """Return a SQLite store holding ``events`` synthetic market events."""
+    store = SqliteEventStore(tmp_path / "market.db")
+    feed = SyntheticFeed(["BTCUSDT"], seed=11, limit=events)
+    await Collector(feed, store, SystemClock()).run(anyio.Event())
+    return store
+
+
+async def stored(store: EventStore, kind: type) -> list:  # type: ignore[type-arg]
+    """Return every stored event of one type."""
+    return [s.event for s in await store.read_all(0, limit=10**9, types=(kind,))]
+
+
+def consumer(redis: Redis, name: str, **kwargs: float) -> RedisSignalConsumer:
+    """Return a group member with quick reclaiming for tests."""
+    return RedisSignalConsumer(
+        redis, consumer=name, claim_idle=kwargs.get("claim_idle", 0.3),
+        max_deliveries=int(kwargs.get("max_deliveries", 5)), claim_every=0.1,
+    )  # fmt: skip
+
+
+def trader(store: EventStore, signal_consumer: RedisSignalConsumer, **kwargs: int) -> TraderService:
+    """Return a trader with the paper gateway on the store's quotes."""
+    gateway = PaperGateway(StoreQuoteSource(store))
+    return TraderService(store, signal_consumer, gateway, batch_size=kwargs.get("batch", 100))
+
+
+async def until(predicate: object, timeout: float = 30.0) -> None:
+    """Poll an async predicate until true, or fail after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not await predicate():  # type: ignore[operator]
+            await anyio.sleep(0.05)
+
+
+async def pending(redis: Redis) -> int:
+    """Return how many entries the group has delivered but not seen acknowledged (-1: no group)."""
+    try:
+        info = await redis.xpending(SIGNAL_STREAM, SIGNAL_GROUP)
+    except ResponseError:  # the trader has not created its group yet
+        return -1
+    return int(info["pending"])
+
+
+async def process_and_relay(store: EventStore, redis: Redis) -> list[SignalEmitted]:
+    """Run the processor over the stored market data and relay every signal."""
+    processor = ProcessorService(store, STRATEGY.processor())
+    await processor.catch_up()
+    relay = OutboxRelay(store, RedisSignalPublisher(redis))
+    while await relay.relay_once():
+        pass
+    return await stored(store, SignalEmitted)
+
+
+async def test_processor_and_trader_tasks_n_signals_n_orders(tmp_path: Path, redis: Redis) -> None:
+    """Processor and trader as separate tasks: N crossovers in, N orders out, nothing left."""
+    store = await market_store(tmp_path)
+    processor = ProcessorService(store, STRATEGY.processor())
+    relay = OutboxRelay(store, RedisSignalPublisher(redis))
+    the_trader = trader(store, consumer(redis, "t1"))
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(processor.follow, stop)
+        tg.start_soon(relay.run, stop)
+        tg.start_soon(the_trader.run, stop)
+
+        async def all_acted() -> bool:
+            signals = await stored(store, SignalEmitted)
+            return bool(signals) and len(await stored(store, OrderPlaced)) == len(signals)
+
+        await until(all_acted)
+        await anyio.sleep(0.5)  # nothing more arrives late
+        stop.set()
+    signals = await stored(store, SignalEmitted)
+    orders = await stored(store, OrderPlaced)
+    assert len(signals) >= 3
+    assert Counter(o.signal_id for o in orders) == Counter(s.signal_id for s in signals)
+    assert await pending(redis) == 0
+    assert await redis.xlen(DEAD_LETTER_STREAM) == 0
+    assert await redis.xlen(SIGNAL_STREAM) == len(signals)
+    outcomes = await stored(store, OrderFilled) + await stored(store, OrderRejected)
+    assert len(outcomes) == len(signals)
+
+
+async def test_trader_killed_before_ack_loses_and_doubles_nothing(
+    tmp_path: Path, redis: Redis
+) -> None:
+    """A trader cancelled after acting but before acknowledging: the next one finishes it."""
+    store = await market_store(tmp_path)
+    signals = await process_and_relay(store, redis)
+    first = trader(store, consumer(redis, "doomed"))
+    deliveries = await first.consumer.receive(100, 1.0)
+    assert len(deliveries) == len(signals)
+    with anyio.CancelScope() as scope:  # abrupt death half-way through the batch
+        for i, delivery in enumerate(deliveries):
+            if i == len(deliveries) // 2:
+                scope.cancel()
+                await anyio.sleep(0)
+            await first.act(delivery.signal)
+    assert 0 < len(await stored(store, OrderPlaced)) < len(signals)
+    assert await pending(redis) == len(signals)
+
+    second = trader(store, consumer(redis, "survivor"))
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second.run, stop)
+
+        async def drained() -> bool:
+            return await pending(redis) == 0
+
+        await until(drained)
+        stop.set()
+    orders = await stored(store, OrderPlaced)
+    assert Counter(o.signal_id for o in orders) == Counter(s.signal_id for s in signals)
+    assert second.stats.redelivered >= 1  # it saw orders already stored and only acked
+    assert await redis.xlen(DEAD_LETTER_STREAM) == 0
+
+
+class CrashAfterPublish:
+    """A store wrapper whose tracking write fails once: a crash right after XADD."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.crashed = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def append(self, events: Sequence[object], *, tracking: Tracking | None = None) -> object:
+        if tracking is not None and not self.crashed:
+            self.crashed = True
+            raise AlgotradeError("killed between publishing and recording it")
+        return await self.store.append(events, tracking=tracking)  # type: ignore[arg-type]
+
+
+async def test_processor_killed_between_store_and_publish(tmp_path: Path, redis: Redis) -> None:
+    """Signals stored but not (or not knowingly) published go out on restart: one order each."""
+    store = await market_store(tmp_path)
+    processor = ProcessorService(store, STRATEGY.processor())
+    await processor.catch_up()  # signals stored; the process "dies" before relaying
+    signals = await stored(store, SignalEmitted)
+    assert len(signals) >= 3
+    assert await redis.exists(SIGNAL_STREAM) == 0
+
+    crashing = OutboxRelay(CrashAfterPublish(store), RedisSignalPublisher(redis))  # type: ignore[arg-type]
+    with pytest.raises(AlgotradeError):
+        await crashing.relay_once()  # published, but the crash lost the record of it
+    restarted = OutboxRelay(store, RedisSignalPublisher(redis))
+    while await restarted.relay_once():
+        pass
+    assert await redis.xlen(SIGNAL_STREAM) == 2 * len(signals)  # published once more
+
+    the_trader = trader(store, consumer(redis, "t"))
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(the_trader.run, stop)
+
+        async def drained() -> bool:
+            return await pending(redis) == 0 and the_trader.stats.received == 2 * len(signals)
+
+        await until(drained)
+        stop.set()
+    orders = await stored(store, OrderPlaced)
+    assert Counter(o.signal_id for o in orders) == Counter(s.signal_id for s in signals)
+    assert the_trader.stats.redelivered == len(signals)
+
+
+async def test_two_traders_share_the_work_and_act_once(tmp_path: Path, redis: Redis) -> None:
+    """Two traders in one group: every signal handled once in total."""
+    store = await market_store(tmp_path, events=200_000)
+    signals = await process_and_relay(store, redis)
+    a = trader(store, consumer(redis, "a"), batch=2)
+    b = trader(store, consumer(redis, "b"), batch=2)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run, stop)
+        tg.start_soon(b.run, stop)
+
+        async def drained() -> bool:
+            return len(await stored(store, OrderPlaced)) == len(signals) and (
+                await pending(redis) == 0
+            )
+
+        await until(drained)
+        stop.set()
+    orders = await stored(store, OrderPlaced)
+    assert Counter(o.signal_id for o in orders) == Counter(s.signal_id for s in signals)
+    assert a.stats.orders + b.stats.orders == len(signals)
+    assert a.stats.received + b.stats.received >= len(signals)
+
+
+class FailingTrader(TraderService):
+    """A trader whose handling of one signal fails every time (a persistent fault)."""
+
+    poisoned_signal = ""
+
+    async def act(self, signal: SignalEmitted) -> None:
+        if signal.signal_id == self.poisoned_signal:
+            raise AlgotradeError("cannot act on this signal")
+        await super().act(signal)
+
+
+async def test_poison_and_repeated_failure_go_to_dead_letters(tmp_path: Path, redis: Redis) -> None:
+    """A malformed entry and an entry failing every time both end in the dead letters."""
+    store = await market_store(tmp_path)
+    signals = await process_and_relay(store, redis)
+    await redis.xadd(SIGNAL_STREAM, {"schema": "1", "side": "HOLD", "price": "x"})
+    await redis.xadd(SIGNAL_STREAM, {"schema": "99", "signal_id": "from-the-future"})
+    failing = signals[1]
+    the_consumer = consumer(redis, "t", claim_idle=0.2, max_deliveries=2)
+    the_trader = FailingTrader(store, the_consumer, PaperGateway(StoreQuoteSource(store)))
+    the_trader.poisoned_signal = failing.signal_id
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(the_trader.run, stop)
+
+        async def settled() -> bool:
+            return await pending(redis) == 0 and await redis.xlen(DEAD_LETTER_STREAM) == 3
+
+        await until(settled)
+        stop.set()
+    dead: Any = await redis.xrange(DEAD_LETTER_STREAM)
+    reasons = [fields[b"dead_reason"].decode() for _, fields in dead]
+    assert any("unknown side" in r or "missing field" in r for r in reasons)
+    assert any("unknown schema version" in r for r in reasons)
+    assert any("delivered 3 times" in r for r in reasons)
+    failed_entry = next(f for _, f in dead if b"delivered" in f[b"dead_reason"])
+    assert failed_entry[b"signal_id"].decode() == failing.signal_id
+    orders = await stored(store, OrderPlaced)
+    assert {o.signal_id for o in orders} == {s.signal_id for s in signals} - {failing.signal_id}
+    assert the_trader.stats.failed >= 2
+
+
+async def test_stream_is_trimmed(redis: Redis) -> None:
+    """Publishing more than maxlen entries keeps the stream near maxlen."""
+    store = InMemoryEventStore()
+    publisher = RedisSignalPublisher(redis, maxlen=100)
+    signal = SignalEmitted(
+        stream="signals", version=1, exchange_ts=1, receive_ts=1, signal_id="s",
+        symbol="BTCUSDT", interval="1m", side=__import__("algotrade").Side.BUY,
+        price=__import__("decimal").Decimal(1), short_sma=1.0, long_sma=2.0, bar_time=0,
+        strategy="x",
+    )  # fmt: skip
+    for _ in range(20):
+        await publisher.publish([signal] * 100)
+    assert 100 <= await redis.xlen(SIGNAL_STREAM) < 400
+    await store.close()
