@@ -29,7 +29,13 @@ from algotrade.apps.runner import StrategySettings
 from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import AlgotradeError
-from algotrade.domain.events import OrderFilled, OrderPlaced, OrderRejected, SignalEmitted
+from algotrade.domain.events import (
+    Event,
+    OrderFilled,
+    OrderPlaced,
+    OrderRejected,
+    SignalEmitted,
+)
 from algotrade.domain.ports import EventStore, Tracking
 
 pytestmark = pytest.mark.anyio
@@ -240,10 +246,10 @@ class FailingTrader(TraderService):
 
     poisoned_signal = ""
 
-    async def act(self, signal: SignalEmitted) -> None:
+    async def _decide(self, signal: SignalEmitted, batch_orders: set[str]) -> list[Event]:
         if signal.signal_id == self.poisoned_signal:
             raise AlgotradeError("cannot act on this signal")
-        await super().act(signal)
+        return await super()._decide(signal, batch_orders)
 
 
 async def test_poison_and_repeated_failure_go_to_dead_letters(tmp_path: Path, redis: Redis) -> None:

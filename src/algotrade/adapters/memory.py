@@ -23,6 +23,7 @@ class InMemoryEventStore:
         self._streams: dict[str, list[Event]] = {}
         self._tracking: dict[str, int] = {}
         self._changed = anyio.Event()
+        self._waiters = 0
 
     async def append(
         self, events: Sequence[Event], *, tracking: Tracking | None = None
@@ -49,13 +50,14 @@ class InMemoryEventStore:
             staged.append(event)
         start = len(self._events)
         stored = tuple(StoredEvent(start + i + 1, e) for i, e in enumerate(staged))
-        for s in stored:
-            self._events.append(s)
-            self._ids.add(s.event.id)
-            self._streams.setdefault(s.event.stream, []).append(s.event)
+        self._events.extend(stored)
+        self._ids.update(seen)
+        streams = self._streams
+        for e in staged:
+            streams.setdefault(e.stream, []).append(e)
         if tracking is not None:
             self._tracking[tracking.name] = tracking.position
-        if stored:
+        if stored and self._waiters:
             self._changed.set()
             self._changed = anyio.Event()
         return AppendResult(stored, duplicates)
@@ -94,9 +96,13 @@ class InMemoryEventStore:
 
     async def wait(self, after: int, timeout: float) -> bool:
         """Wait for an event above ``after``."""
-        with anyio.move_on_after(timeout):
-            while len(self._events) <= after:
-                await self._changed.wait()
+        self._waiters += 1
+        try:
+            with anyio.move_on_after(timeout):
+                while len(self._events) <= after:
+                    await self._changed.wait()
+        finally:
+            self._waiters -= 1
         return len(self._events) > after
 
     async def tracking_position(self, name: str) -> int:

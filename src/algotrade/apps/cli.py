@@ -437,8 +437,8 @@ def signals_tail(
                     raise MessagingError(f"cannot read {redis.stream!r}: {e}") from e
                 for _, entries in response or ():
                     for entry_id, fields in entries:
-                        last = entry_id.decode()
-                        line = {k.decode(): v.decode() for k, v in fields.items()}
+                        last = str(entry_id)
+                        line = {str(k): str(v) for k, v in fields.items()}
                         typer.echo(orjson.dumps({"entry": last, **line}).decode())
                         seen += 1
                         if count is not None and seen >= count:

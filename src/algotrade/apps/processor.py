@@ -8,7 +8,7 @@ ignores market events already covered by them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -53,10 +53,12 @@ class ProcessorService:
         *,
         publisher: SignalPublisher | None = None,
         tracking_name: str | None = None,
+        on_signals: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.processor = processor
         self.publisher = publisher
+        self.on_signals = on_signals
         self.stats = ProcessorStats()
         self.tracking_name = tracking_name or self._default_tracking_name()
         self.last_signal: SignalEmitted | None = None
@@ -129,6 +131,8 @@ class ProcessorService:
                 log_signal(stored.event)
         if new_signals and self.publisher is not None:
             await self.publisher.publish(new_signals)
+        if new_signals and self.on_signals is not None:
+            self.on_signals()
 
     async def catch_up(self, stop: anyio.Event | None = None, *, batch_size: int = 5000) -> int:
         """Process every market event stored so far (or until ``stop``); return how many."""
@@ -175,6 +179,11 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle = idle
         self.published = 0
+        self._kick = anyio.Event()
+
+    def notify(self) -> None:
+        """Wake the relay now: signals were just stored (it also polls every ``idle``)."""
+        self._kick.set()
 
     async def relay_once(self) -> int:
         """Publish the next batch of unpublished signals; return how many."""
@@ -197,6 +206,7 @@ class OutboxRelay:
         """Relay until ``stop`` is set and nothing is left; survive a bus outage."""
         backoff = self.idle
         while True:
+            self._kick = anyio.Event()  # before reading: a notify from now on is not missed
             try:
                 if await self.relay_once():
                     backoff = self.idle
@@ -209,7 +219,14 @@ class OutboxRelay:
             if stop.is_set():
                 return
             with anyio.move_on_after(backoff):
-                await stop.wait()
+                async with anyio.create_task_group() as tg:
+
+                    async def wake_on(event: anyio.Event) -> None:
+                        await event.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(wake_on, stop)
+                    tg.start_soon(wake_on, self._kick)
 
 
 def log_signal(signal: SignalEmitted) -> None:

@@ -93,8 +93,8 @@ class RedisSettings:
     dead_letters: str = DEAD_LETTER_STREAM
 
     def client(self) -> Redis:
-        """Return a client for the URL (no I/O until first used)."""
-        return Redis.from_url(self.url)
+        """Return a client for the URL (no I/O until first used); replies decoded to text."""
+        return Redis.from_url(self.url, decode_responses=True)
 
     def publisher(self, client: Redis) -> RedisSignalPublisher:
         """Return the signal publisher."""
@@ -216,7 +216,12 @@ async def bootstrap_run(
             store, settings.redis.publisher(client), name=outbox_name(settings.redis)
         )
         consumer = settings.redis.consumer_for(client)
-    processor = ProcessorService(store, settings.strategy.processor(), publisher=bus)
+    processor = ProcessorService(
+        store,
+        settings.strategy.processor(),
+        publisher=bus,
+        on_signals=relay.notify if relay is not None else None,
+    )
 
     async def on_stored(batch: Sequence[StoredEvent]) -> None:
         await processor.handle(batch)
@@ -390,12 +395,14 @@ async def run_processor(
     """
     clock = SystemClock()
     store = open_store(store_url)
-    service = ProcessorService(store, strategy.processor())
     client = redis.client() if redis is not None else None
     relay = (
         OutboxRelay(store, redis.publisher(client), name=outbox_name(redis))
         if redis is not None and client is not None
         else None
+    )
+    service = ProcessorService(
+        store, strategy.processor(), on_signals=relay.notify if relay is not None else None
     )
     stop = anyio.Event()
     s = service.stats

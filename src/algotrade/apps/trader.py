@@ -15,10 +15,16 @@ import anyio
 
 from algotrade.apps.common import log
 from algotrade.domain.broker import Position, apply_fill, check_order, place_order, reject
-from algotrade.domain.errors import AlgotradeError, ConcurrencyError, MessagingError
+from algotrade.domain.errors import (
+    AlgotradeError,
+    ConcurrencyError,
+    MessagingError,
+    StoreError,
+)
 from algotrade.domain.events import (
     Event,
     OrderFilled,
+    OrderPlaced,
     PositionChanged,
     SignalEmitted,
     order_id_for,
@@ -74,76 +80,124 @@ class TraderService:
         return found
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Act on every delivery of a batch, then acknowledge those acted upon, together.
+        """Act on every delivery of a batch, store the batch's orders, then acknowledge.
 
-        A delivery whose handling fails is not acknowledged: it stays pending, comes back
+        Orders of the whole batch are stored in one append; if another trader raced this
+        one (a conflict), the batch is redone one signal at a time against fresh state. A
+        delivery whose handling fails is not acknowledged: it stays pending, comes back
         later, and after too many attempts goes to the dead letters with its reason.
         """
         done: list[Delivery] = []
+        events: list[Event] = []
+        decided: list[tuple[Delivery, list[Event]]] = []
+        batch_orders: set[str] = set()
         for delivery in deliveries:
             self.stats.received += 1
             if delivery.attempt > 1:
                 self.stats.redeliveries += 1
             try:
-                await self.act(delivery.signal)
+                produced = await self._decide(delivery.signal, batch_orders)
             except AlgotradeError as e:
-                self.stats.failed += 1
-                log(
-                    "trader",
-                    "signal not acted upon, left pending",
-                    entry=delivery.token,
-                    signal=delivery.signal.signal_id,
-                    attempt=delivery.attempt,
-                    error=e,
-                )
+                self._failed(delivery, e)
                 continue
+            events.extend(produced)
+            decided.append((delivery, produced))
             done.append(delivery)
+        try:
+            await self.store.append(events)
+        except StoreError as e:
+            if not isinstance(e, ConcurrencyError):
+                # Nothing stored: forget the positions advanced in memory, acknowledge
+                # nothing; every delivery comes back (reclaimed) once the store answers.
+                self.positions.clear()
+                self.stats.failed += len(done)
+                log("trader", "store unavailable, batch left pending", error=e, size=len(done))
+                return
+            self.positions.clear()  # another trader moved a position: redo against the store
+            done = []
+            for delivery, _ in decided:
+                try:
+                    await self.act(delivery.signal)
+                except AlgotradeError as e:
+                    self._failed(delivery, e)
+                    continue
+                done.append(delivery)
+        else:
+            for _, produced in decided:
+                self._record(produced)
         await self.consumer.ack(done)
         self.stats.acknowledged += len(done)
 
-    async def act(self, signal: SignalEmitted) -> None:
-        """Turn one signal into its one order, unless that order is already stored."""
-        if await self.store.last_event(order_stream(order_id_for(signal.signal_id))):
+    def _failed(self, delivery: Delivery, error: AlgotradeError) -> None:
+        self.stats.failed += 1
+        log(
+            "trader",
+            "signal not acted upon, left pending",
+            entry=delivery.token,
+            signal=delivery.signal.signal_id,
+            attempt=delivery.attempt,
+            error=error,
+        )
+
+    async def _decide(self, signal: SignalEmitted, batch_orders: set[str]) -> list[Event]:
+        """Return the events of the signal's order, or none if the order already exists.
+
+        Positions advance in memory as orders fill; the caller stores the events.
+        """
+        order_id = order_id_for(signal.signal_id)
+        if order_id in batch_orders or await self.store.last_event(order_stream(order_id)):
             self.stats.redelivered += 1
+            return []
+        batch_orders.add(order_id)
+        position = await self.position(signal.symbol)
+        order = place_order(signal, position, self.quantity)
+        reason = check_order(order, position)
+        outcome = reject(order, reason) if reason else await self.gateway.submit(order)
+        if isinstance(outcome, OrderFilled):
+            self.positions[signal.symbol], changed = apply_fill(position, outcome)
+            return [order, outcome, changed]
+        return [order, outcome]
+
+    def _record(self, produced: list[Event]) -> None:
+        """Count and log one stored order."""
+        if not produced:
             return
+        order, outcome = produced[0], produced[1]
+        assert isinstance(order, OrderPlaced)
+        self.stats.orders += 1
+        filled = isinstance(outcome, OrderFilled)
+        if filled:
+            self.stats.filled += 1
+        else:
+            self.stats.rejected += 1
+        log(
+            "trader",
+            "order",
+            id=order.order_id,
+            signal=order.signal_id,
+            side=order.side,
+            quantity=order.quantity,
+            status="FILLED" if filled else "REJECTED",
+            price=getattr(outcome, "price", None),
+            reason=getattr(outcome, "reason", None),
+        )
+
+    async def act(self, signal: SignalEmitted) -> None:
+        """Turn one signal into its one order and store it, unless it is already stored."""
         for _ in range(3):
-            position = await self.position(signal.symbol)
-            order = place_order(signal, position, self.quantity)
-            reason = check_order(order, position)
-            outcome = reject(order, reason) if reason else await self.gateway.submit(order)
-            events: list[Event] = [order, outcome]
-            new_position = position
-            if isinstance(outcome, OrderFilled):
-                new_position, changed = apply_fill(position, outcome)
-                events.append(changed)
             try:
-                result = await self.store.append(events)
+                produced = await self._decide(signal, set())
+                result = await self.store.append(produced)
             except ConcurrencyError as e:
                 if e.stream.startswith("order-"):
                     self.stats.redelivered += 1
                     return  # another trader stored this order first
                 self.positions.pop(signal.symbol, None)  # another trader moved it: reload
                 continue
-            if result.duplicates:
+            if produced and result.duplicates:
                 self.stats.redelivered += 1
                 return
-            self.positions[signal.symbol] = new_position
-            self.stats.orders += 1
-            if isinstance(outcome, OrderFilled):
-                self.stats.filled += 1
-            else:
-                self.stats.rejected += 1
-            log(
-                "trader",
-                "order",
-                id=order.order_id,
-                signal=signal.signal_id,
-                side=order.side,
-                quantity=order.quantity,
-                status="FILLED" if isinstance(outcome, OrderFilled) else "REJECTED",
-                price=getattr(outcome, "price", None),
-                reason=getattr(outcome, "reason", None),
-            )
+            self._record(produced)
             return
         raise ConcurrencyError(position_stream(signal.symbol), 0)
 

@@ -400,5 +400,9 @@ class PositionChanged(Event):
 
 
 def order_id_for(signal_id: str) -> str:
-    """Return the order id a signal produces (also usable as an exchange client order id)."""
-    return derived_id("order", signal_id)
+    """Return the order id a signal produces: the signal id itself.
+
+    One signal, one order: keying the order by its signal makes a second order for the
+    same signal impossible, and the 36-character uuid fits Binance's client order id.
+    """
+    return signal_id

@@ -45,14 +45,14 @@ def signal_to_fields(signal: SignalEmitted) -> dict[str, str]:
     }
 
 
-def _text(fields: dict[bytes | str, bytes | str], key: str) -> str:
-    value = fields.get(key, fields.get(key.encode()))
+def _text(fields: dict[str, str], key: str) -> str:
+    value = fields.get(key)
     if value is None:
         raise InvalidInputError(f"missing field {key!r}")
-    return value.decode() if isinstance(value, bytes) else value
+    return value
 
 
-def _int(fields: dict[bytes | str, bytes | str], key: str) -> int:
+def _int(fields: dict[str, str], key: str) -> int:
     text = _text(fields, key)
     try:
         return int(text)
@@ -60,7 +60,7 @@ def _int(fields: dict[bytes | str, bytes | str], key: str) -> int:
         raise InvalidInputError(f"field {key!r} is not an integer: {text!r}") from None
 
 
-def _float(fields: dict[bytes | str, bytes | str], key: str) -> float:
+def _float(fields: dict[str, str], key: str) -> float:
     text = _text(fields, key)
     try:
         value = float(text)
@@ -71,12 +71,19 @@ def _float(fields: dict[bytes | str, bytes | str], key: str) -> float:
     return value
 
 
-def signal_from_fields(fields: dict[bytes | str, bytes | str]) -> SignalEmitted:
-    """Rebuild a signal from a stream entry.
+def signal_from_fields(raw: dict[bytes | str, bytes | str]) -> SignalEmitted:
+    """Rebuild a signal from a stream entry (keys and values as bytes or text).
 
     Raises:
         InvalidInputError: a missing field, a bad number, an unknown side or schema version.
     """
+    try:
+        fields = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+    except UnicodeDecodeError:
+        raise InvalidInputError("entry is not UTF-8 text") from None
     schema = _text(fields, "schema")
     if schema != SCHEMA_VERSION:
         raise InvalidInputError(f"unknown schema version {schema!r} (this trader reads 1)")
