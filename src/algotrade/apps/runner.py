@@ -348,34 +348,51 @@ async def _stop_after(seconds: float, stop: anyio.Event) -> None:
 # --- the separate services ---------------------------------------------------------------
 
 
+async def _serve(
+    app: str,
+    work: Callable[[anyio.Event], Awaitable[None]],
+    render: Callable[[float], str],
+    clock: Clock,
+    *,
+    duration: float | None = None,
+) -> None:
+    """Run one service's work with signal handling, a progress line and an optional limit."""
+    stop = anyio.Event()
+    progress = Progress(render, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(stop_on_signals, stop, lambda n: log(app, f"{n}: stopping"))
+        tg.start_soon(progress.run)
+        if duration is not None:
+            tg.start_soon(_stop_after, duration, stop)
+        await work(stop)
+        tg.cancel_scope.cancel()
+    progress.show()
+    progress.finish()
+
+
 async def run_collector(
     feed_settings: FeedSettings, store_url: str, duration: float | None
 ) -> dict[str, Any]:
     """Run the collector alone: feed into the store."""
     clock = SystemClock()
     store = open_store(store_url)
-    feed = await make_feed(feed_settings, store)
-    collector = Collector(feed, store, clock, speed=feed_settings.speed)
-    stop = anyio.Event()
-    started = clock.monotonic()
-    c = collector.stats
-    progress = Progress(
-        lambda e: (
-            f"[collector] {e:6.1f}s events={c.received:,} ({_rate(c.received, e)})"
-            f" stored={c.stored:,} gaps={c.gaps} rejected={c.rejected}"
-        ),
-        clock,
-    )
-    async with anyio.create_task_group() as tg:
-        await tg.start(stop_on_signals, stop, lambda n: log("collector", f"{n}: stopping"))
-        tg.start_soon(progress.run)
-        if duration is not None:
-            tg.start_soon(_stop_after, duration, stop)
-        await collector.run(stop)
-        tg.cancel_scope.cancel()
-    progress.show()
-    progress.finish()
-    await store.close()
+    try:
+        feed = await make_feed(feed_settings, store)
+        collector = Collector(feed, store, clock, speed=feed_settings.speed)
+        c = collector.stats
+        started = clock.monotonic()
+        await _serve(
+            "collector",
+            collector.run,
+            lambda e: (
+                f"[collector] {e:6.1f}s events={c.received:,} ({_rate(c.received, e)})"
+                f" stored={c.stored:,} gaps={c.gaps} rejected={c.rejected}"
+            ),
+            clock,
+            duration=duration,
+        )
+    finally:
+        await store.close()
     return {
         "events": c.received,
         "stored": c.stored,
@@ -396,40 +413,34 @@ async def run_processor(
     clock = SystemClock()
     store = open_store(store_url)
     client = redis.client() if redis is not None else None
-    relay = (
-        OutboxRelay(store, redis.publisher(client), name=outbox_name(redis))
-        if redis is not None and client is not None
-        else None
-    )
+    relay = None
+    if redis is not None and client is not None:
+        relay = OutboxRelay(store, redis.publisher(client), name=outbox_name(redis))
     service = ProcessorService(
         store, strategy.processor(), on_signals=relay.notify if relay is not None else None
     )
-    stop = anyio.Event()
     s = service.stats
-    progress = Progress(
-        lambda e: (
-            f"[processor] {e:6.1f}s events={s.events:,} position={s.last_position:,}"
-            f" bars={s.bars:,} signals={s.signals}"
-        ),
-        clock,
-    )
-    async with anyio.create_task_group() as tg:
-        await tg.start(stop_on_signals, stop, lambda n: log("processor", f"{n}: stopping"))
-        tg.start_soon(progress.run)
-        relayed = anyio.Event()
-        if relay is not None:
-            tg.start_soon(_run_then_set, relay.run, stop, relayed)
-        else:
-            relayed.set()
-        await service.follow(stop)
-        with anyio.move_on_after(30):
-            await relayed.wait()
-        tg.cancel_scope.cancel()
-    progress.show()
-    progress.finish()
-    await store.close()
-    if client is not None:
-        await client.aclose()
+
+    async def work(stop: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            if relay is not None:
+                tg.start_soon(relay.run, stop)  # drains the outbox once stop is set
+            await service.follow(stop)
+
+    try:
+        await _serve(
+            "processor",
+            work,
+            lambda e: (
+                f"[processor] {e:6.1f}s events={s.events:,} position={s.last_position:,}"
+                f" bars={s.bars:,} signals={s.signals}"
+            ),
+            clock,
+        )
+    finally:
+        await store.close()
+        if client is not None:
+            await client.aclose()
     return {
         "events": s.events,
         "bars": s.bars,
@@ -447,33 +458,30 @@ async def run_trader(
     store = open_store(store_url)
     gateway = PaperGateway(StoreQuoteSource(store), fee_rate=trading.fee)
     client = redis.client() if redis is not None else None
-    consumer: SignalConsumer = (
-        redis.consumer_for(client)
-        if redis is not None and client is not None
-        else StoreSignalConsumer(store)
-    )
+    consumer: SignalConsumer = StoreSignalConsumer(store)
+    if redis is not None and client is not None:
+        consumer = redis.consumer_for(client)
     trader = TraderService(store, consumer, gateway, quantity=trading.quantity)
-    stop = anyio.Event()
     t = trader.stats
-    progress = Progress(
-        lambda e: (
-            f"[trader] {e:6.1f}s signals={t.received} orders={t.orders}"
-            f" filled={t.filled} rejected={t.rejected} redelivered={t.redelivered}"
-        ),
-        clock,
-    )
-    async with anyio.create_task_group() as tg:
-        await tg.start(stop_on_signals, stop, lambda n: log("trader", f"{n}: stopping"))
-        tg.start_soon(progress.run)
-        await trader.run(stop)
-        tg.cancel_scope.cancel()
-    progress.show()
-    progress.finish()
-    await store.close()
+    try:
+        await _serve(
+            "trader",
+            trader.run,
+            lambda e: (
+                f"[trader] {e:6.1f}s signals={t.received} orders={t.orders}"
+                f" filled={t.filled} rejected={t.rejected} redelivered={t.redelivered}"
+            ),
+            clock,
+        )
+    finally:
+        await store.close()
+        if client is not None:
+            await client.aclose()
     return {
         "signals": t.received,
         "orders": t.orders,
         "filled": t.filled,
         "rejected": t.rejected,
         "redelivered": t.redelivered,
+        "failed": t.failed,
     }
