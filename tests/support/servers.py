@@ -80,6 +80,7 @@ class RedisServer:
     binary: str
     port: int
     workdir: str
+    persistent: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,7 +93,9 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.workdir,
+                "--save", "", "--dir", self.workdir,
+                "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "always",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
