@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## run: the whole pipeline on a synthetic market for 30 s, on the embedded store algotrade.db
 run: $(STAMP)
-	$(BIN)/algotrade run --source synthetic --interval 1m --short 50 --long 200 --duration 30s
+	$(BIN)/algotrade run --source synthetic --interval 10s --short 50 --long 200 --duration 30s
 
 ## test: lint, type check and the test suite, each in its own nox virtualenv
 test: $(STAMP)
