@@ -1,7 +1,8 @@
 """The processor: stored market events in, bars and signals stored, then published.
 
-Restart-safe without a separate checkpoint: each stored bar records the position of the
-last market event it covers. A restarted processor reloads a symbol's bars (warming its
+Restart-safe: each stored bar records the position of the last market event it covers,
+and the tracking record written with bars and signals is the earliest such position over
+all symbols. A restarted processor resumes there, reloads each symbol's bars (warming its
 strategy up and re-deriving the same signal ids, which the store skips as duplicates) and
 ignores market events already covered by them.
 """
