@@ -202,8 +202,19 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def log_line(app: str, message: str, **fields: object) -> str:
+    """Return one structured log line (with its newline)."""
+    extra = " ".join(f"{k}={v}" for k, v in fields.items())
+    return f"[{app}] {message}{' ' + extra if extra else ''}\n"
+
+
+def write_log(lines: Sequence[str]) -> None:
+    """Write log lines on stderr in one call (one line per unit of work, one write a batch)."""
+    if lines:
+        sys.stderr.write("".join(lines))
+        sys.stderr.flush()
+
+
 def log(app: str, message: str, **fields: object) -> None:
     """Write one structured log line on stderr."""
-    extra = " ".join(f"{k}={v}" for k, v in fields.items())
-    sys.stderr.write(f"[{app}] {message}{' ' + extra if extra else ''}\n")
-    sys.stderr.flush()
+    write_log([log_line(app, message, **fields)])

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import anyio
 
-from algotrade.apps.common import log
+from algotrade.apps.common import log, log_line, write_log
 from algotrade.domain.broker import Position, apply_fill, check_order, place_order, reject
 from algotrade.domain.errors import (
     AlgotradeError,
@@ -123,8 +123,7 @@ class TraderService:
                     continue
                 done.append(delivery)
         else:
-            for _, produced in decided:
-                self._record(produced)
+            write_log([line for _, produced in decided if (line := self._record(produced))])
         await self.consumer.ack(done)
         self.stats.acknowledged += len(done)
 
@@ -149,7 +148,7 @@ class TraderService:
             self.stats.redelivered += 1
             return []
         batch_orders.add(order_id)
-        position = await self.position(signal.symbol)
+        position = self.positions.get(signal.symbol) or await self.position(signal.symbol)
         order = place_order(signal, position, self.quantity)
         reason = check_order(order, position)
         outcome = reject(order, reason) if reason else await self.gateway.submit(order)
@@ -158,10 +157,10 @@ class TraderService:
             return [order, outcome, changed]
         return [order, outcome]
 
-    def _record(self, produced: list[Event]) -> None:
-        """Count and log one stored order."""
+    def _record(self, produced: list[Event]) -> str:
+        """Count one stored order; return its log line (empty when nothing was stored)."""
         if not produced:
-            return
+            return ""
         order, outcome = produced[0], produced[1]
         assert isinstance(order, OrderPlaced)
         self.stats.orders += 1
@@ -170,7 +169,7 @@ class TraderService:
             self.stats.filled += 1
         else:
             self.stats.rejected += 1
-        log(
+        return log_line(
             "trader",
             "order",
             id=order.order_id,
@@ -197,7 +196,7 @@ class TraderService:
             if produced and result.duplicates:
                 self.stats.redelivered += 1
                 return
-            self._record(produced)
+            write_log([self._record(produced)])
             return
         raise ConcurrencyError(position_stream(signal.symbol), 0)
 

@@ -19,6 +19,7 @@ from algotrade.domain.events import (
     Side,
     SignalEmitted,
     TopOfBook,
+    fast_init,
     order_id_for,
     order_stream,
     position_stream,
@@ -27,6 +28,7 @@ from algotrade.domain.events import (
 ZERO = Decimal(0)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """A symbol's holdings: quantity, average entry price, realised PnL and fees paid."""
