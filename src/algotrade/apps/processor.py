@@ -62,9 +62,8 @@ class ProcessorService:
         self.on_signals = on_signals
         self.stats = ProcessorStats()
         self.tracking_name = tracking_name or self._default_tracking_name()
-        self.last_signal: SignalEmitted | None = None
         self._first_position: dict[str, int] = {}
-        self._position = 0
+        self._position: int | None = None  # how far catch_up got, read once from tracking
 
     def _default_tracking_name(self) -> str:
         probe = self.processor.strategy_factory()
@@ -128,7 +127,6 @@ class ProcessorService:
             elif isinstance(stored.event, SignalEmitted):
                 self.stats.signals += 1
                 new_signals.append(stored.event)
-                self.last_signal = stored.event
                 log_signal(stored.event)
         if new_signals and self.publisher is not None:
             await self.publisher.publish(new_signals)
@@ -137,7 +135,9 @@ class ProcessorService:
 
     async def catch_up(self, stop: anyio.Event | None = None, *, batch_size: int = 5000) -> int:
         """Process every market event stored so far (or until ``stop``); return how many."""
-        position = max(await self.store.tracking_position(self.tracking_name), self._position)
+        if self._position is None:
+            self._position = await self.store.tracking_position(self.tracking_name)
+        position = self._position
         handled = 0
         while batch := await self.store.read_all(position, limit=batch_size, types=MARKET_TYPES):
             await self.handle(batch)
@@ -180,6 +180,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle = idle
         self.published = 0
+        self._position: int | None = None  # last published position, read once
         self._kick = anyio.Event()
 
     def notify(self) -> None:
@@ -188,20 +189,19 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish the next batch of unpublished signals; return how many."""
-        position = await self.store.tracking_position(self.name)
-        found = await self.store.read_all(position, limit=self.batch_size, types=(SignalEmitted,))
+        if self._position is None:
+            self._position = await self.store.tracking_position(self.name)
+        found = await self.store.read_all(
+            self._position, limit=self.batch_size, types=(SignalEmitted,)
+        )
         signals = [s.event for s in found if isinstance(s.event, SignalEmitted)]
         if not found:
             return 0
         await self.publisher.publish(signals)
         await self.store.append([], tracking=Tracking(self.name, found[-1].position))
+        self._position = found[-1].position
         self.published += len(signals)
         return len(signals)
-
-    async def backlog(self) -> int:
-        """Return how many stored signals wait to be published."""
-        position = await self.store.tracking_position(self.name)
-        return len(await self.store.read_all(position, limit=10**9, types=(SignalEmitted,)))
 
     async def run(self, stop: anyio.Event) -> None:
         """Relay until ``stop`` is set and nothing is left; survive a bus outage."""

@@ -148,7 +148,7 @@ class TraderService:
             self.stats.redelivered += 1
             return []
         batch_orders.add(order_id)
-        position = self.positions.get(signal.symbol) or await self.position(signal.symbol)
+        position = await self.position(signal.symbol)
         order = place_order(signal, position, self.quantity)
         reason = check_order(order, position)
         outcome = reject(order, reason) if reason else await self.gateway.submit(order)
@@ -196,7 +196,8 @@ class TraderService:
             if produced and result.duplicates:
                 self.stats.redelivered += 1
                 return
-            write_log([self._record(produced)])
+            if line := self._record(produced):
+                write_log([line])
             return
         raise ConcurrencyError(position_stream(signal.symbol), 0)
 
