@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import servers
-from tests.support.servers import RedisServer
+from tests.support.servers import MongoServer, RedisServer, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDING = (
@@ -51,3 +53,19 @@ def redis_url(redis_server: tuple[str, RedisServer | None]) -> str:
     finally:
         client.close()
     return url
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[tuple[str, MongoServer | None]]:
+    """Start (or find) one MongoDB for the whole test session; see tests/support/servers.py."""
+    with servers.mongo_url() as found:
+        yield found
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def mongo_url(mongo_server: tuple[str, MongoServer | None]) -> str:
+    """Return the session's MongoDB URL naming a database no other test uses."""
+    return with_database(mongo_server[0], f"algotrade_test_{os.getpid()}_{next(_databases)}")

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from algotrade.adapters.memory import InMemoryEventStore
+from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.domain.errors import ConcurrencyError
 from algotrade.domain.events import (
@@ -25,17 +26,21 @@ from tests.support.builders import D, bar, diff
 
 pytestmark = pytest.mark.anyio
 
-Factory = Callable[[Path], EventStore]
+Factory = Callable[[Path, pytest.FixtureRequest], EventStore]
 FACTORIES: dict[str, Factory] = {
-    "memory": lambda _: InMemoryEventStore(),
-    "sqlite": lambda tmp: SqliteEventStore(tmp / "events.db"),
+    "memory": lambda _, __: InMemoryEventStore(),
+    "sqlite": lambda tmp, _: SqliteEventStore(tmp / "events.db"),
+    # retention 0: the events here are dated 1970, and a TTL index would expire them
+    "mongodb": lambda _, request: MongoEventStore(
+        request.getfixturevalue("mongo_url"), depth_retention=0
+    ),
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    """Yield a fresh store of each kind."""
-    s = FACTORIES[request.param](tmp_path)
+    """Yield a fresh store of each kind (MongoDB: a database of its own)."""
+    s = FACTORIES[request.param](tmp_path, request)
     yield s
     await s.close()
 

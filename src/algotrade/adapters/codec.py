@@ -89,6 +89,12 @@ _BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
     tuple[tuple[str, int], ...]: (_params_out, _params_in),
 }
 
+
+def converters(hint: object) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """Return the (to document, from document) converters of a field's type."""
+    return _BY_TYPE[hint]
+
+
 _SKIP = frozenset({"stream", "version"})
 
 #: Document keys of market events (field name -> key); other events use field names.

@@ -19,6 +19,7 @@ from algotrade.apps.common import (
     SourceSpec,
     open_store,
     parse_duration,
+    parse_retention,
     parse_source,
     parse_speed,
     parse_symbols,
@@ -87,7 +88,19 @@ LongOpt = Annotated[
 StoreOpt = Annotated[
     str,
     typer.Option(
-        "--store", envvar="ALGOTRADE_STORE", help="Event store: a SQLite file path, or memory."
+        "--store",
+        envvar=["ALGOTRADE_STORE", "ALGOTRADE_MONGO_URL"],
+        help="Event store: a SQLite file path, memory, or a MongoDB URL "
+        "(mongodb://host:27017/btc_data).",
+    ),
+]
+RetentionOpt = Annotated[
+    str,
+    typer.Option(
+        "--depth-retention",
+        envvar="ALGOTRADE_DEPTH_RETENTION",
+        help="MongoDB: how long market data is kept (TTL index), e.g. 7d or 12h; 0 keeps it "
+        "for ever.",
     ),
 ]
 DurationOpt = Annotated[
@@ -244,6 +257,9 @@ def execute(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     tune_gc()
     try:
         return anyio.run(main)
+    except ConfigurationError as e:
+        typer.echo(f"algotrade: {e}", err=True)
+        raise typer.Exit(2) from None
     except AlgotradeError as e:
         typer.echo(f"algotrade: {e}", err=True)
         raise typer.Exit(1) from None
@@ -274,6 +290,7 @@ def run(
     short: ShortOpt = 50,
     long: LongOpt = 200,
     store: StoreOpt = DEFAULT_STORE,
+    depth_retention: RetentionOpt = "7d",
     duration: DurationOpt = None,
     speed: SpeedOpt = "max",
     seed: SeedOpt = 42,
@@ -291,6 +308,7 @@ def run(
             strategy=_strategy(interval, short, long),
             trading=_trading(quantity, fee),
             store=store,
+            depth_retention=parse_retention(depth_retention),
             duration=_duration(duration),
             redis=_redis(redis_url, signal_stream, group),
         )
@@ -308,6 +326,7 @@ def collector(
     source: SourceOpt = "synthetic",
     symbol: SymbolOpt = ["BTCUSDT"],  # noqa: B006 - typer reads the default, never mutates it
     store: StoreOpt = DEFAULT_STORE,
+    depth_retention: RetentionOpt = "7d",
     duration: DurationOpt = None,
     speed: SpeedOpt = "max",
     seed: SeedOpt = 42,
@@ -316,8 +335,11 @@ def collector(
     """Collect market data into the store; a replay ends (status 0) with its file."""
     feed = checked(lambda: _feed(source, symbol, speed, seed))
     seconds = checked(lambda: _duration(duration))
+    retention = checked(lambda: parse_retention(depth_retention))
     print_summary(
-        "collector summary", execute(lambda: run_collector(feed, store, seconds)), as_json
+        "collector summary",
+        execute(lambda: run_collector(feed, store, seconds, depth_retention=retention)),
+        as_json,
     )
 
 
@@ -372,7 +394,7 @@ app.add_typer(signals_app, name="signals")
 
 
 async def _read_all(store: str, kind: type[E]) -> list[E]:
-    db = open_store(store)
+    db = open_store(store, patient=False)
     try:
         out: list[E] = []
         after = 0

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from algotrade.apps.common import log, paced
 from algotrade.domain.book import BookSynchronizer
@@ -36,14 +37,18 @@ class CollectorStats:
     rejected: int = 0
     snapshots: int = 0
     flushes: int = 0
+    buffered: int = 0
+    """Events handed to the writer and not yet stored."""
 
 
 class Collector:
     """Feeds market events through each symbol's :class:`BookSynchronizer` into the store.
 
     Events are appended in batches bounded in size (``flush_size``) and age
-    (``flush_interval`` seconds); ``on_stored`` sees every batch once it is durable. A slow store
-    slows the feed (back-pressure) instead of filling memory.
+    (``flush_interval`` seconds); ``on_stored`` sees every batch once it is durable. While
+    :meth:`run` runs, a writer task appends the batches in order, so the feed keeps flowing
+    while the store is slow or away (its adapter retries) until ``max_buffered`` events wait;
+    then handing over the next batch waits (back-pressure on the feed), nothing is dropped.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class Collector:
         speed: float = float("inf"),
         flush_size: int = 2000,
         flush_interval: float = 0.2,
+        max_buffered: int = 100_000,
         on_stored: OnStored | None = None,
     ) -> None:
         self.feed = feed
@@ -64,6 +70,8 @@ class Collector:
         self.flush_size = flush_size
         self.flush_interval = flush_interval
         self.on_stored = on_stored
+        self.max_buffered = max_buffered
+        self._writer: MemoryObjectSendStream[list[Event]] | None = None
         self.books: dict[str, BookSynchronizer] = {}
         self.stats = CollectorStats()
         self._pending: list[Event] = []
@@ -77,17 +85,30 @@ class Collector:
         return sync.book.top() if sync is not None and sync.synced else None
 
     async def run(self, stop: anyio.Event) -> None:
-        """Collect until the feed ends or ``stop`` is set; then flush everything."""
-        for symbol in self.feed.symbols:
-            await self._request(symbol)
-        try:
-            async for batch in paced(self.feed.batches(), self.speed, self.clock):
-                await self.handle(batch)
-                if stop.is_set():
-                    break
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.flush()
+        """Collect until the feed ends or ``stop`` is set; then store everything handed over."""
+        batches = max(2, -(-self.max_buffered // self.flush_size))
+        send, receive = anyio.create_memory_object_stream[list[Event]](batches)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write, receive)
+            self._writer = send
+            try:
+                for symbol in self.feed.symbols:
+                    await self._request(symbol)
+                async for batch in paced(self.feed.batches(), self.speed, self.clock):
+                    await self.handle(batch)
+                    if stop.is_set():
+                        break
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.flush()
+                    self._writer = None
+                    await send.aclose()  # the writer stores what is queued, then ends
+
+    async def _write(self, receive: MemoryObjectReceiveStream[list[Event]]) -> None:
+        async with receive:
+            async for batch in receive:
+                with anyio.CancelScope(shield=True):  # a batch handed over is stored
+                    await self._store(batch, queued=True)
 
     async def handle(self, batch: Sequence[Event]) -> None:
         """Apply one batch of market events; flush when a bound is reached."""
@@ -144,12 +165,21 @@ class Collector:
             await self.flush()
 
     async def flush(self) -> None:
-        """Append every pending event to the store and hand the stored ones on."""
+        """Hand every pending event to the writer (or, outside :meth:`run`, store them now)."""
         self._last_flush = self.clock.monotonic()
         if not self._pending:
             return
         batch, self._pending = self._pending, []
+        if self._writer is None:
+            await self._store(batch)
+            return
+        self.stats.buffered += len(batch)
+        await self._writer.send(batch)  # waits while max_buffered events wait: back-pressure
+
+    async def _store(self, batch: list[Event], *, queued: bool = False) -> None:
         result = await self.store.append(batch)
+        if queued:
+            self.stats.buffered -= len(batch)
         self.stats.stored += len(result.stored)
         self.stats.duplicates += result.duplicates
         self.stats.flushes += 1

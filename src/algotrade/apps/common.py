@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 
 from algotrade.adapters.memory import InMemoryEventStore
+from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import MarketEvent
@@ -94,12 +95,39 @@ def parse_symbols(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def open_store(url: str) -> EventStore:
-    """Open the event store named by ``url``: a SQLite path (default) or ``memory``."""
+def parse_retention(text: str) -> float:
+    """Parse a retention period: a duration (``7d``, ``12h``), or ``0`` to keep for ever."""
+    if text.strip() in ("0", "0s", "0d", "forever"):
+        return 0.0
+    return parse_duration(text, name="depth-retention")
+
+
+def open_store(
+    url: str, *, depth_retention: float | None = None, patient: bool = True
+) -> EventStore:
+    """Open the event store named by ``url``: a SQLite path (default), ``memory``, or a
+    ``mongodb://`` URL.
+
+    For MongoDB, ``depth_retention`` (seconds, 0 for ever) sets the market data's TTL index
+    (``None``: left as it is); a ``patient`` store retries an unreachable server for ever
+    (services), an impatient one gives up after 15 seconds (one-shot commands).
+    """
     if url == "memory":
         return InMemoryEventStore()
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        raise ConfigurationError("store", "MongoDB is not available yet in this version")
+        return MongoEventStore(
+            url,
+            depth_retention=depth_retention,
+            give_up_after=None if patient else 15.0,
+            on_retry=lambda what, error, pause: log(
+                "store",
+                "MongoDB unavailable, retrying",
+                during=what,
+                wait=f"{pause:.2f}s",
+                error=error.split(",")[0],
+            ),
+            on_problem=lambda what, detail: log("store", what, detail=detail),
+        )
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     return SqliteEventStore(path)
 

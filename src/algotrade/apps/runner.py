@@ -121,6 +121,7 @@ class RunSettings:
     strategy: StrategySettings = field(default_factory=StrategySettings)
     trading: TradingSettings = field(default_factory=TradingSettings)
     store: str = "algotrade.db"
+    depth_retention: float = 7 * 86400.0
     duration: float | None = None
     progress: bool = True
     redis: RedisSettings | None = None
@@ -202,7 +203,7 @@ async def bootstrap_run(
     publishes them, the trader reads them in a consumer group) when settings name Redis.
     """
     clock = clock or SystemClock()
-    store = store or open_store(settings.store)
+    store = store or open_store(settings.store, depth_retention=settings.depth_retention)
     feed = feed or await make_feed(settings.feed, store)
     bus: InMemorySignalBus | None = None
     relay: OutboxRelay | None = None
@@ -371,11 +372,15 @@ async def _serve(
 
 
 async def run_collector(
-    feed_settings: FeedSettings, store_url: str, duration: float | None
+    feed_settings: FeedSettings,
+    store_url: str,
+    duration: float | None,
+    *,
+    depth_retention: float = 7 * 86400.0,
 ) -> dict[str, Any]:
     """Run the collector alone: feed into the store."""
     clock = SystemClock()
-    store = open_store(store_url)
+    store = open_store(store_url, depth_retention=depth_retention)
     try:
         feed = await make_feed(feed_settings, store)
         collector = Collector(feed, store, clock, speed=feed_settings.speed)
@@ -386,7 +391,8 @@ async def run_collector(
             collector.run,
             lambda e: (
                 f"[collector] {e:6.1f}s events={c.received:,} ({_rate(c.received, e)})"
-                f" stored={c.stored:,} gaps={c.gaps} rejected={c.rejected}"
+                f" stored={c.stored:,} duplicates={c.duplicates:,} buffered={c.buffered:,}"
+                f" gaps={c.gaps} rejected={c.rejected}"
             ),
             clock,
             duration=duration,

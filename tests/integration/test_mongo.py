@@ -1,0 +1,283 @@
+"""The MongoDB store under the conditions it exists for: two writers, an outage, retention.
+
+The event store contract itself runs in ``tests/contract`` against every adapter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+import pytest
+from pymongo import AsyncMongoClient
+
+from algotrade.adapters.memory import InMemoryEventStore, SystemClock
+from algotrade.adapters.mongo import MongoEventStore, documents
+from algotrade.adapters.replay import ReplayFeed
+from algotrade.apps.collector import Collector
+from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    TradeReceived,
+    with_version,
+)
+from algotrade.domain.ports import EventStore
+from tests.support.builders import diff
+from tests.support.servers import MongoServer, local_mongo, with_database
+
+pytestmark = pytest.mark.anyio
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "DOTUSDT")
+FOREVER = 0  # the recording is from 2021: any retention in days would expire it at once
+
+
+def mongo(url: str, **options: float) -> MongoEventStore:
+    """Return a store keeping everything, with short timeouts for tests."""
+    settings: dict[str, float] = {"depth_retention": FOREVER, "gap_timeout": 2.0}
+    settings.update(options)
+    return MongoEventStore(url, **settings)  # type: ignore[arg-type]  # all floats
+
+
+async def everything(store: EventStore) -> list[Event]:
+    """Return every stored event, in position order."""
+    out: list[Event] = []
+    after = 0
+    while batch := await store.read_all(after, limit=1000):
+        out.extend(s.event for s in batch)
+        assert all(a.position < b.position for a, b in itertools.pairwise(batch))
+        assert batch[0].position > after
+        after = batch[-1].position
+    return out
+
+
+async def reference(recording: Path) -> list[Event]:
+    """Return what one collector alone stores from the recording."""
+    store = InMemoryEventStore()
+    await Collector(ReplayFeed(recording, symbols=SYMBOLS), store, SystemClock()).run(anyio.Event())
+    return [s.event for s in await store.read_all(0, limit=1_000_000)]
+
+
+def assert_contiguous(events: list[Event]) -> None:
+    """Each symbol's depth diffs continue each other: no update id missing or repeated."""
+    for symbol in SYMBOLS:
+        diffs = sorted(
+            (e for e in events if isinstance(e, DepthDiffReceived) and e.symbol == symbol),
+            key=lambda e: e.final_update_id,
+        )
+        assert len(diffs) > 500
+        for before, after in itertools.pairwise(diffs):
+            assert after.first_update_id == before.final_update_id + 1
+
+
+async def test_two_collectors_at_once_store_each_event_once(
+    recording: Path, mongo_url: str
+) -> None:
+    """Two collectors replaying the same recording into one database store it once."""
+    expected = await reference(recording)
+    stores = [mongo(mongo_url), mongo(mongo_url)]
+    collectors = [
+        Collector(ReplayFeed(recording, symbols=SYMBOLS), s, SystemClock(), flush_size=300)
+        for s in stores
+    ]
+    async with anyio.create_task_group() as tg:
+        for collector in collectors:
+            tg.start_soon(collector.run, anyio.Event())
+    stored = await everything(stores[0])
+    for s in stores:
+        await s.close()
+
+    assert sorted(e.id for e in stored) == sorted(e.id for e in expected)
+    assert len({e.id for e in stored}) == len(stored)
+    assert sum(c.stats.stored for c in collectors) == len(expected)
+    assert sum(c.stats.duplicates for c in collectors) > 0  # they really did overlap
+    assert_contiguous(stored)
+    by_stream: dict[str, list[int]] = {}
+    for event in stored:
+        by_stream.setdefault(event.stream, []).append(event.version)
+    for versions in by_stream.values():
+        assert sorted(versions) == list(range(1, len(versions) + 1))
+
+
+@pytest.fixture
+def own_mongo() -> Iterator[MongoServer]:
+    """Start a MongoDB of this test's own, which the test may stop and start again."""
+    with tempfile.TemporaryDirectory(prefix="algotrade-outage-") as workdir:
+        server = local_mongo(workdir)
+        if server is None:
+            pytest.skip("stopping MongoDB needs a local mongod or nx-27017")
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+async def test_collector_survives_mongodb_going_away(
+    recording: Path, own_mongo: MongoServer
+) -> None:
+    """MongoDB stops mid-run and comes back: everything stored once, the collector never ends."""
+    expected = await reference(recording)
+    store = mongo(with_database(own_mongo.url, "outage"), retry_max_delay=0.5)
+    collector = Collector(
+        ReplayFeed(recording, symbols=SYMBOLS), store, SystemClock(), speed=12.0, flush_size=200
+    )
+    finished = anyio.Event()
+    stored_before = 0
+
+    async def collect() -> None:
+        await collector.run(anyio.Event())
+        finished.set()
+
+    async def outage() -> None:
+        nonlocal stored_before
+        while collector.stats.stored < 300:
+            await anyio.sleep(0.05)
+        await anyio.to_thread.run_sync(own_mongo.stop)
+        stored_before = collector.stats.stored
+        await anyio.sleep(2.0)
+        assert not finished.is_set()
+        await anyio.to_thread.run_sync(own_mongo.start)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect)
+        tg.start_soon(outage)
+    stored = await everything(store)
+    await store.close()
+
+    assert 300 <= stored_before < len(expected)
+    assert store.stats.retries > 0
+    assert sorted(e.id for e in stored) == sorted(e.id for e in expected)
+    assert len({e.id for e in stored}) == len(stored)
+    assert_contiguous(stored)
+
+
+async def test_a_dead_writers_leftovers_neither_hide_nor_double_an_event(mongo_url: str) -> None:
+    """A writer that died between inserting and committing leaves a pending range behind.
+
+    Readers wait for it at most ``gap_timeout`` seconds and never show its documents; a
+    second writer storing the same event is not fooled into calling it a duplicate.
+    """
+    first = mongo(mongo_url, gap_timeout=0.5)
+    await first.append([diff(1, 1)])
+    # The dead writer: positions 2..3 taken, recorded as pending, one document inserted.
+    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    await db.counters.update_one({"_id": "position"}, {"$inc": {"value": 2}})
+    await db.commits.insert_one({"_id": 2, "last": 3, "state": "pending"})
+    await db.depth.insert_one(documents.to_document(with_version(diff(2, 2), 2), 2))
+
+    reader = mongo(mongo_url, gap_timeout=0.5)
+    assert [s.position for s in await reader.read_all(0)] == [1]  # not the pending document
+
+    second = mongo(mongo_url, gap_timeout=0.5)
+    result = await second.append([with_version(diff(2, 2), 2), with_version(diff(3, 3), 3)])
+    assert result.duplicates == 0  # the leftover was not a stored event
+    assert [s.position for s in result.stored] == [4, 5]
+    assert second.stats.ranges_declared_dead == 1
+
+    events = await everything(reader)
+    assert [e.final_update_id for e in events if isinstance(e, DepthDiffReceived)] == [1, 2, 3]
+    dead = await db.commits.find_one({"_id": 2})
+    assert dead is not None
+    assert (dead["state"], dead["by"]) == ("aborted", "reader")
+    for s in (first, reader, second):
+        await s.close()
+    await db.client.close()
+
+
+async def test_a_reader_waits_for_a_slow_writer_instead_of_skipping_it(mongo_url: str) -> None:
+    """A range still pending blocks readers at it, so no later range is read past it."""
+    slow = mongo(mongo_url, gap_timeout=30.0)
+    fast = mongo(mongo_url, gap_timeout=30.0)
+    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    await db.counters.update_one({"_id": "position"}, {"$inc": {"value": 1}}, upsert=True)
+    await db.commits.insert_one({"_id": 1, "last": 1, "state": "pending"})  # slow, in flight
+    await fast.append([diff(5, 5)])
+    assert await slow.read_all(0) == []
+    assert await slow.head() == 0
+    await db.commits.update_one({"_id": 1}, {"$set": {"state": "committed"}})
+    assert [s.position for s in await slow.read_all(0)] == [2]
+    for s in (slow, fast):
+        await s.close()
+    await db.client.close()
+
+
+async def test_ttl_index_is_on_a_field_every_depth_document_has(mongo_url: str) -> None:
+    """Retention is a TTL index on received_at, which every depth document carries."""
+    store = MongoEventStore(mongo_url)  # the default: 7 days
+    ttl = [i for i in await store.indexes("depth") if dict(i["key"]) == {"received_at": 1}]
+    assert [i.get("expireAfterSeconds") for i in ttl] == [7 * 86400]
+    now = dt.datetime.now(dt.UTC)
+    now_ns = int(now.timestamp() * 1e9)
+    fresh = [diff(i, i) for i in range(1, 4)]
+    fresh = [
+        DepthDiffReceived(
+            stream=e.stream, version=0, exchange_ts=now_ns, receive_ts=now_ns,
+            exchange=e.exchange, symbol=e.symbol, first_update_id=e.first_update_id,
+            final_update_id=e.final_update_id, bids=e.bids, asks=e.asks,
+        )
+        for e in fresh
+    ]  # fmt: skip
+    await store.append(fresh)
+    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    docs = [d async for d in db.depth.find({})]
+    assert len(docs) == 3
+    assert all(isinstance(d["received_at"], dt.datetime) for d in docs)
+    assert all(abs(d["received_at"] - now) < dt.timedelta(seconds=1) for d in docs)
+    await store.close()
+
+    # Start-up makes the index match the setting, idempotently; 0 removes it.
+    for retention, expected in ((3600.0, [3600]), (3600.0, [3600]), (0.0, [])):
+        again = MongoEventStore(mongo_url, depth_retention=retention)
+        found = [i for i in await again.indexes("depth") if dict(i["key"]) == {"received_at": 1}]
+        assert [i.get("expireAfterSeconds") for i in found] == expected
+        await again.close()
+    await db.client.close()
+
+
+async def test_stored_documents_follow_the_documented_layout(mongo_url: str) -> None:
+    """A depth document carries symbol, update ids, BSON dates, changes and top of book."""
+    store = mongo(mongo_url)
+    event = diff(7, 9, [("100.10", "0.5")], [("100.20", "0")])
+    await store.append([event])
+    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    doc = await db.depth.find_one({})
+    assert doc is not None
+    assert doc["_id"] == event.id
+    assert (doc["symbol"], doc["first_update_id"], doc["final_update_id"]) == ("BTCUSDT", 7, 9)
+    assert isinstance(doc["event_time"], dt.datetime)
+    assert doc["bids"] == [["100.10", "0.5"]]
+    assert doc["asks"] == [["100.20", "0"]]
+    assert {"best_bid", "best_ask", "position", "stream", "version", "type"} <= set(doc)
+    await store.close()
+    await db.client.close()
+
+
+@pytest.fixture
+async def seeded(mongo_url: str) -> AsyncIterator[MongoEventStore]:
+    """Yield a store holding one snapshot and one trade."""
+    store = mongo(mongo_url)
+    snapshot = BookSnapshotTaken(
+        stream="depth-BTCUSDT", version=0, exchange_ts=1, receive_ts=1, exchange="test",
+        symbol="BTCUSDT", last_update_id=10, bids=(), asks=(),
+    )  # fmt: skip
+    trade = TradeReceived(
+        stream="trades-BTCUSDT", version=0, exchange_ts=2, receive_ts=2, exchange="test",
+        symbol="BTCUSDT", trade_id=5, price=Decimal("1.5"), quantity=Decimal(1),
+        buyer_is_maker=True,
+    )  # fmt: skip
+    await store.append([snapshot, trade])
+    yield store
+    await store.close()
+
+
+async def test_snapshots_and_trades_round_trip(seeded: MongoEventStore) -> None:
+    """Snapshots share the depth collection; trades have their own."""
+    events = await everything(seeded)
+    assert [type(e).__name__ for e in events] == ["BookSnapshotTaken", "TradeReceived"]
+    assert isinstance(events[0], BookSnapshotTaken)
+    assert events[0].last_update_id == 10
