@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import run_throughput, signals, sma
+from bench import mongo_ingest, run_throughput, signals, sma
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -29,7 +29,13 @@ def cpu() -> str:
 def main() -> None:
     """Run the benchmarks and write the page."""
     sections = []
-    for name, module in (("sma", sma), ("run", run_throughput), ("signals", signals)):
+    modules = (
+        ("sma", sma),
+        ("run", run_throughput),
+        ("signals", signals),
+        ("mongo", mongo_ingest),
+    )
+    for name, module in modules:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         _, text = module.run()
         print(text, file=sys.stderr)

@@ -19,7 +19,9 @@ from algotrade.domain.events import Event, OrderPlaced, SignalEmitted
 FAST = ["--interval", "1m", "--short", "3", "--long", "8"]
 
 
-def algotrade(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def algotrade(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion and return its result."""
     return subprocess.run(
         [sys.executable, "-m", "algotrade", *args],
@@ -27,16 +29,18 @@ def algotrade(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
 
 
-def start(*args: str) -> subprocess.Popen[str]:
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start the CLI in the background."""
     return subprocess.Popen(
         [sys.executable, "-m", "algotrade", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -251,3 +255,43 @@ def test_processor_and_trader_processes_over_redis(tmp_path: Path, redis_url: st
     assert sorted(o.signal_id for o in orders if isinstance(o, OrderPlaced)) == sorted(
         s.signal_id for s in signals if isinstance(s, SignalEmitted)
     )
+
+
+def test_services_on_mongodb_and_redis(recording: Path, mongo_url: str, redis_url: str) -> None:
+    """ALGOTRADE_MONGO_URL puts every command on MongoDB: one order per signal, listed."""
+    # Retention 0: the recording is from 2021, a TTL of days would expire it at once.
+    env = {**os.environ, "ALGOTRADE_MONGO_URL": mongo_url, "ALGOTRADE_DEPTH_RETENTION": "0"}
+    env.pop("ALGOTRADE_STORE", None)
+    collected = algotrade("collector", "--source", f"replay:{recording}", "--json", env=env)
+    assert collected.returncode == 0, collected.stderr
+    assert json.loads(collected.stdout)["stored"] > 1000
+    again = algotrade("collector", "--source", f"replay:{recording}", "--json", env=env)
+    assert json.loads(again.stdout)["stored"] == 0  # nothing is stored twice
+
+    every_second = ["--interval", "1s", "--short", "3", "--long", "8"]
+    processor = start("processor", *every_second, "--redis-url", redis_url, env=env)
+    trader = start("trader", "--redis-url", redis_url, "--consumer", "m1", env=env)
+    try:
+        deadline = time.monotonic() + 90
+        signals: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            listed = json.loads(algotrade("signals", "--json", env=env).stdout)
+            if listed and listed == signals:
+                break  # the processor has worked through the stored data
+            signals = listed
+        processor.send_signal(signal.SIGTERM)
+        processor_err = processor.communicate(timeout=60)[1]
+        orders: list[dict[str, object]] = []
+        while len(orders) < len(signals) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            orders = json.loads(algotrade("orders", "--json", env=env).stdout)
+    finally:
+        for proc in (processor, trader):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        trader_err = trader.communicate(timeout=30)[1]
+    assert processor.returncode == 0, processor_err
+    assert trader.returncode == 0, trader_err
+    assert len(signals) >= 2
+    assert sorted(str(o["signal_id"]) for o in orders) == sorted(str(s["id"]) for s in signals)

@@ -395,14 +395,14 @@ class MongoEventStore:
             raise StoreError("MongoDB returned no position counter")
         last = int(counter["value"])
         first = last - n + 1
-        opened = _Range(first, last, allocated=time.monotonic())
+        opened = self._open = _Range(first, last, allocated=time.monotonic())
         try:
             await self._coll("commits").insert_one(
                 {"_id": first, "last": last, "state": "pending", "at": dt.datetime.now(dt.UTC)}
             )
         except DuplicateKeyError:
-            raise _RetryError from None  # a reader declared the range dead before it was recorded
-        self._open = opened
+            self._open = None  # a reader declared the range dead before it was recorded
+            raise _RetryError from None
 
         # 3. Insert, unordered, one insert_many per collection.
         by_collection: dict[str, list[Doc]] = {}
@@ -525,10 +525,22 @@ class MongoEventStore:
         opened = self._open
         if opened is None:
             return
-        await self._coll("commits").update_one(
-            {"_id": opened.first, "state": "pending"},
-            {"$set": {"state": "aborted", "by": "writer", "at": dt.datetime.now(dt.UTC)}},
-        )
+        aborted = {"state": "aborted", "by": "writer", "at": dt.datetime.now(dt.UTC)}
+        try:  # recorded as aborted at once if it was never recorded (readers need not wait)
+            await self._coll("commits").insert_one(
+                {"_id": opened.first, "last": opened.last, **aborted}
+            )
+        except DuplicateKeyError:
+            flipped = await self._coll("commits").update_one(
+                {"_id": opened.first, "state": "pending"}, {"$set": aborted}
+            )
+            if flipped.matched_count == 0:
+                record = await self._coll("commits").find_one({"_id": opened.first})
+                if record is not None and record["state"] == "committed":
+                    # The commit went through but its answer was lost: the events are
+                    # stored; the retry finds them as duplicates.
+                    self._open = None
+                    return
         for name in opened.collections:
             await self._coll(name).delete_many(
                 {"position": {"$gte": opened.first, "$lte": opened.last}}
