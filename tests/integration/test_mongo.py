@@ -8,13 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.mongo import MongoEventStore, documents
@@ -281,3 +283,61 @@ async def test_snapshots_and_trades_round_trip(seeded: MongoEventStore) -> None:
     assert [type(e).__name__ for e in events] == ["BookSnapshotTaken", "TradeReceived"]
     assert isinstance(events[0], BookSnapshotTaken)
     assert events[0].last_update_id == 10
+
+
+class _LoseOneAnswer:
+    """A collection whose first matching write is applied and then reported as failed."""
+
+    def __init__(self, inner: Any, method: str, when: Callable[[tuple[Any, ...]], bool]) -> None:
+        self._inner = inner
+        self._method = method
+        self._when = when
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name != self._method or self.fired:
+            return attr
+
+        async def applied_then_lost(*args: Any, **kwargs: Any) -> Any:
+            result = await attr(*args, **kwargs)
+            if self._when(args):
+                self.fired = True
+                raise AutoReconnect("connection closed (injected after the write)")
+            return result
+
+        return applied_then_lost
+
+
+@pytest.mark.parametrize(
+    ("collection", "method", "when"),
+    [
+        ("commits", "update_one", lambda args: args[1] == {"$set": {"state": "committed"}}),
+        ("depth", "insert_many", lambda args: True),
+        ("counters", "find_one_and_update", lambda args: True),
+    ],
+    ids=["commit-answer-lost", "insert-answer-lost", "counter-answer-lost"],
+)
+async def test_a_write_whose_answer_is_lost_is_stored_once(
+    mongo_url: str, collection: str, method: str, when: Callable[[tuple[Any, ...]], bool]
+) -> None:
+    """The server applied a write but the answer never came: the retry neither loses nor
+    doubles anything."""
+    store = mongo(mongo_url, retry_max_delay=0.05)
+    await store.append([diff(1, 1)])
+    real = store._coll  # injecting a fault at the driver boundary
+    faulty = _LoseOneAnswer(real(collection), method, when)
+    store._coll = lambda name: faulty if name == collection else real(name)  # type: ignore[method-assign]
+    result = await store.append([diff(2, 2), diff(3, 3)])
+    assert faulty.fired
+    assert store.stats.retries == 1
+    assert len(result.stored) + result.duplicates == 2
+    reader = mongo(mongo_url, gap_timeout=0.5)
+    # A range taken whose answer was lost is never recorded: readers wait gap_timeout for it.
+    with anyio.fail_after(30):
+        while len(events := await everything(reader)) < 3:
+            await anyio.sleep(0.1)
+    assert [e.final_update_id for e in events if isinstance(e, DepthDiffReceived)] == [1, 2, 3]
+    assert [e.version for e in events] == [1, 2, 3]
+    for s in (store, reader):
+        await s.close()
