@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
@@ -36,6 +37,12 @@ from tests.support.servers import MongoServer, local_mongo, with_database
 pytestmark = pytest.mark.anyio
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "DOTUSDT")
 FOREVER = 0  # the recording is from 2021: any retention in days would expire it at once
+
+
+def raw_db(url: str) -> AsyncDatabase[dict[str, Any]]:
+    """Return the database a MongoDB URL names, through a client of its own."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
+    return client.get_default_database()
 
 
 def mongo(url: str, **options: float) -> MongoEventStore:
@@ -167,7 +174,7 @@ async def test_a_dead_writers_leftovers_neither_hide_nor_double_an_event(mongo_u
     first = mongo(mongo_url, gap_timeout=0.5)
     await first.append([diff(1, 1)])
     # The dead writer: positions 2..3 taken, recorded as pending, one document inserted.
-    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    db = raw_db(mongo_url)
     await db.counters.update_one({"_id": "position"}, {"$inc": {"value": 2}})
     await db.commits.insert_one({"_id": 2, "last": 3, "state": "pending"})
     await db.depth.insert_one(documents.to_document(with_version(diff(2, 2), 2), 2))
@@ -195,7 +202,7 @@ async def test_a_reader_waits_for_a_slow_writer_instead_of_skipping_it(mongo_url
     """A range still pending blocks readers at it, so no later range is read past it."""
     slow = mongo(mongo_url, gap_timeout=30.0)
     fast = mongo(mongo_url, gap_timeout=30.0)
-    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    db = raw_db(mongo_url)
     await db.counters.update_one({"_id": "position"}, {"$inc": {"value": 1}}, upsert=True)
     await db.commits.insert_one({"_id": 1, "last": 1, "state": "pending"})  # slow, in flight
     await fast.append([diff(5, 5)])
@@ -225,7 +232,7 @@ async def test_ttl_index_is_on_a_field_every_depth_document_has(mongo_url: str) 
         for e in fresh
     ]  # fmt: skip
     await store.append(fresh)
-    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    db = raw_db(mongo_url)
     docs = [d async for d in db.depth.find({})]
     assert len(docs) == 3
     assert all(isinstance(d["received_at"], dt.datetime) for d in docs)
@@ -246,7 +253,7 @@ async def test_stored_documents_follow_the_documented_layout(mongo_url: str) -> 
     store = mongo(mongo_url)
     event = diff(7, 9, [("100.10", "0.5")], [("100.20", "0")])
     await store.append([event])
-    db = AsyncMongoClient(mongo_url, tz_aware=True).get_default_database()
+    db = raw_db(mongo_url)
     doc = await db.depth.find_one({})
     assert doc is not None
     assert doc["_id"] == event.id
@@ -319,7 +326,11 @@ class _LoseOneAnswer:
     ids=["commit-answer-lost", "insert-answer-lost", "counter-answer-lost"],
 )
 async def test_a_write_whose_answer_is_lost_is_stored_once(
-    mongo_url: str, collection: str, method: str, when: Callable[[tuple[Any, ...]], bool]
+    mongo_url: str,
+    collection: str,
+    method: str,
+    when: Callable[[tuple[Any, ...]], bool],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The server applied a write but the answer never came: the retry neither loses nor
     doubles anything."""
@@ -327,7 +338,7 @@ async def test_a_write_whose_answer_is_lost_is_stored_once(
     await store.append([diff(1, 1)])
     real = store._coll  # injecting a fault at the driver boundary
     faulty = _LoseOneAnswer(real(collection), method, when)
-    store._coll = lambda name: faulty if name == collection else real(name)  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "_coll", lambda name: faulty if name == collection else real(name))
     result = await store.append([diff(2, 2), diff(3, 3)])
     assert faulty.fired
     assert store.stats.retries == 1
