@@ -91,7 +91,7 @@ def test_run_synthetic_prints_a_summary_and_stores_signals_and_orders(tmp_path: 
         (["--interval", "7x"], "--interval"),
         (["--speed", "fast"], "--speed"),
         (["--duration", "soon"], "--duration"),
-        (["--source", "binance"], "--source"),
+        (["--binance-ws-url", "http://not-a-websocket"], "--binance-ws-url"),
         (["--source", "replay:/nonexistent.raw"], "--source"),
         (["--quantity", "-1"], "--quantity"),
         (["--symbol", "BTC/USDT"], "--symbol"),
@@ -151,7 +151,9 @@ def test_three_processes_cooperate_on_one_store(tmp_path: Path) -> None:
     processor = start("processor", *FAST, "--store", str(db))
     trader = start("trader", "--store", str(db))
     try:
-        collector = algotrade("collector", "--duration", "6s", "--store", str(db), "--json")
+        collector = algotrade(
+            "collector", "--source", "synthetic", "--duration", "6s", "--store", str(db), "--json"
+        )
         assert collector.returncode == 0, collector.stderr
         time.sleep(2)  # let the processor work through what the collector stored
         processor.send_signal(signal.SIGTERM)
@@ -229,7 +231,9 @@ def test_run_over_redis_and_the_read_commands(tmp_path: Path, redis_url: str) ->
 def test_processor_and_trader_processes_over_redis(tmp_path: Path, redis_url: str) -> None:
     """Separate processor and trader processes meet over Redis: one order per signal."""
     db = tmp_path / "split.db"
-    collected = algotrade("collector", "--duration", "5s", "--store", str(db))
+    collected = algotrade(
+        "collector", "--source", "synthetic", "--duration", "5s", "--store", str(db)
+    )
     assert collected.returncode == 0, collected.stderr
     processor = start("processor", *FAST, "--store", str(db), "--redis-url", redis_url)
     trader = start("trader", "--store", str(db), "--redis-url", redis_url, "--consumer", "t1")

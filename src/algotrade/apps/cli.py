@@ -13,6 +13,7 @@ import orjson
 import typer
 from redis.exceptions import RedisError
 
+from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
 from algotrade.adapters.redis import SIGNAL_GROUP, SIGNAL_STREAM
 from algotrade.apps.common import (
     DEFAULT_STORE,
@@ -92,6 +93,20 @@ StoreOpt = Annotated[
         envvar=["ALGOTRADE_STORE", "ALGOTRADE_MONGO_URL"],
         help="Event store: a SQLite file path, memory, or a MongoDB URL "
         "(mongodb://host:27017/btc_data).",
+    ),
+]
+BinanceWsOpt = Annotated[
+    str,
+    typer.Option(
+        "--binance-ws-url",
+        envvar="ALGOTRADE_BINANCE_WS_URL",
+        help="Binance WebSocket base URL (a local fake exchange in tests).",
+    ),
+]
+BinanceRestOpt = Annotated[
+    str,
+    typer.Option(
+        "--binance-rest-url", envvar="ALGOTRADE_BINANCE_REST_URL", help="Binance REST base URL."
     ),
 ]
 RetentionOpt = Annotated[
@@ -208,9 +223,22 @@ def _strategy(interval: str, short: int, long: int) -> StrategySettings:
     return StrategySettings(parsed, short, long)
 
 
-def _feed(source: str, symbols: list[str], speed: str, seed: int) -> FeedSettings:
+def _feed(
+    source: str,
+    symbols: list[str],
+    speed: str,
+    seed: int,
+    ws_url: str = DEFAULT_WS_URL,
+    rest_url: str = DEFAULT_REST_URL,
+) -> FeedSettings:
     spec: SourceSpec = parse_source(source)
-    return FeedSettings(spec, parse_symbols(symbols), parse_speed(speed), seed)
+    for name, url, schemes in (
+        ("binance-ws-url", ws_url, ("ws://", "wss://")),
+        ("binance-rest-url", rest_url, ("http://", "https://")),
+    ):
+        if not url.startswith(schemes):
+            raise ConfigurationError(name, f"{url!r} does not start with {' or '.join(schemes)}")
+    return FeedSettings(spec, parse_symbols(symbols), parse_speed(speed), seed, ws_url, rest_url)
 
 
 def _duration(duration: str | None) -> float | None:
@@ -294,6 +322,8 @@ def run(
     duration: DurationOpt = None,
     speed: SpeedOpt = "max",
     seed: SeedOpt = 42,
+    binance_ws_url: BinanceWsOpt = DEFAULT_WS_URL,
+    binance_rest_url: BinanceRestOpt = DEFAULT_REST_URL,
     quantity: QuantityOpt = "0.01",
     fee: FeeOpt = "0.001",
     redis_url: RedisUrlOpt = None,
@@ -304,7 +334,7 @@ def run(
     """Run collector, processor and trader in one process on the embedded store."""
     settings = checked(
         lambda: RunSettings(
-            feed=_feed(source, symbol, speed, seed),
+            feed=_feed(source, symbol, speed, seed, binance_ws_url, binance_rest_url),
             strategy=_strategy(interval, short, long),
             trading=_trading(quantity, fee),
             store=store,
@@ -323,17 +353,19 @@ def run(
 
 @app.command()
 def collector(
-    source: SourceOpt = "synthetic",
+    source: SourceOpt = "binance",
     symbol: SymbolOpt = ["BTCUSDT"],  # noqa: B006 - typer reads the default, never mutates it
     store: StoreOpt = DEFAULT_STORE,
     depth_retention: RetentionOpt = "7d",
     duration: DurationOpt = None,
     speed: SpeedOpt = "max",
     seed: SeedOpt = 42,
+    binance_ws_url: BinanceWsOpt = DEFAULT_WS_URL,
+    binance_rest_url: BinanceRestOpt = DEFAULT_REST_URL,
     as_json: JsonOpt = False,
 ) -> None:
     """Collect market data into the store; a replay ends (status 0) with its file."""
-    feed = checked(lambda: _feed(source, symbol, speed, seed))
+    feed = checked(lambda: _feed(source, symbol, speed, seed, binance_ws_url, binance_rest_url))
     seconds = checked(lambda: _duration(duration))
     retention = checked(lambda: parse_retention(depth_retention))
     print_summary(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -24,6 +26,28 @@ from algotrade.domain.events import (
 from algotrade.domain.ports import Clock, EventStore, MarketFeed, StoredEvent
 
 OnStored = Callable[[Sequence[StoredEvent]], Awaitable[None]]
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def _entered(feed: object) -> AsyncIterator[None]:
+    """Enter ``feed`` if it is an async context manager (a live feed), else nothing."""
+    if isinstance(feed, contextlib.AbstractAsyncContextManager):
+        async with feed:
+            yield
+    else:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async generator on exit, in the task that used it."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @dataclass
@@ -86,19 +110,41 @@ class Collector:
 
     async def run(self, stop: anyio.Event) -> None:
         """Collect until the feed ends or ``stop`` is set; then store everything handed over."""
-        batches = max(2, -(-self.max_buffered // self.flush_size))
-        send, receive = anyio.create_memory_object_stream[list[Event]](batches)
+        capacity = max(2, -(-self.max_buffered // self.flush_size))  # in batches
+        send, receive = anyio.create_memory_object_stream[list[Event]](capacity)
+        waiting = anyio.CancelScope()  # cancelled by a stop while waiting for the feed
+        idle = True
+        watcher = anyio.CancelScope()
+
+        async def watch_stop() -> None:
+            with watcher:
+                await stop.wait()
+                if idle:
+                    waiting.cancel()
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._write, receive)
+            tg.start_soon(watch_stop)
             self._writer = send
             try:
                 for symbol in self.feed.symbols:
                     await self._request(symbol)
-                async for batch in paced(self.feed.batches(), self.speed, self.clock):
-                    await self.handle(batch)
-                    if stop.is_set():
-                        break
+                # A live feed runs connections: it is a context manager, entered here. Both
+                # generators are closed here too, in this task.
+                async with (
+                    _entered(self.feed),
+                    _closing(self.feed.batches()) as source,
+                    _closing(paced(source, self.speed, self.clock)) as batches,
+                ):
+                    with waiting:
+                        async for batch in batches:
+                            idle = False
+                            await self.handle(batch)
+                            if stop.is_set():
+                                break
+                            idle = True
             finally:
+                watcher.cancel()
                 with anyio.CancelScope(shield=True):
                     await self.flush()
                     self._writer = None
@@ -174,7 +220,11 @@ class Collector:
             await self._store(batch)
             return
         self.stats.buffered += len(batch)
-        await self._writer.send(batch)  # waits while max_buffered events wait: back-pressure
+        try:
+            await self._writer.send(batch)  # waits while max_buffered events wait: back-pressure
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.stats.buffered -= len(batch)  # the writer is gone (a failure): store it here
+            await self._store(batch)
 
     async def _store(self, batch: list[Event], *, queued: bool = False) -> None:
         result = await self.store.append(batch)

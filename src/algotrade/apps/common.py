@@ -60,7 +60,7 @@ class SourceSpec:
 
 
 def parse_source(text: str) -> SourceSpec:
-    """Parse ``synthetic``, ``replay:PATH`` or ``binance``."""
+    """Parse ``synthetic``, ``replay:PATH`` or ``binance`` (live)."""
     text = text.strip()
     if text == "synthetic":
         return SourceSpec("synthetic")
@@ -70,11 +70,7 @@ def parse_source(text: str) -> SourceSpec:
             raise ConfigurationError("source", f"replay file {str(path)!r} does not exist")
         return SourceSpec("replay", path)
     if text == "binance":
-        raise ConfigurationError(
-            "source",
-            "'binance' is not available yet: the live Binance collector is not built in this "
-            "version; use 'synthetic' or 'replay:PATH'",
-        )
+        return SourceSpec("binance")
     raise ConfigurationError("source", f"{text!r} is not one of synthetic, replay:PATH, binance")
 
 

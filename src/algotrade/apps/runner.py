@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
+from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL, BinanceFeed
 from algotrade.adapters.memory import InMemorySignalBus, SystemClock
 from algotrade.adapters.redis import (
     DEAD_LETTER_STREAM,
@@ -55,6 +56,8 @@ class FeedSettings:
     symbols: tuple[str, ...] = ("BTCUSDT",)
     speed: float = math.inf
     seed: int = 42
+    binance_ws_url: str = DEFAULT_WS_URL
+    binance_rest_url: str = DEFAULT_REST_URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,13 @@ async def make_feed(settings: FeedSettings, store: EventStore) -> MarketFeed:
     if settings.source.kind == "replay":
         assert settings.source.path is not None
         return ReplayFeed(settings.source.path, symbols=settings.symbols)
+    if settings.source.kind == "binance":
+        return BinanceFeed(
+            settings.symbols,
+            SystemClock(),
+            ws_url=settings.binance_ws_url,
+            rest_url=settings.binance_rest_url,
+        )
     starts = await synthetic_starts(store, settings.symbols)
     if starts:
         log("collector", "continuing the stored synthetic series", symbols=",".join(starts))

@@ -1,0 +1,321 @@
+"""Live Binance market data: one combined-stream WebSocket, REST snapshots, never a silent stall.
+
+:class:`BinanceFeed` is a :class:`~algotrade.domain.ports.MarketFeed`. It subscribes to
+``<symbol>@depth@100ms`` and ``<symbol>@aggTrade`` for every symbol on one connection
+(``/stream?streams=...``, httpx-ws) and fetches depth snapshots over REST (httpx) when the
+collector asks for one. Staying connected:
+
+* any close, network error or **silence** (no frame for ``watchdog`` seconds: a half-open
+  socket sends nothing) ends the connection; the next one is opened after an exponential
+  backoff with full jitter, reset once a connection delivers data;
+* a ``serverShutdown`` event, or a connection older than ``lifetime`` (Binance cuts every
+  connection at 24 hours), opens a **replacement** connection beside the old one; once the
+  new one delivers, the old one closes. Events of both pass one filter that forwards each
+  depth diff and trade once, in update-id order, so the switch-over loses nothing and
+  doubles nothing;
+* pings are answered (httpx-ws answers them), and the client pings too;
+* REST answers 429 or 418 wait ``Retry-After`` seconds; 5xx and network errors back off.
+
+A frame that cannot be understood is counted and set aside with its raw text (up to 2 KiB)
+and the stream goes on. A gap in update ids after a reconnect is not this class's business:
+the collector's book synchroniser sees it, stores a gap event and asks for a snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
+
+from algotrade.adapters.binance.messages import parse_depth_snapshot, parse_frame
+from algotrade.domain.errors import InvalidInputError
+from algotrade.domain.events import DepthDiffReceived, MarketEvent, TradeReceived
+from algotrade.domain.ports import Clock, RejectedInput
+
+DEFAULT_WS_URL = "wss://stream.binance.com:9443"
+DEFAULT_REST_URL = "https://api.binance.com"
+_KEEP_RAW = 2048
+
+
+@dataclass
+class FeedStats:
+    """What the feed did: for progress lines, health and metrics."""
+
+    frames: int = 0
+    events: int = 0
+    rejected: int = 0
+    connections: int = 0
+    reconnects: int = 0
+    silences: int = 0
+    shutdown_notices: int = 0
+    replacements: int = 0
+    snapshots: int = 0
+    rest_retries: int = 0
+    duplicates_filtered: int = 0
+    last_frame_at: float = 0.0
+    """Monotonic time of the last frame (0: none yet)."""
+    clock_skew_ms: float = 0.0
+    """Receive time minus exchange time of the latest depth diff, in milliseconds."""
+
+
+class BinanceFeed:
+    """Binance spot market data for ``symbols``; see the module documentation."""
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        clock: Clock,
+        *,
+        ws_url: str = DEFAULT_WS_URL,
+        rest_url: str = DEFAULT_REST_URL,
+        depth_limit: int = 1000,
+        watchdog: float = 10.0,
+        lifetime: float = 23.5 * 3600,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        max_frame_bytes: int = 1 << 20,
+    ) -> None:
+        self._symbols = tuple(s.upper() for s in symbols)
+        self.clock = clock
+        streams = "/".join(
+            f"{s.lower()}@{kind}" for s in self._symbols for kind in ("depth@100ms", "aggTrade")
+        )
+        self.url = f"{ws_url.rstrip('/')}/stream?streams={streams}"
+        self.rest_url = rest_url.rstrip("/")
+        self.depth_limit = depth_limit
+        self.watchdog = watchdog
+        self.lifetime = lifetime
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.max_frame_bytes = max_frame_bytes
+        self.stats = FeedStats()
+        self._rejects: list[RejectedInput] = []
+        self._send: MemoryObjectSendStream[list[MarketEvent]] | None = None
+        self._receive: MemoryObjectReceiveStream[list[MarketEvent]] | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._last_depth: dict[str, int] = {}
+        self._last_trade: dict[str, int] = {}
+        self.last_error = ""
+        self._wanted: list[str] = []
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Return the subscribed symbols."""
+        return self._symbols
+
+    @property
+    def rejected(self) -> int:
+        """Return how many frames or REST bodies were set aside."""
+        return self.stats.rejected
+
+    def drain_rejects(self) -> list[RejectedInput]:
+        """Return (and forget) what was set aside since the last call."""
+        out, self._rejects = self._rejects, []
+        return out
+
+    def _reject(self, where: str, reason: str, raw: str | bytes) -> None:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        self.stats.rejected += 1
+        self._rejects.append(RejectedInput("binance", where, reason, text[:_KEEP_RAW]))
+
+    # --- the port -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BinanceFeed:
+        """Start the connection (and any snapshot asked for) in a task group of its own."""
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
+            send, receive = anyio.create_memory_object_stream[list[MarketEvent]](1024)
+            stack.push_async_callback(receive.aclose)
+            stack.push_async_callback(send.aclose)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._tg.cancel_scope.cancel)  # runs first: stop the connections
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack, self._send, self._receive = stack, send, receive
+        self._tg.start_soon(self._supervise)
+        for symbol in self._wanted:
+            self._tg.start_soon(self._fetch_snapshot, symbol)
+        self._wanted.clear()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close the connections and the HTTP client."""
+        stack, self._stack = self._stack, None
+        self._send = self._tg = self._http = None
+        if stack is not None:
+            await stack.aclose()
+
+    async def batches(self) -> AsyncIterator[Sequence[MarketEvent]]:
+        """Yield events as they arrive, for ever (inside ``async with feed:``)."""
+        if self._receive is None:
+            raise RuntimeError("use the feed inside 'async with feed:' (it runs connections)")
+        async for batch in self._receive:
+            yield batch
+
+    async def request_snapshot(self, symbol: str) -> None:
+        """Fetch a depth snapshot of ``symbol`` in the background; it arrives in the batches."""
+        if self._tg is None:
+            self._wanted.append(symbol.upper())  # asked before the feed started
+        else:
+            self._tg.start_soon(self._fetch_snapshot, symbol.upper())
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**attempt)]."""
+        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 30))
+        return random.uniform(0.0, ceiling)
+
+    async def _supervise(self, first_frame: anyio.Event | None = None) -> None:
+        """Keep a connection up, for ever (or until a replacement takes over).
+
+        ``first_frame`` (a replacement's supervisor) is set when its first connection
+        delivers, which tells the connection it replaces to close.
+        """
+        attempt = 0
+        while True:
+            outcome = await self._connection(first_frame)
+            first_frame = None
+            if outcome == "replaced":
+                return  # the replacement's supervisor carries on
+            self.stats.reconnects += 1
+            attempt = 0 if outcome == "delivered" else attempt + 1
+            await anyio.sleep(self._backoff(attempt))
+
+    def _replace(self) -> anyio.Event:
+        """Start a replacement connection beside the current one; return its first-frame event."""
+        assert self._tg is not None
+        first_frame = anyio.Event()
+        self.stats.replacements += 1
+        self._tg.start_soon(self._supervise, first_frame)
+        return first_frame
+
+    async def _connection(self, first_frame: anyio.Event | None) -> str:
+        """Run one connection until it ends: ``delivered``, ``failed`` or ``replaced``."""
+        assert self._http is not None
+        delivered = False
+        replaced: anyio.Event | None = None  # set once our replacement delivers
+        try:
+            async with aconnect_ws(
+                self.url,
+                self._http,
+                max_message_size_bytes=self.max_frame_bytes,
+                keepalive_ping_interval_seconds=20.0,
+                keepalive_ping_timeout_seconds=20.0,
+                session_class=AsyncWebSocketSession,
+            ) as ws:
+                self.stats.connections += 1
+                opened = self.clock.monotonic()
+                while True:
+                    if replaced is not None and replaced.is_set():
+                        return "replaced"
+                    if replaced is None and self.clock.monotonic() - opened > self.lifetime:
+                        replaced = self._replace()  # before Binance's 24-hour cut-off
+                    try:
+                        text = await ws.receive_text(timeout=self.watchdog)
+                    except TimeoutError:
+                        self.stats.silences += 1
+                        self.last_error = f"no frame for {self.watchdog:g}s"
+                        break
+                    self.stats.frames += 1
+                    self.stats.last_frame_at = self.clock.monotonic()
+                    delivered = True
+                    if first_frame is not None:
+                        first_frame.set()
+                    if '"serverShutdown"' in text:
+                        self.stats.shutdown_notices += 1
+                        if replaced is None:
+                            replaced = self._replace()
+                        continue
+                    await self._on_frame(text)
+        except Exception as e:  # any failure of a connection means "reconnect"
+            self.last_error = f"{type(e).__name__}: {e}"
+        if replaced is not None:
+            return "replaced"  # dropped during a switch-over: the replacement carries on
+        return "delivered" if delivered else "failed"
+
+    async def _on_frame(self, text: str) -> None:
+        try:
+            event = parse_frame(text, self.clock.now_ns())
+        except InvalidInputError as e:
+            self._reject("websocket", str(e), text)
+            return
+        if event is None:
+            return
+        # One filter for every connection: each diff and trade goes out once, in order.
+        if isinstance(event, DepthDiffReceived):
+            last = self._last_depth.get(event.symbol, 0)
+            if event.final_update_id <= last:
+                self.stats.duplicates_filtered += 1
+                return
+            self._last_depth[event.symbol] = event.final_update_id
+            self.stats.clock_skew_ms = (event.receive_ts - event.exchange_ts) / 1e6
+        elif isinstance(event, TradeReceived):
+            last = self._last_trade.get(event.symbol, 0)
+            if event.trade_id <= last:
+                self.stats.duplicates_filtered += 1
+                return
+            self._last_trade[event.symbol] = event.trade_id
+        self.stats.events += 1
+        assert self._send is not None
+        await self._send.send([event])
+
+    # --- REST -----------------------------------------------------------------------------
+
+    async def _fetch_snapshot(self, symbol: str) -> None:
+        """GET /api/v3/depth until it answers, honouring Retry-After; send the snapshot."""
+        assert self._http is not None
+        assert self._send is not None
+        url = f"{self.rest_url}/api/v3/depth"
+        params: dict[str, str | int] = {"symbol": symbol, "limit": self.depth_limit}
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.get(url, params=params)
+            except httpx.HTTPError as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                wait = self._backoff(attempt)
+            else:
+                if response.status_code == 200:
+                    try:
+                        snapshot = parse_depth_snapshot(
+                            symbol, response.content, self.clock.now_ns()
+                        )
+                    except InvalidInputError as e:
+                        self._reject(f"GET {url}?symbol={symbol}", str(e), response.content)
+                        wait = self._backoff(attempt)
+                    else:
+                        self.stats.snapshots += 1
+                        await self._send.send([snapshot])
+                        return
+                elif response.status_code in (418, 429):
+                    wait = _retry_after(response, default=self._backoff(attempt) + 1.0)
+                else:
+                    self.last_error = f"HTTP {response.status_code} from {url}"
+                    wait = self._backoff(attempt)
+            self.stats.rest_retries += 1
+            attempt += 1
+            await anyio.sleep(wait)
+
+
+def _retry_after(response: httpx.Response, *, default: float) -> float:
+    """Return the seconds a 429/418 answer asks to wait (Retry-After), else ``default``."""
+    value = response.headers.get("Retry-After")
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError:
+        return default
+    return seconds if math.isfinite(seconds) and seconds >= 0 else default

@@ -1,0 +1,226 @@
+"""The live Binance feed against the fake exchange: real data, then every fault it can inject."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+from algotrade.adapters.binance.feed import BinanceFeed
+from algotrade.adapters.memory import InMemoryEventStore, SystemClock
+from algotrade.apps.collector import Collector
+from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    GapReason,
+    SequenceGapDetected,
+)
+from tests.support.fake_binance import FakeBinance
+
+pytestmark = pytest.mark.anyio
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "DOTUSDT")
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until ``condition()`` holds (polling), failing after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.02)
+
+
+@dataclass
+class Running:
+    """A collector on a Binance feed, running against a fake exchange."""
+
+    fake: FakeBinance
+    feed: BinanceFeed
+    collector: Collector
+    store: InMemoryEventStore
+
+    async def stored(self) -> list[Event]:
+        """Return every stored event, in order."""
+        return [s.event for s in await self.store.read_all(0, limit=10**9)]
+
+    async def settle(self, symbol: str = "BTCUSDT") -> None:
+        """Pause the market and wait until the collector's book equals the exchange's."""
+        self.fake.pause()
+
+        def same() -> bool:
+            sync = self.collector.books.get(symbol)
+            return (
+                sync is not None
+                and sync.synced
+                and sync.last_update_id == self.fake.books[symbol].update_id
+            )
+
+        await eventually(same)
+        bids, asks = self.collector.books[symbol].book.levels()
+        assert (dict(bids), dict(asks)) == self.fake.levels(symbol)
+        await self.collector.flush()
+        await eventually(lambda: self.collector.stats.buffered == 0)  # the writer stored it
+
+
+@asynccontextmanager
+async def running(
+    symbols: tuple[str, ...] = ("BTCUSDT",), *, watchdog: float = 5.0, **fake: object
+) -> AsyncIterator[Running]:
+    """Run a fake exchange and a collector on it; stop both at the end of the block."""
+    async with FakeBinance(symbols, **fake) as exchange:  # type: ignore[arg-type]
+        feed = BinanceFeed(
+            symbols,
+            SystemClock(),
+            ws_url=exchange.ws_url,
+            rest_url=exchange.rest_url,
+            watchdog=watchdog,
+            backoff_initial=0.05,
+            backoff_max=0.5,
+        )
+        store = InMemoryEventStore()
+        collector = Collector(feed, store, SystemClock(), flush_interval=0.05)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collector.run, stop)
+            yield Running(exchange, feed, collector, store)
+            stop.set()
+
+
+def diffs_are_contiguous(events: list[Event], symbol: str) -> list[DepthDiffReceived]:
+    """Return the symbol's stored diffs, checking their ids continue each other."""
+    diffs = [e for e in events if isinstance(e, DepthDiffReceived) and e.symbol == symbol]
+    for before, after in itertools.pairwise(diffs):
+        assert after.first_update_id == before.final_update_id + 1
+    return diffs
+
+
+async def test_recorded_session_through_the_fake_exchange(recording: Path) -> None:
+    """The real recording, served live: every book synced from its snapshot, zero gaps."""
+    async with running(SYMBOLS, recording=recording, rate=3000.0) as r:
+        await eventually(lambda: r.fake.sent > 4000 and r.feed.stats.frames >= r.fake.sent)
+        await eventually(lambda: all(r.collector.books[s].synced for s in SYMBOLS))
+        await r.collector.flush()
+        await eventually(lambda: r.collector.stats.buffered == 0)
+        events = await r.stored()
+    assert r.collector.stats.gaps == 0
+    assert r.feed.stats.rejected == 0
+    assert sorted(r.fake.depth_requests) == sorted(SYMBOLS)
+    for symbol in SYMBOLS:
+        depth = [e for e in events if e.stream == f"depth-{symbol}"]
+        assert isinstance(depth[0], BookSnapshotTaken)
+        diffs = diffs_are_contiguous(events, symbol)
+        assert len(diffs) > 500
+        last = depth[0].last_update_id
+        assert diffs[0].first_update_id <= last + 1 <= diffs[0].final_update_id
+        assert all(d.top is not None and d.top.bid_price < d.top.ask_price for d in diffs)
+
+
+async def test_a_dropped_connection_reconnects_records_the_gap_and_resyncs() -> None:
+    """Cut the socket: a reconnect, a stored gap event, a new snapshot, the same book."""
+    async with running() as r:
+        await eventually(lambda: r.collector.stats.stored > 50)
+        r.fake.drop()
+        await eventually(lambda: r.feed.stats.reconnects >= 1 and r.fake.opened >= 2)
+        await eventually(lambda: r.collector.stats.gaps >= 1 and len(r.fake.depth_requests) >= 2)
+        await r.settle()
+        events = await r.stored()
+    gaps = [e for e in events if isinstance(e, SequenceGapDetected)]
+    assert gaps
+    assert gaps[0].reason is GapReason.GAP
+    assert gaps[0].received_update_id > gaps[0].expected_update_id  # the missing range
+
+
+async def test_silence_trips_the_watchdog() -> None:
+    """A half-open socket sends nothing: after `watchdog` seconds the feed reconnects."""
+    async with running(watchdog=0.5) as r:
+        await eventually(lambda: r.collector.stats.stored > 20)
+        r.fake.silence(2.0)
+        await eventually(lambda: r.feed.stats.silences >= 1)
+        await eventually(lambda: r.fake.opened >= 2)
+        await eventually(lambda: r.collector.stats.gaps >= 1)  # frames lost while silent
+        await r.settle()
+    assert r.fake.depth_requests == ["BTCUSDT", "BTCUSDT"]  # resynced once
+
+
+async def test_skipped_update_ids_are_a_stored_gap_and_a_resync_of_that_symbol_only() -> None:
+    """A hole in the ids of one symbol: gap stored with the range, that symbol resynced."""
+    async with running(("BTCUSDT", "ETHUSDT")) as r:
+        await eventually(lambda: all(s in r.collector.books for s in ("BTCUSDT", "ETHUSDT")))
+        await eventually(lambda: r.collector.stats.stored > 50)
+        expected = r.fake.books["BTCUSDT"].update_id + 1
+        r.fake.skip("BTCUSDT", 7)
+        await eventually(lambda: r.collector.stats.gaps >= 1)
+        await r.settle("BTCUSDT")
+        await r.settle("ETHUSDT")
+        events = await r.stored()
+    (gap,) = [e for e in events if isinstance(e, SequenceGapDetected)]
+    assert (gap.symbol, gap.expected_update_id, gap.received_update_id) == (
+        "BTCUSDT", expected, expected + 7,
+    )  # fmt: skip
+    assert r.fake.depth_requests.count("BTCUSDT") == 2
+    assert r.fake.depth_requests.count("ETHUSDT") == 1  # the other symbol kept flowing
+    assert r.feed.stats.reconnects == 0
+
+
+async def test_malformed_frames_are_counted_and_set_aside_with_their_text() -> None:
+    """Bad JSON, missing fields, wrong types, unknown streams, a huge frame: counted, kept."""
+    bad = [
+        "{not json",
+        '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","s":"BTCUSDT"}}',
+        '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","s":"BTCUSDT","E":"x",'
+        '"U":1,"u":2,"b":[],"a":[]}}',
+        '{"stream":"btcusdt@bogus","data":{}}',
+        "[" + "1," * 300_000 + "1]",
+    ]
+    async with running() as r:
+        await eventually(lambda: r.collector.stats.stored > 20)
+        for text in bad:
+            await r.fake.send_raw(text)
+        await eventually(lambda: r.collector.stats.rejected >= len(bad))
+        await r.settle()
+    assert r.feed.stats.reconnects == 0
+    assert r.collector.stats.gaps == 0
+
+
+async def test_server_shutdown_switches_connections_without_a_gap() -> None:
+    """On serverShutdown a second connection opens beside the first; nothing is lost."""
+    async with running() as r:
+        await eventually(lambda: r.collector.stats.stored > 50)
+        await r.fake.server_shutdown()
+        await eventually(lambda: r.feed.stats.replacements == 1 and r.fake.opened == 2)
+        await eventually(lambda: len(r.fake.connections) == 1)  # the old one closed
+        await r.settle()
+        events = await r.stored()
+    assert r.collector.stats.gaps == 0
+    assert r.feed.stats.duplicates_filtered > 0  # both connections delivered for a while
+    diffs_are_contiguous(events, "BTCUSDT")
+    assert r.fake.depth_requests == ["BTCUSDT"]  # no resync was needed
+
+
+async def test_rest_429_waits_retry_after_and_5xx_backs_off() -> None:
+    """A snapshot request meets a 429 (Retry-After) and a 503, then gets through."""
+    async with running() as r:
+        await eventually(lambda: r.feed.stats.snapshots == 1)
+        r.fake.fail_rest(429, retry_after=0.3)
+        r.fake.fail_rest(503)
+        await r.feed.request_snapshot("BTCUSDT")
+        await eventually(lambda: r.feed.stats.snapshots == 2)
+        await r.settle()
+    assert r.feed.stats.rest_retries == 2
+    assert r.collector.stats.gaps == 0
+
+
+async def test_pings_are_answered_and_the_connection_stays() -> None:
+    """The exchange pings; the client answers and stays on the same connection."""
+    async with running() as r:
+        await eventually(lambda: r.collector.stats.stored > 20)
+        for _ in range(3):
+            await r.fake.ping()
+            await anyio.sleep(0.05)
+        await r.settle()
+    assert r.fake.opened == 1
+    assert r.feed.stats.reconnects == 0
