@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -15,6 +18,7 @@ import pytest
 
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.domain.events import Event, OrderPlaced, SignalEmitted
+from tests.support.fake_binance import FakeBinance
 
 FAST = ["--interval", "1m", "--short", "3", "--long", "8"]
 
@@ -299,3 +303,50 @@ def test_services_on_mongodb_and_redis(recording: Path, mongo_url: str, redis_ur
     assert trader.returncode == 0, trader_err
     assert len(signals) >= 2
     assert sorted(str(o["signal_id"]) for o in orders) == sorted(str(s["id"]) for s in signals)
+
+
+@pytest.fixture
+def fake_exchange() -> Iterator[FakeBinance]:
+    """Run a fake Binance exchange in a thread of its own while the test runs commands."""
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(FakeBinance(("BTCUSDT",), rate=50.0)) as fake,
+    ):
+        yield fake
+
+
+def test_collector_on_the_fake_exchange_then_depth_and_gaps(
+    fake_exchange: FakeBinance, tmp_path: Path
+) -> None:
+    """`algotrade collector` (live by default) on the fake exchange; `depth` and `gaps` list."""
+    db = tmp_path / "live.db"
+    env = {
+        **os.environ,
+        "ALGOTRADE_BINANCE_WS_URL": fake_exchange.ws_url,
+        "ALGOTRADE_BINANCE_REST_URL": fake_exchange.rest_url,
+    }
+    result = algotrade("collector", "--duration", "3s", "--store", str(db), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stored"] > 20
+    assert "[collector]" in result.stderr  # the progress line
+
+    listed = algotrade("depth", "--symbol", "btcusdt", "--store", str(db), "--json")
+    rows = json.loads(listed.stdout)
+    assert rows[0]["kind"] == "snapshot"
+    diffs = [r for r in rows if r["kind"] == "diff"]
+    assert len(diffs) > 20
+    for before, after in itertools.pairwise(diffs):
+        assert after["first_update_id"] == before["final_update_id"] + 1
+    first = diffs[0]
+    assert {"symbol", "event_time", "best_bid", "best_ask"} <= set(first)
+    assert first["event_time"].endswith("Z")
+    assert Decimal(first["best_bid"][0]) < Decimal(first["best_ask"][0])
+    assert json.loads(algotrade("gaps", "--store", str(db), "--json").stdout) == []
+
+    # Run again: the exchange moved on meanwhile, so the restart is a recorded gap.
+    again = algotrade("collector", "--duration", "3s", "--store", str(db), "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    gaps = json.loads(algotrade("gaps", "--store", str(db), "--json").stdout)
+    assert len(gaps) == 1
+    assert gaps[0]["missing"] > 0
+    assert "gap(s)" in algotrade("gaps", "--store", str(db)).stdout

@@ -144,3 +144,23 @@ def test_already_stored_updates_are_applied_but_not_emitted() -> None:
     top = sync.book.top()
     assert top is not None
     assert top.bid_price == D("100.2")
+
+
+def test_a_restart_ahead_of_the_stored_stream_records_the_updates_never_received() -> None:
+    """Resuming a stored stream: a first snapshot ahead of it is a stored RESTART gap."""
+    sync = BookSynchronizer("BTCUSDT", exchange="test", version=5, stored_through=100)
+    out = sync.on_snapshot(snapshot(150))
+    gap, stored = out
+    assert isinstance(gap, SequenceGapDetected)
+    assert (gap.reason, gap.expected_update_id, gap.received_update_id) == (
+        GapReason.RESTART, 101, 151,
+    )  # fmt: skip
+    assert (gap.version, stored.version) == (6, 7)
+    assert sync.on_snapshot(snapshot(160))[0].version == 8  # only the first snapshot counts
+
+
+def test_a_restart_within_the_stored_stream_records_nothing() -> None:
+    """A replay or a restart whose snapshot is already covered stores no gap."""
+    sync = BookSynchronizer("BTCUSDT", exchange="test", version=5, stored_through=100)
+    assert sync.on_snapshot(snapshot(90)) == []
+    assert sync.gaps == 0

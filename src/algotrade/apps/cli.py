@@ -38,16 +38,20 @@ from algotrade.apps.runner import (
     run_processor,
     run_trader,
 )
-from algotrade.apps.views import order_view, position_view, signal_view
+from algotrade.apps.views import depth_view, gap_view, order_view, position_view, signal_view
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError
 from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
     Event,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
     PositionChanged,
+    SequenceGapDetected,
     SignalEmitted,
+    depth_stream,
 )
 from algotrade.domain.strategy import SmaCrossover
 
@@ -546,6 +550,55 @@ def positions(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None
         [("symbol", 9), ("quantity", 12), ("average_price", 16), ("realised_pnl", 16),
          ("fees_paid", 14), ("updated_at", 25)],
         "position(s)",
+    )  # fmt: skip
+
+
+@app.command()
+def depth(
+    symbol: Annotated[str, typer.Option("--symbol", help="The symbol to list.")] = "BTCUSDT",
+    store: StoreOpt = DEFAULT_STORE,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a symbol's stored depth events (snapshots and diffs) in order, with top of book."""
+    name = checked(lambda: parse_symbols([symbol])[0])
+
+    async def main() -> list[dict[str, Any]]:
+        db = open_store(store, patient=False)
+        try:
+            events = await db.read_stream(depth_stream(name))
+        finally:
+            await db.close()
+        return [
+            depth_view(e) for e in events if isinstance(e, DepthDiffReceived | BookSnapshotTaken)
+        ]
+
+    rows = execute(main)
+    if as_json:
+        typer.echo(orjson.dumps(rows).decode())
+        return
+    for row in rows:
+        for side in ("best_bid", "best_ask"):
+            row[side] = "" if row[side] is None else "@".join(reversed(row[side]))
+    _table(
+        rows,
+        [("kind", 9), ("first_update_id", 16), ("final_update_id", 16), ("event_time", 25),
+         ("best_bid", 28), ("best_ask", 28)],
+        "depth event(s)",
+    )  # fmt: skip
+
+
+@app.command()
+def gaps(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
+    """List the stored sequence gaps (each followed by a resync of its symbol)."""
+    rows = [gap_view(g) for g in execute(lambda: _read_all(store, SequenceGapDetected))]
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    _table(
+        rows,
+        [("symbol", 9), ("reason", 15), ("expected_update_id", 19), ("received_update_id", 19),
+         ("missing", 9), ("detected_at", 25)],
+        "gap(s)",
     )  # fmt: skip
 
 

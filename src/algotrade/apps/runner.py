@@ -381,6 +381,31 @@ async def _serve(
     progress.finish()
 
 
+def _feed_line(feed: MarketFeed) -> str:
+    """Return the live feed's part of the collector's progress line."""
+    if not isinstance(feed, BinanceFeed):
+        return ""
+    f = feed.stats
+    return (
+        f" connections={f.connections} reconnects={f.reconnects} silences={f.silences}"
+        f" snapshots={f.snapshots} skew={f.clock_skew_ms:.0f}ms"
+    )
+
+
+def _feed_summary(feed: MarketFeed) -> dict[str, Any]:
+    """Return the live feed's figures for the collector's summary."""
+    if not isinstance(feed, BinanceFeed):
+        return {}
+    f = feed.stats
+    return {
+        "connections": f.connections,
+        "reconnects": f.reconnects,
+        "silences": f.silences,
+        "snapshots": f.snapshots,
+        "clock_skew_ms": round(f.clock_skew_ms, 1),
+    }
+
+
 async def run_collector(
     feed_settings: FeedSettings,
     store_url: str,
@@ -402,7 +427,7 @@ async def run_collector(
             lambda e: (
                 f"[collector] {e:6.1f}s events={c.received:,} ({_rate(c.received, e)})"
                 f" stored={c.stored:,} duplicates={c.duplicates:,} buffered={c.buffered:,}"
-                f" gaps={c.gaps} rejected={c.rejected}"
+                f" gaps={c.gaps} rejected={c.rejected}{_feed_line(feed)}"
             ),
             clock,
             duration=duration,
@@ -416,6 +441,7 @@ async def run_collector(
         "gaps": c.gaps,
         "rejected_inputs": c.rejected,
         "seconds": round(clock.monotonic() - started, 3),
+        **_feed_summary(feed),
     }
 
 

@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
     PositionChanged,
+    SequenceGapDetected,
     SignalEmitted,
 )
 
@@ -67,4 +70,41 @@ def position_view(position: PositionChanged) -> dict[str, Any]:
         "realised_pnl": str(position.realised_pnl),
         "fees_paid": str(position.fees_paid),
         "updated_at": iso(position.exchange_ts),
+    }
+
+
+def depth_view(event: DepthDiffReceived | BookSnapshotTaken) -> dict[str, Any]:
+    """Return the JSON object of a stored depth event (``algotrade depth --json``)."""
+    top = event.top
+    if isinstance(event, DepthDiffReceived):
+        first, final, kind = event.first_update_id, event.final_update_id, "diff"
+    else:
+        first = final = event.last_update_id
+        kind = "snapshot"
+    return {
+        "symbol": event.symbol,
+        "kind": kind,
+        "version": event.version,
+        "first_update_id": first,
+        "final_update_id": final,
+        "event_time": iso(event.exchange_ts),
+        "received_at": iso(event.receive_ts),
+        "best_bid": None if top is None else [str(top.bid_price), str(top.bid_qty)],
+        "best_ask": None if top is None else [str(top.ask_price), str(top.ask_qty)],
+        "bid_changes": len(event.bids),
+        "ask_changes": len(event.asks),
+    }
+
+
+def gap_view(gap: SequenceGapDetected) -> dict[str, Any]:
+    """Return the JSON object of a stored gap (``algotrade gaps --json``)."""
+    return {
+        "symbol": gap.symbol,
+        "reason": str(gap.reason),
+        "expected_update_id": gap.expected_update_id,
+        "received_update_id": gap.received_update_id,
+        "missing": max(0, gap.received_update_id - gap.expected_update_id),
+        "detected_at": iso(gap.receive_ts),
+        "stream": gap.stream,
+        "version": gap.version,
     }

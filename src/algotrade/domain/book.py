@@ -151,6 +151,7 @@ class BookSynchronizer:
         self._first_after_snapshot = False
         self._buffer: deque[DepthDiffReceived] = deque()
         self._max_buffer = max_buffer
+        self._resumed = stored_through > 0  # continuing a stored stream (a restart)
         self.gaps = 0
 
     def on_diff(self, diff: DepthDiffReceived) -> list[Event]:
@@ -179,6 +180,23 @@ class BookSynchronizer:
         self.needs_snapshot = False
         self._first_after_snapshot = True
         out: list[Event] = []
+        if self._resumed and last > self.stored_through:
+            self.version += 1
+            self.gaps += 1
+            out.append(
+                SequenceGapDetected(
+                    stream=snapshot.stream,
+                    version=self.version,
+                    exchange_ts=snapshot.exchange_ts,
+                    receive_ts=snapshot.receive_ts,
+                    exchange=self.exchange,
+                    symbol=self.symbol,
+                    reason=GapReason.RESTART,
+                    expected_update_id=self.stored_through + 1,
+                    received_update_id=last + 1,
+                )
+            )
+        self._resumed = False
         if last > self.stored_through:
             self.version += 1
             self.stored_through = last

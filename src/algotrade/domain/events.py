@@ -100,6 +100,9 @@ class GapReason(StrEnum):
     """After applying a diff the best bid was not below the best ask."""
     BUFFER_OVERFLOW = "buffer_overflow"
     """Too many diffs arrived while waiting for a snapshot."""
+    RESTART = "restart"
+    """A restarted collector's first snapshot is ahead of what was stored: the updates in
+    between were never received (the snapshot's book includes them)."""
 
 
 @dataclass(frozen=True, slots=True)
