@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import mongo_ingest, run_throughput, signals, sma
+from bench import binance_parse, mongo_ingest, run_throughput, signals, sma
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -31,6 +31,7 @@ def main() -> None:
     sections = []
     modules = (
         ("sma", sma),
+        ("binance", binance_parse),
         ("run", run_throughput),
         ("signals", signals),
         ("mongo", mongo_ingest),
