@@ -7,10 +7,11 @@ import os
 import platform
 import sys
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import binance_parse, mongo_ingest, run_throughput, signals, sma
+from bench import binance_parse, binance_soak, mongo_ingest, run_throughput, signals, sma
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -29,13 +30,15 @@ def cpu() -> str:
 def main() -> None:
     """Run the benchmarks and write the page."""
     sections = []
-    modules = (
+    modules: list[tuple[str, ModuleType]] = [
         ("sma", sma),
         ("binance", binance_parse),
         ("run", run_throughput),
         ("signals", signals),
         ("mongo", mongo_ingest),
-    )
+    ]
+    if "--with-soak" in sys.argv[1:]:  # ten minutes more
+        modules.append(("soak", binance_soak))
     for name, module in modules:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         _, text = module.run()
@@ -44,7 +47,8 @@ def main() -> None:
     header = [
         "# Benchmarks",
         "",
-        "Produced by `make bench` (that is `nox -s bench`, which runs `python bench/run_all.py`)",
+        "Produced by `make bench` (that is `nox -s bench`, which runs `python bench/run_all.py`;",
+        "`nox -s bench -- --with-soak` adds the ten-minute live soak)",
         f"on {datetime.date.today().isoformat()}, Python {platform.python_version()},"
         f" {os.cpu_count()} cores ({cpu()}).",
         "Timings on this machine are noisy; figures are best or median of repeated runs",

@@ -252,18 +252,22 @@ class FakeBinance:
             await self._replay(self.recording)
             return
         rng = random.Random(7)
-        period = 1.0 / self.rate
+        period = max(1.0 / self.rate, 0.01)  # high rates send several steps per tick
+        steps = max(1, round(self.rate * period))
+        next_tick = time.monotonic()
         while True:
-            await anyio.sleep(period)
+            next_tick += period
+            await anyio.sleep(max(0.0, next_tick - time.monotonic()))
             if self.paused:
                 continue  # the market moves on whether anyone listens or not
             now = _ms()
             frames = []
-            for symbol, book in self.books.items():
-                name = symbol.lower()
-                frames.append(_frame(f"{name}@depth@100ms", book.step(now)))
-                if rng.random() < 0.5:
-                    frames.append(_frame(f"{name}@aggTrade", book.trade(now)))
+            for _ in range(steps):
+                for symbol, book in self.books.items():
+                    name = symbol.lower()
+                    frames.append(_frame(f"{name}@depth@100ms", book.step(now)))
+                    if rng.random() < 0.5:
+                        frames.append(_frame(f"{name}@aggTrade", book.trade(now)))
             await self._broadcast(frames)
 
     async def _replay(self, path: Path) -> None:
@@ -297,3 +301,15 @@ async def fake_binance(**options: Any) -> AsyncIterator[FakeBinance]:
     """Run a fake exchange for the duration of the block."""
     async with FakeBinance(**options) as fake:
         yield fake
+
+
+async def _serve_forever(rate: float, port_file: str) -> None:
+    async with FakeBinance(("BTCUSDT",), rate=rate) as fake:
+        Path(port_file).write_text(str(fake.port), encoding="utf-8")
+        await anyio.sleep_forever()
+
+
+if __name__ == "__main__":  # python -m tests.support.fake_binance RATE PORT_FILE
+    import sys
+
+    anyio.run(_serve_forever, float(sys.argv[1]), sys.argv[2])
