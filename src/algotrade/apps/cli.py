@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
@@ -36,6 +37,7 @@ from algotrade.apps.runner import (
     run_collector,
     run_pipeline,
     run_processor,
+    run_record,
     run_trader,
 )
 from algotrade.apps.views import depth_view, gap_view, order_view, position_view, signal_view
@@ -551,6 +553,29 @@ def positions(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None
          ("fees_paid", 14), ("updated_at", 25)],
         "position(s)",
     )  # fmt: skip
+
+
+@app.command()
+def record(
+    out: Annotated[
+        Path, typer.Option("--out", help="File to append the raw frames and REST answers to.")
+    ],
+    symbol: SymbolOpt = ["BTCUSDT"],  # noqa: B006 - typer reads the default, never mutates it
+    duration: DurationOpt = None,
+    binance_ws_url: BinanceWsOpt = DEFAULT_WS_URL,
+    binance_rest_url: BinanceRestOpt = DEFAULT_REST_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record live Binance frames and snapshots in the replay format (--source replay:FILE)."""
+    feed = checked(lambda: _feed("binance", symbol, "max", 0, binance_ws_url, binance_rest_url))
+    seconds = checked(lambda: _duration(duration))
+    if out.exists() and out.is_dir():
+        checked(lambda: _fail("out", f"{str(out)!r} is a directory"))
+    print_summary("record summary", execute(lambda: run_record(feed, out, seconds)), as_json)
+
+
+def _fail(name: str, message: str) -> NoReturn:
+    raise ConfigurationError(name, message)
 
 
 @app.command()

@@ -10,6 +10,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,12 +36,21 @@ from algotrade.domain.bars import Interval
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
+    Event,
     TopOfBook,
     TradeReceived,
     depth_stream,
     trade_stream,
 )
-from algotrade.domain.ports import Clock, EventStore, MarketFeed, SignalConsumer, StoredEvent
+from algotrade.domain.ports import (
+    AppendResult,
+    Clock,
+    EventStore,
+    MarketFeed,
+    SignalConsumer,
+    StoredEvent,
+    Tracking,
+)
 from algotrade.domain.processing import Processor
 from algotrade.domain.strategy import SmaCrossover
 
@@ -526,4 +536,70 @@ async def run_trader(
         "rejected": t.rejected,
         "redelivered": t.redelivered,
         "failed": t.failed,
+    }
+
+
+class _DiscardingStore:
+    """An event store that keeps nothing: ``record`` only needs the collector's book logic
+    (gap detection and resync requests), not its storage."""
+
+    def __init__(self) -> None:
+        self._position = 0
+
+    async def append(
+        self, events: Sequence[Event], *, tracking: Tracking | None = None
+    ) -> AppendResult:
+        """Number the events and forget them."""
+        first = self._position + 1
+        self._position += len(events)
+        return AppendResult(tuple(StoredEvent(first + i, e) for i, e in enumerate(events)), 0)
+
+    async def last_event(self, stream: str) -> Event | None:
+        """Nothing is kept."""
+        return None
+
+
+async def run_record(
+    feed_settings: FeedSettings, out: Path, duration: float | None
+) -> dict[str, Any]:
+    """Record the live feed's raw frames and REST answers into ``out`` (the replay format).
+
+    The collector's book logic runs on the frames (nothing is stored), so that a gap asks for
+    a new snapshot, which is recorded too: the file replays into synchronised books.
+    """
+    clock = SystemClock()
+    lines = 0
+    with out.open("a", encoding="utf-8") as sink:
+
+        def write(line: str) -> None:
+            nonlocal lines
+            sink.write(line + "\n")
+            lines += 1
+
+        feed = BinanceFeed(
+            feed_settings.symbols,
+            clock,
+            ws_url=feed_settings.binance_ws_url,
+            rest_url=feed_settings.binance_rest_url,
+            recorder=write,
+        )
+        collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
+        started = clock.monotonic()
+        await _serve(
+            "record",
+            collector.run,
+            lambda e: (
+                f"[record] {e:6.1f}s lines={lines:,} events={collector.stats.received:,}"
+                f" gaps={collector.stats.gaps}{_feed_line(feed)}"
+            ),
+            clock,
+            duration=duration,
+        )
+    return {
+        "file": str(out),
+        "lines": lines,
+        "events": collector.stats.received,
+        "gaps": collector.stats.gaps,
+        "seconds": round(clock.monotonic() - started, 3),
+        **_feed_summary(feed),
     }

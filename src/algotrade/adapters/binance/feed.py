@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
 import anyio.abc
 import httpx
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
@@ -82,6 +83,7 @@ class BinanceFeed:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_frame_bytes: int = 1 << 20,
+        recorder: Callable[[str], None] | None = None,
     ) -> None:
         self._symbols = tuple(s.upper() for s in symbols)
         self.clock = clock
@@ -96,6 +98,7 @@ class BinanceFeed:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_frame_bytes = max_frame_bytes
+        self.recorder = recorder
         self.stats = FeedStats()
         self._rejects: list[RejectedInput] = []
         self._send: MemoryObjectSendStream[list[MarketEvent]] | None = None
@@ -219,6 +222,8 @@ class BinanceFeed:
             ) as ws:
                 self.stats.connections += 1
                 opened = self.clock.monotonic()
+                if self.recorder is not None:
+                    self.recorder(f"{self.url} <-> {self.clock.now_ns() / 1e9:.6f}")
                 while True:
                     if replaced is not None and replaced.is_set():
                         return "replaced"
@@ -248,8 +253,11 @@ class BinanceFeed:
         return "delivered" if delivered else "failed"
 
     async def _on_frame(self, text: str) -> None:
+        now = self.clock.now_ns()
+        if self.recorder is not None:
+            self.recorder(f"{now / 1e9:.6f}: {_one_line(text)}")
         try:
-            event = parse_frame(text, self.clock.now_ns())
+            event = parse_frame(text, now)
         except InvalidInputError as e:
             self._reject("websocket", str(e), text)
             return
@@ -290,10 +298,13 @@ class BinanceFeed:
                 wait = self._backoff(attempt)
             else:
                 if response.status_code == 200:
-                    try:
-                        snapshot = parse_depth_snapshot(
-                            symbol, response.content, self.clock.now_ns()
+                    now = self.clock.now_ns()
+                    if self.recorder is not None:
+                        self.recorder(
+                            f"{response.request.url} -> {now / 1e9:.6f}: {_one_line(response.text)}"
                         )
+                    try:
+                        snapshot = parse_depth_snapshot(symbol, response.content, now)
                     except InvalidInputError as e:
                         self._reject(f"GET {url}?symbol={symbol}", str(e), response.content)
                         wait = self._backoff(attempt)
@@ -319,3 +330,13 @@ def _retry_after(response: httpx.Response, *, default: float) -> float:
     except ValueError:
         return default
     return seconds if math.isfinite(seconds) and seconds >= 0 else default
+
+
+def _one_line(text: str) -> str:
+    """Return ``text`` on one line (Binance sends compact JSON; anything else is re-dumped)."""
+    if "\n" not in text:
+        return text
+    try:
+        return orjson.dumps(orjson.loads(text)).decode()
+    except orjson.JSONDecodeError:
+        return text.replace("\n", " ")
