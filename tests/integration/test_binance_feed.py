@@ -20,6 +20,7 @@ from algotrade.domain.events import (
     Event,
     GapReason,
     SequenceGapDetected,
+    TradeReceived,
 )
 from tests.support.fake_binance import FakeBinance
 
@@ -82,7 +83,7 @@ async def running(
             backoff_max=0.5,
         )
         store = InMemoryEventStore()
-        collector = Collector(feed, store, SystemClock(), flush_interval=0.05)
+        collector = Collector(feed, store, SystemClock(), flush_interval=0.05, backfill_timeout=3.0)
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(collector.run, stop)
@@ -224,3 +225,43 @@ async def test_pings_are_answered_and_the_connection_stays() -> None:
         await r.settle()
     assert r.fake.opened == 1
     assert r.feed.stats.reconnects == 0
+
+
+def trade_ids(events: list[Event], symbol: str = "BTCUSDT") -> list[int]:
+    """Return the stored aggregate trade ids of a symbol, in stream order."""
+    return [e.trade_id for e in events if isinstance(e, TradeReceived) and e.symbol == symbol]
+
+
+async def test_missing_aggregate_trades_are_backfilled_in_order() -> None:
+    """A jump in aggregate trade ids: fetched from /api/v3/aggTrades, stored in id order."""
+    async with running() as r:
+        await eventually(lambda: len(r.fake.books["BTCUSDT"].history) > 20)
+        r.fake.skip_trades("BTCUSDT", 12)
+        await eventually(lambda: r.collector.stats.backfilled == 12)
+        await r.settle()
+        events = await r.stored()
+    ids = trade_ids(events)
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # contiguous, in order
+    assert r.collector.stats.trade_gaps == 0
+    assert r.fake.trade_requests
+    versions = [e.version for e in events if e.stream == "trades-BTCUSDT"]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_trades_that_cannot_be_backfilled_are_a_recorded_gap() -> None:
+    """The REST API refuses: after the wait, the missing range is a stored gap event."""
+    async with running() as r:
+        await eventually(lambda: len(r.fake.books["BTCUSDT"].history) > 20)
+        r.fake.fail_rest(500, times=50)
+        first_missing = r.fake.books["BTCUSDT"].trade_id + 1
+        r.fake.skip_trades("BTCUSDT", 5)
+        await eventually(lambda: r.collector.stats.trade_gaps == 1)
+        r.fake.rest_failures.clear()
+        await r.settle()
+        events = await r.stored()
+    (gap,) = [e for e in events if isinstance(e, SequenceGapDetected)]
+    assert gap.stream == "trades-BTCUSDT"
+    assert (gap.expected_update_id, gap.received_update_id) == (first_missing, first_missing + 5)
+    ids = trade_ids(events)
+    assert first_missing - 1 in ids
+    assert first_missing + 5 in ids

@@ -42,6 +42,7 @@ class _Book:
     rng: random.Random
     update_id: int = 1_000_000
     trade_id: int = 5_000_000
+    history: list[dict[str, Any]] = field(default_factory=list)
     bids: dict[Decimal, Decimal] = field(default_factory=dict)
     asks: dict[Decimal, Decimal] = field(default_factory=dict)
 
@@ -68,12 +69,16 @@ class _Book:
         }  # fmt: skip
 
     def trade(self, now_ms: int) -> dict[str, Any]:
-        """Return the next aggTrade payload."""
+        """Return the next aggTrade payload (and keep it for GET /api/v3/aggTrades)."""
         self.trade_id += 1
-        return {
+        payload = {
             "e": "aggTrade", "E": now_ms, "s": self.symbol, "a": self.trade_id,
             "p": str(self.mid), "q": "0.01", "f": 1, "l": 1, "T": now_ms, "m": True, "M": True,
         }  # fmt: skip
+        self.history.append({k: v for k, v in payload.items() if k not in ("e", "E", "s")})
+        if len(self.history) > 10_000:
+            del self.history[:1000]
+        return payload
 
     def snapshot(self, limit: int) -> dict[str, Any]:
         """Return the REST depth body of the book as it stands."""
@@ -106,6 +111,7 @@ class FakeBinance:
         self.connections: set[ServerConnection] = set()
         self.opened = 0
         self.depth_requests: list[str] = []
+        self.trade_requests: list[tuple[str, int, int]] = []
         self.rest_failures: list[tuple[int, float | None]] = []
         self.silent_until = 0.0
         self.paused = False
@@ -172,6 +178,11 @@ class FakeBinance:
             {p: q for p, q in book.asks.items() if q},
         )
 
+    def skip_trades(self, symbol: str, count: int) -> None:
+        """Trade ``count`` times without sending: the ids exist only over REST."""
+        for _ in range(count):
+            self.books[symbol].trade(_ms())
+
     def skip(self, symbol: str, ids: int) -> None:
         """Advance ``symbol``'s update id by ``ids`` without sending them: a gap."""
         self.books[symbol].update_id += ids
@@ -203,7 +214,15 @@ class FakeBinance:
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/stream":
             return None  # a WebSocket upgrade
-        if url.path != "/api/v3/depth":
+        if url.path == "/api/v3/aggTrades" and not self.rest_failures:
+            book = self.books.get(query.get("symbol", ""))
+            if book is None:
+                return self._respond(HTTPStatus.BAD_REQUEST, {"code": -1121, "msg": "Invalid"})
+            start, limit = int(query.get("fromId", "0")), int(query.get("limit", "500"))
+            self.trade_requests.append((book.symbol, start, limit))
+            found = [t for t in book.history if t["a"] >= start][:limit]
+            return self._respond(HTTPStatus.OK, found)
+        if url.path not in ("/api/v3/depth", "/api/v3/aggTrades"):
             return self._respond(HTTPStatus.NOT_FOUND, {"code": -1, "msg": "not found"})
         if self.rest_failures:
             status, retry_after = self.rest_failures.pop(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
@@ -16,6 +16,7 @@ from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
     Event,
+    GapReason,
     SequenceGapDetected,
     TopOfBook,
     TradeReceived,
@@ -51,6 +52,17 @@ async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]
 
 
 @dataclass
+class _Backfill:
+    """Trades of one symbol waiting for the missing ids ``first``..``last`` to be fetched."""
+
+    first: int
+    last: int
+    deadline: float
+    held: list[TradeReceived]
+    filled: dict[int, TradeReceived] = field(default_factory=dict)
+
+
+@dataclass
 class CollectorStats:
     """Counters of one collector run."""
 
@@ -61,6 +73,8 @@ class CollectorStats:
     rejected: int = 0
     snapshots: int = 0
     flushes: int = 0
+    trade_gaps: int = 0
+    backfilled: int = 0
     buffered: int = 0
     """Events handed to the writer and not yet stored."""
 
@@ -85,6 +99,7 @@ class Collector:
         flush_size: int = 2000,
         flush_interval: float = 0.2,
         max_buffered: int = 100_000,
+        backfill_timeout: float = 10.0,
         on_stored: OnStored | None = None,
     ) -> None:
         self.feed = feed
@@ -95,6 +110,8 @@ class Collector:
         self.flush_interval = flush_interval
         self.on_stored = on_stored
         self.max_buffered = max_buffered
+        self.backfill_timeout = backfill_timeout
+        self._backfills: dict[str, _Backfill] = {}
         self._writer: MemoryObjectSendStream[list[Event]] | None = None
         self.books: dict[str, BookSynchronizer] = {}
         self.stats = CollectorStats()
@@ -172,11 +189,7 @@ class Collector:
                 if sync.synced:
                     self._requested.discard(event.symbol)
             elif isinstance(event, TradeReceived):
-                trades = self._trades.get(event.symbol) or await self._trade_state(event)
-                version, last_id = trades
-                if event.trade_id > last_id:
-                    self._trades[event.symbol] = (version + 1, event.trade_id)
-                    pending.append(with_version(event, version + 1))
+                await self._on_trade(event)
                 continue
             else:
                 continue
@@ -195,6 +208,9 @@ class Collector:
                         )
             if sync.needs_snapshot and event.symbol not in self._requested:
                 await self._request(event.symbol)
+        now = self.clock.monotonic()
+        for symbol in [s for s, w in self._backfills.items() if now >= w.deadline]:
+            await self._release(symbol)
         for reject in self.feed.drain_rejects():
             stats.rejected += 1
             log(
@@ -254,9 +270,85 @@ class Collector:
         self.books[event.symbol] = sync
         return sync
 
+    async def _on_trade(self, event: TradeReceived) -> None:
+        """Store a trade in id order; a jump in aggregate trade ids is backfilled or recorded."""
+        symbol = event.symbol
+        wait = self._backfills.get(symbol)
+        if wait is not None:
+            if wait.first <= event.trade_id <= wait.last:
+                wait.filled[event.trade_id] = event
+                if len(wait.filled) == wait.last - wait.first + 1:
+                    await self._release(symbol)
+            elif event.trade_id > wait.last:
+                wait.held.append(event)
+            return
+        version, last_id = self._trades.get(symbol) or await self._trade_state(event)
+        if event.trade_id <= last_id:
+            return
+        if last_id and event.trade_id > last_id + 1:
+            backfill = getattr(self.feed, "backfill_trades", None)
+            if backfill is not None:
+                self._backfills[symbol] = _Backfill(
+                    last_id + 1,
+                    event.trade_id - 1,
+                    self.clock.monotonic() + self.backfill_timeout,
+                    held=[event],
+                )
+                await backfill(symbol, last_id + 1, event.trade_id - 1)
+                return
+            self._trade_gap(event, last_id + 1, event.trade_id)
+            version, last_id = self._trades[symbol]
+        self._trades[symbol] = (version + 1, event.trade_id)
+        self._pending.append(with_version(event, version + 1))
+
+    def _trade_gap(self, at: TradeReceived, expected: int, received: int) -> None:
+        version, last_id = self._trades[at.symbol]
+        self.stats.trade_gaps += 1
+        self._pending.append(
+            SequenceGapDetected(
+                stream=trade_stream(at.symbol), version=version + 1,
+                exchange_ts=at.exchange_ts, receive_ts=at.receive_ts, exchange=at.exchange,
+                symbol=at.symbol, reason=GapReason.GAP,
+                expected_update_id=expected, received_update_id=received,
+            )
+        )  # fmt: skip
+        self._trades[at.symbol] = (version + 1, last_id)
+        log("collector", "aggregate trade ids missing", symbol=at.symbol, expected=expected,
+            received=received)  # fmt: skip
+
+    async def _release(self, symbol: str) -> None:
+        """End a backfill: store what came, in id order, record what did not, go on."""
+        wait = self._backfills.pop(symbol)
+        missing_from: int | None = None
+        for trade_id in range(wait.first, wait.last + 2):
+            found = wait.filled.get(trade_id)
+            if trade_id <= wait.last and found is None:
+                if missing_from is None:
+                    missing_from = trade_id
+                continue
+            if missing_from is not None:
+                first_held = found or (wait.held[0] if wait.held else None)
+                if first_held is not None:
+                    self._trade_gap(first_held, missing_from, trade_id)
+                missing_from = None
+            if found is not None:
+                version, _ = self._trades[symbol]
+                self._trades[symbol] = (version + 1, trade_id)
+                self._pending.append(with_version(found, version + 1))
+                self.stats.backfilled += 1
+        version, _ = self._trades[symbol]
+        self._trades[symbol] = (version, wait.last)
+        for held in sorted(wait.held, key=lambda t: t.trade_id):
+            await self._on_trade(held)
+
     async def _trade_state(self, event: TradeReceived) -> tuple[int, int]:
         last = await self.store.last_event(trade_stream(event.symbol))
-        state = (last.version, last.trade_id) if isinstance(last, TradeReceived) else (0, 0)
+        if isinstance(last, TradeReceived):
+            state = (last.version, last.trade_id)
+        elif isinstance(last, SequenceGapDetected):
+            state = (last.version, last.received_update_id - 1)
+        else:
+            state = (0, 0)
         self._trades[event.symbol] = state
         return state
 

@@ -36,7 +36,11 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
-from algotrade.adapters.binance.messages import parse_depth_snapshot, parse_frame
+from algotrade.adapters.binance.messages import (
+    parse_depth_snapshot,
+    parse_frame,
+    parse_rest_agg_trades,
+)
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import DepthDiffReceived, MarketEvent, TradeReceived
 from algotrade.domain.ports import Clock, RejectedInput
@@ -61,6 +65,7 @@ class FeedStats:
     snapshots: int = 0
     rest_retries: int = 0
     duplicates_filtered: int = 0
+    backfilled: int = 0
     last_frame_at: float = 0.0
     """Monotonic time of the last frame (0: none yet)."""
     clock_skew_ms: float = 0.0
@@ -282,6 +287,59 @@ class BinanceFeed:
         await self._send.send([event])
 
     # --- REST -----------------------------------------------------------------------------
+
+    async def backfill_trades(self, symbol: str, first_id: int, last_id: int) -> None:
+        """Fetch the aggregate trades ``first_id``..``last_id`` in the background.
+
+        They arrive in the batches (out of order with the live ones, which the collector
+        holds meanwhile). What cannot be fetched after a few tries stays missing: the
+        collector records it as a gap.
+        """
+        if self._tg is not None:
+            self._tg.start_soon(self._fetch_trades, symbol.upper(), first_id, last_id)
+
+    async def _fetch_trades(self, symbol: str, first_id: int, last_id: int) -> None:
+        assert self._http is not None
+        assert self._send is not None
+        url = f"{self.rest_url}/api/v3/aggTrades"
+        next_id, attempt = first_id, 0
+        while next_id <= last_id and attempt < 5:
+            params: dict[str, str | int] = {
+                "symbol": symbol, "fromId": next_id, "limit": min(1000, last_id - next_id + 1),
+            }  # fmt: skip
+            wait = 0.0
+            try:
+                response = await self._http.get(url, params=params)
+            except httpx.HTTPError as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                wait = self._backoff(attempt)
+            else:
+                if response.status_code == 200:
+                    now = self.clock.now_ns()
+                    if self.recorder is not None:
+                        self.recorder(
+                            f"{response.request.url} -> {now / 1e9:.6f}: {_one_line(response.text)}"
+                        )
+                    try:
+                        trades = parse_rest_agg_trades(symbol, response.content, now)
+                    except InvalidInputError as e:
+                        self._reject(f"GET {url}?symbol={symbol}", str(e), response.content)
+                        return
+                    trades = [t for t in trades if next_id <= t.trade_id <= last_id]
+                    if not trades:
+                        return  # the exchange has no more of them
+                    self.stats.backfilled += len(trades)
+                    await self._send.send(list(trades))
+                    next_id = max(t.trade_id for t in trades) + 1
+                    continue
+                if response.status_code in (418, 429):
+                    wait = _retry_after(response, default=self._backoff(attempt) + 1.0)
+                else:
+                    self.last_error = f"HTTP {response.status_code} from {url}"
+                    wait = self._backoff(attempt)
+            self.stats.rest_retries += 1
+            attempt += 1
+            await anyio.sleep(wait)
 
     async def _fetch_snapshot(self, symbol: str) -> None:
         """GET /api/v3/depth until it answers, honouring Retry-After; send the snapshot."""

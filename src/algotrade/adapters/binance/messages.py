@@ -184,3 +184,23 @@ def parse_depth_snapshot(symbol: str, body: str | bytes, receive_ts: int) -> Boo
         bids=_levels(data.get("bids"), "bids"),
         asks=_levels(data.get("asks"), "asks"),
     )
+
+
+def parse_rest_agg_trades(symbol: str, body: str | bytes, receive_ts: int) -> list[TradeReceived]:
+    """Translate a ``GET /api/v3/aggTrades`` response body (a list of aggregate trades).
+
+    Raises:
+        InvalidInputError: the body is not a list of aggregate trades.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInputError(f"aggTrades body is not JSON: {e}") from e
+    if not isinstance(data, list):
+        raise InvalidInputError("aggTrades body is not a list")
+    out = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"aggTrades item is not an object: {item!r}")
+        out.append(parse_agg_trade({**item, "e": "aggTrade", "s": symbol}, receive_ts))
+    return out
