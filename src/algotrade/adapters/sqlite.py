@@ -121,7 +121,8 @@ class SqliteEventStore:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
-        db.execute("PRAGMA cache_size=-65536")  # 64 MiB: the hot index pages stay in memory
+        db.execute("PRAGMA cache_size=-16384")  # 16 MiB a connection: bounded memory, and the
+        # segments keep the indexes small (64 MiB measured no faster)
         return db
 
     # --- writing ---------------------------------------------------------------------------

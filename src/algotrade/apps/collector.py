@@ -98,7 +98,7 @@ class Collector:
         speed: float = float("inf"),
         flush_size: int = 2000,
         flush_interval: float = 0.2,
-        max_buffered: int = 100_000,
+        max_buffered: int = 20_000,
         backfill_timeout: float = 10.0,
         on_stored: OnStored | None = None,
     ) -> None:
