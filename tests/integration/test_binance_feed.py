@@ -265,3 +265,16 @@ async def test_trades_that_cannot_be_backfilled_are_a_recorded_gap() -> None:
     ids = trade_ids(events)
     assert first_missing - 1 in ids
     assert first_missing + 5 in ids
+
+
+async def test_connections_are_replaced_before_their_lifetime_ends_without_a_gap() -> None:
+    """Binance cuts connections at 24 hours: the feed replaces them first, gap-free."""
+    async with running() as r:
+        r.feed.lifetime = 0.7  # instead of 23.5 hours
+        await eventually(lambda: r.feed.stats.replacements >= 2)
+        await r.settle()
+        events = await r.stored()
+    assert r.collector.stats.gaps == 0
+    assert r.feed.stats.reconnects == 0
+    assert r.fake.opened >= 3
+    diffs_are_contiguous(events, "BTCUSDT")
