@@ -214,6 +214,22 @@ class Progress:
             self.stream.flush()
 
 
+def peak_rss_mib() -> float | None:
+    """Return this process's peak resident memory in MiB (Linux ``VmHWM``), if known.
+
+    Unlike ``getrusage``, it starts at ``exec``: a child forked from a large parent does not
+    report the parent's memory.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def tune_gc() -> None:
     """Tune the cyclic garbage collector for a long-running, allocation-heavy service.
 

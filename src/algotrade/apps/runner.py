@@ -29,7 +29,14 @@ from algotrade.adapters.replay import ReplayFeed
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
 from algotrade.adapters.synthetic import SyntheticFeed, SyntheticStart
 from algotrade.apps.collector import Collector
-from algotrade.apps.common import Progress, SourceSpec, log, open_store, stop_on_signals
+from algotrade.apps.common import (
+    Progress,
+    SourceSpec,
+    log,
+    open_store,
+    peak_rss_mib,
+    stop_on_signals,
+)
 from algotrade.apps.processor import OutboxRelay, ProcessorService
 from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
@@ -292,6 +299,7 @@ async def summary(p: Pipeline, elapsed: float) -> dict[str, Any]:
         }
     return {
         "seconds": round(elapsed, 3),
+        "peak_rss_mib": peak_rss_mib(),
         "events": c.received,
         "events_per_second": round(c.received / elapsed) if elapsed > 0 else None,
         "stored": c.stored,
