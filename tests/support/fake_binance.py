@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
@@ -313,13 +312,6 @@ def _ms() -> int:
 
 def _frame(stream: str, data: dict[str, Any]) -> bytes:
     return orjson.dumps({"stream": stream, "data": data})
-
-
-@contextlib.asynccontextmanager
-async def fake_binance(**options: Any) -> AsyncIterator[FakeBinance]:
-    """Run a fake exchange for the duration of the block."""
-    async with FakeBinance(**options) as fake:
-        yield fake
 
 
 async def _serve_forever(rate: float, port_file: str) -> None:

@@ -30,10 +30,10 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 
 from algotrade.adapters import codec
+from algotrade.adapters.polling import wait_for_head
 from algotrade.domain.errors import ConcurrencyError, StoreError
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -354,11 +354,7 @@ class SqliteEventStore:
 
     async def wait(self, after: int, timeout: float) -> bool:
         """Poll, every ``poll_interval`` seconds, for an event above ``after``."""
-        with anyio.move_on_after(timeout):
-            while await self.head() <= after:
-                await anyio.sleep(self.poll_interval)
-            return True
-        return False
+        return await wait_for_head(self.head, after, timeout, self.poll_interval)
 
     async def tracking_position(self, name: str) -> int:
         """Return a consumer's recorded position."""

@@ -298,16 +298,18 @@ class BinanceFeed:
         if self._tg is not None:
             self._tg.start_soon(self._fetch_trades, symbol.upper(), first_id, last_id)
 
-    async def _fetch_trades(self, symbol: str, first_id: int, last_id: int) -> None:
+    async def _rest_get(
+        self, path: str, params: dict[str, str | int], *, attempts: int | None = None
+    ) -> tuple[httpx.Response, int] | None:
+        """GET ``path`` until it answers 200 (recorded, with its receive time).
+
+        429/418 wait ``Retry-After`` seconds; 5xx and network errors back off. ``None``
+        after ``attempts`` failures (``None``: try for ever).
+        """
         assert self._http is not None
-        assert self._send is not None
-        url = f"{self.rest_url}/api/v3/aggTrades"
-        next_id, attempt = first_id, 0
-        while next_id <= last_id and attempt < 5:
-            params: dict[str, str | int] = {
-                "symbol": symbol, "fromId": next_id, "limit": min(1000, last_id - next_id + 1),
-            }  # fmt: skip
-            wait = 0.0
+        url = f"{self.rest_url}{path}"
+        attempt = 0
+        while attempts is None or attempt < attempts:
             try:
                 response = await self._http.get(url, params=params)
             except httpx.HTTPError as e:
@@ -320,18 +322,7 @@ class BinanceFeed:
                         self.recorder(
                             f"{response.request.url} -> {now / 1e9:.6f}: {_one_line(response.text)}"
                         )
-                    try:
-                        trades = parse_rest_agg_trades(symbol, response.content, now)
-                    except InvalidInputError as e:
-                        self._reject(f"GET {url}?symbol={symbol}", str(e), response.content)
-                        return
-                    trades = [t for t in trades if next_id <= t.trade_id <= last_id]
-                    if not trades:
-                        return  # the exchange has no more of them
-                    self.stats.backfilled += len(trades)
-                    await self._send.send(list(trades))
-                    next_id = max(t.trade_id for t in trades) + 1
-                    continue
+                    return response, now
                 if response.status_code in (418, 429):
                     wait = _retry_after(response, default=self._backoff(attempt) + 1.0)
                 else:
@@ -340,44 +331,50 @@ class BinanceFeed:
             self.stats.rest_retries += 1
             attempt += 1
             await anyio.sleep(wait)
+        return None
+
+    async def _fetch_trades(self, symbol: str, first_id: int, last_id: int) -> None:
+        assert self._send is not None
+        next_id = first_id
+        while next_id <= last_id:
+            params: dict[str, str | int] = {
+                "symbol": symbol, "fromId": next_id, "limit": min(1000, last_id - next_id + 1),
+            }  # fmt: skip
+            answered = await self._rest_get("/api/v3/aggTrades", params, attempts=5)
+            if answered is None:
+                return  # the collector records what is still missing as a gap
+            response, now = answered
+            try:
+                trades = parse_rest_agg_trades(symbol, response.content, now)
+            except InvalidInputError as e:
+                self._reject(f"GET {response.request.url}", str(e), response.content)
+                return
+            trades = [t for t in trades if next_id <= t.trade_id <= last_id]
+            if not trades:
+                return  # the exchange has no more of them
+            self.stats.backfilled += len(trades)
+            await self._send.send(list(trades))
+            next_id = max(t.trade_id for t in trades) + 1
 
     async def _fetch_snapshot(self, symbol: str) -> None:
-        """GET /api/v3/depth until it answers, honouring Retry-After; send the snapshot."""
-        assert self._http is not None
+        """GET /api/v3/depth until a usable snapshot comes; send it."""
         assert self._send is not None
-        url = f"{self.rest_url}/api/v3/depth"
         params: dict[str, str | int] = {"symbol": symbol, "limit": self.depth_limit}
         attempt = 0
         while True:
+            answered = await self._rest_get("/api/v3/depth", params)
+            assert answered is not None  # no attempt limit
+            response, now = answered
             try:
-                response = await self._http.get(url, params=params)
-            except httpx.HTTPError as e:
-                self.last_error = f"{type(e).__name__}: {e}"
-                wait = self._backoff(attempt)
-            else:
-                if response.status_code == 200:
-                    now = self.clock.now_ns()
-                    if self.recorder is not None:
-                        self.recorder(
-                            f"{response.request.url} -> {now / 1e9:.6f}: {_one_line(response.text)}"
-                        )
-                    try:
-                        snapshot = parse_depth_snapshot(symbol, response.content, now)
-                    except InvalidInputError as e:
-                        self._reject(f"GET {url}?symbol={symbol}", str(e), response.content)
-                        wait = self._backoff(attempt)
-                    else:
-                        self.stats.snapshots += 1
-                        await self._send.send([snapshot])
-                        return
-                elif response.status_code in (418, 429):
-                    wait = _retry_after(response, default=self._backoff(attempt) + 1.0)
-                else:
-                    self.last_error = f"HTTP {response.status_code} from {url}"
-                    wait = self._backoff(attempt)
-            self.stats.rest_retries += 1
-            attempt += 1
-            await anyio.sleep(wait)
+                snapshot = parse_depth_snapshot(symbol, response.content, now)
+            except InvalidInputError as e:
+                self._reject(f"GET {response.request.url}", str(e), response.content)
+                attempt += 1
+                await anyio.sleep(self._backoff(attempt))
+                continue
+            self.stats.snapshots += 1
+            await self._send.send([snapshot])
+            return
 
 
 def _retry_after(response: httpx.Response, *, default: float) -> float:

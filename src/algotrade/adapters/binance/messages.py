@@ -8,7 +8,7 @@ what is wrong, so the caller can count it and set it aside.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -24,6 +24,7 @@ from algotrade.domain.events import (
 )
 
 EXCHANGE = "binance"
+T = TypeVar("T")
 _MS = 1_000_000
 
 #: Stream kinds recognised but not turned into events (yet).
@@ -159,6 +160,17 @@ def parse_agg_trade(data: dict[str, Any], receive_ts: int) -> TradeReceived:
     )
 
 
+def _json_body(body: str | bytes, kind: type[T], what: str) -> T:
+    """Decode a REST body that must be a JSON object or list."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInputError(f"{what} is not JSON: {e}") from e
+    if not isinstance(data, kind):
+        raise InvalidInputError(f"{what} is not a JSON {kind.__name__}")
+    return data
+
+
 def parse_depth_snapshot(symbol: str, body: str | bytes, receive_ts: int) -> BookSnapshotTaken:
     """Translate a ``GET /api/v3/depth`` response body.
 
@@ -167,12 +179,7 @@ def parse_depth_snapshot(symbol: str, body: str | bytes, receive_ts: int) -> Boo
     Raises:
         InvalidInputError: the body is not a depth snapshot.
     """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise InvalidInputError(f"depth snapshot is not JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise InvalidInputError("depth snapshot is not an object")
+    data = _json_body(body, dict, "depth snapshot")
     return BookSnapshotTaken(
         stream=depth_stream(symbol),
         version=0,
@@ -192,12 +199,7 @@ def parse_rest_agg_trades(symbol: str, body: str | bytes, receive_ts: int) -> li
     Raises:
         InvalidInputError: the body is not a list of aggregate trades.
     """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise InvalidInputError(f"aggTrades body is not JSON: {e}") from e
-    if not isinstance(data, list):
-        raise InvalidInputError("aggTrades body is not a list")
+    data = _json_body(body, list, "aggTrades body")
     out = []
     for item in data:
         if not isinstance(item, dict):

@@ -49,6 +49,7 @@ from pymongo.errors import (
 from pymongo.errors import ConfigurationError as MongoConfigurationError
 
 from algotrade.adapters.mongo import documents
+from algotrade.adapters.polling import wait_for_head
 from algotrade.domain.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -710,11 +711,7 @@ class MongoEventStore:
 
     async def wait(self, after: int, timeout: float) -> bool:
         """Poll, every ``poll_interval`` seconds, for a resolved position above ``after``."""
-        with anyio.move_on_after(timeout):
-            while await self.head() <= after:
-                await anyio.sleep(self.poll_interval)
-            return True
-        return False
+        return await wait_for_head(self.head, after, timeout, self.poll_interval)
 
     async def tracking_position(self, name: str) -> int:
         """Return the position recorded for a consumer (0 when none)."""
