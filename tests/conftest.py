@@ -13,6 +13,10 @@ from tests.support import servers
 from tests.support.servers import MongoServer, RedisServer, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Services started by the tests listen on a free port unless a test names one: the
+# defaults (8080, 8082, 8083) may be taken on the machine running the tests.
+os.environ.setdefault("ALGOTRADE_HTTP_PORT", "0")
 RECORDING = (
     ROOT.parent / "shared" / "data" / "binance" / "spot-2021-04-04-btcusdt-ethusdt-dotusdt.raw"
 )

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -123,6 +124,41 @@ def test_environment_variables_configure_options(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--short" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value"),
+    [
+        ("trader", "ALGOTRADE_MAX_LAG", "0"),
+        ("processor", "ALGOTRADE_OUTBOX_MAX_AGE", "soon"),
+        ("collector", "ALGOTRADE_HTTP_PORT", "70000"),
+        ("collector", "ALGOTRADE_STALE_AFTER", "-1s"),
+        ("trader", "PYROSCOPE_SERVER_ADDRESS", "pyroscope:4040"),
+    ],
+)
+def test_a_bad_service_setting_exits_2_naming_its_variable(
+    command: str, variable: str, value: str, tmp_path: Path
+) -> None:
+    """A service refuses a malformed setting at start-up, naming the variable to fix."""
+    env = {**os.environ, variable: value}
+    result = algotrade(command, "--store", str(tmp_path / "x.db"), timeout=60, env=env)
+    assert result.returncode == 2, result.stderr
+    assert variable in result.stderr
+
+
+def test_a_taken_port_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    """A service whose port is taken exits with status 2 naming --port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = algotrade(
+            "trader", "--store", str(tmp_path / "x.db"), "--host", "127.0.0.1",
+            "--port", str(port), timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+    assert "cannot listen" in result.stderr
 
 
 def test_collector_replays_the_recording_and_exits_0(recording: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource
 from algotrade.adapters.synthetic import SyntheticFeed
 from algotrade.apps.collector import Collector
 from algotrade.apps.processor import OutboxRelay, ProcessorService
-from algotrade.apps.runner import StrategySettings
+from algotrade.apps.settings import StrategySettings
 from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import AlgotradeError

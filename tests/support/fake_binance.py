@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -255,15 +256,29 @@ class FakeBinance:
             self.connections.discard(connection)
 
     async def _broadcast(self, frames: list[bytes]) -> None:
+        """Send each frame to the connections subscribed to its stream, as Binance does.
+
+        ``sent`` counts the frames some connection asked for (all of them while nobody is
+        connected).
+        """
         if time.monotonic() < self.silent_until:
             return
-        for connection in list(self.connections):
-            for frame in frames:
+        streams = [_STREAM.search(frame) for frame in frames]
+        connections = list(self.connections)
+        wanted = [_subscribed(connection) for connection in connections]
+        for connection, streams_wanted in zip(connections, wanted, strict=True):
+            for frame, found in zip(frames, streams, strict=True):
+                if found is not None and found[1].decode() not in streams_wanted:
+                    continue
                 try:
                     await connection.send(frame.decode())
                 except Exception:  # a dropped client: its handler cleans up
                     break
-        self.sent += len(frames)
+        if not connections:
+            self.sent += len(frames)
+            return
+        union = set().union(*wanted)
+        self.sent += sum(1 for f in streams if f is None or f[1].decode() in union)
 
     async def _market(self) -> None:
         if self.recording is not None:
@@ -304,6 +319,18 @@ class FakeBinance:
         for i in range(0, len(frames), 10):
             await self._broadcast(frames[i : i + 10])
             await anyio.sleep(period * 10)
+
+
+_STREAM = re.compile(rb'"stream":\s*"([^"]+)"')
+
+
+def _subscribed(connection: ServerConnection) -> set[str]:
+    """Return the streams a connection asked for in ``/stream?streams=a/b/c``."""
+    request = connection.request
+    if request is None:
+        return set()
+    query = parse_qs(urlsplit(request.path).query)
+    return {s for value in query.get("streams", []) for s in value.split("/")}
 
 
 def _ms() -> int:

@@ -16,14 +16,8 @@ from algotrade.adapters.synthetic import SyntheticFeed
 from algotrade.apps.collector import Collector
 from algotrade.apps.common import SourceSpec
 from algotrade.apps.processor import MARKET_TYPES, ProcessorService
-from algotrade.apps.runner import (
-    FeedSettings,
-    RunSettings,
-    StrategySettings,
-    bootstrap_run,
-    run_pipeline,
-    synthetic_starts,
-)
+from algotrade.apps.runner import bootstrap_run, run_pipeline, synthetic_starts
+from algotrade.apps.settings import FeedSettings, RunSettings, StrategySettings
 from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
 from algotrade.domain.events import (

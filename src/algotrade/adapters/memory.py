@@ -109,6 +109,9 @@ class InMemoryEventStore:
         """Return a consumer's recorded position."""
         return self._tracking.get(name, 0)
 
+    async def ping(self) -> None:
+        """Always answers: it lives in this process."""
+
     async def close(self) -> None:
         """Nothing to release."""
 

@@ -363,6 +363,13 @@ class SqliteEventStore:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    async def ping(self) -> None:
+        """Read the database file once."""
+        try:
+            self._reader.execute("SELECT 1 FROM streams LIMIT 1").fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite store unreadable: {e}") from e
+
     async def close(self) -> None:
         """Close the database file."""
         self._reader.close()

@@ -27,18 +27,22 @@ from algotrade.apps.common import (
     parse_symbols,
     tune_gc,
 )
-from algotrade.apps.runner import (
+from algotrade.apps.logs import configure_logging
+from algotrade.apps.runner import bootstrap_run, run_pipeline
+from algotrade.apps.services import run_collector, run_processor, run_record, run_trader
+from algotrade.apps.settings import (
+    DEFAULT_PORTS,
+    CollectorSettings,
     FeedSettings,
+    FlowBounds,
+    HttpSettings,
+    ProcessorSettings,
     RedisSettings,
     RunSettings,
+    ServiceSettings,
     StrategySettings,
+    TraderSettings,
     TradingSettings,
-    bootstrap_run,
-    run_collector,
-    run_pipeline,
-    run_processor,
-    run_record,
-    run_trader,
 )
 from algotrade.apps.views import depth_view, gap_view, order_view, position_view, signal_view
 from algotrade.domain.bars import Interval
@@ -197,6 +201,52 @@ MaxDeliveriesOpt = Annotated[
         help="Dead-letter an entry delivered more often than this.",
     ),
 ]
+PortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--port",
+        envvar="ALGOTRADE_HTTP_PORT",
+        help="Port of /healthcheck, /livez, /readyz and /metrics (collector 8080, processor "
+        "8082, trader 8083; 0 picks a free one).",
+    ),
+]
+HostOpt = Annotated[
+    str,
+    typer.Option("--host", envvar="ALGOTRADE_HTTP_HOST", help="Address the HTTP side binds."),
+]
+StaleAfterOpt = Annotated[
+    str,
+    typer.Option(
+        "--stale-after",
+        envvar="ALGOTRADE_STALE_AFTER",
+        help="/readyz fails when no market data arrived for this long.",
+    ),
+]
+MaxLagOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-lag",
+        envvar="ALGOTRADE_MAX_LAG",
+        help="/readyz fails beyond this lag: stored events (processor, 10000) or stream "
+        "entries (trader, 1000).",
+    ),
+]
+MaxPendingOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-pending",
+        envvar="ALGOTRADE_MAX_PENDING",
+        help="/readyz fails beyond this many delivered, unacknowledged entries.",
+    ),
+]
+OutboxAgeOpt = Annotated[
+    str,
+    typer.Option(
+        "--outbox-max-age",
+        envvar="ALGOTRADE_OUTBOX_MAX_AGE",
+        help="/readyz fails when a stored signal waits longer to be published.",
+    ),
+]
 
 
 def fail(message: str) -> NoReturn:
@@ -210,7 +260,30 @@ def checked(build: Callable[[], T]) -> T:
     try:
         return build()
     except ConfigurationError as e:
-        fail(f"--{e.name.replace('_', '-')}: {str(e).split(': ', 1)[1]}")
+        fail(f"{_named(e.name)}: {str(e).split(': ', 1)[1]}")
+
+
+def _named(name: str) -> str:
+    """Return how users set ``name``: ``--option (env var: VARIABLE)``, or the variable."""
+    if name.isupper():
+        return name  # an environment variable with no option (PYROSCOPE_SERVER_ADDRESS)
+    option = f"--{name.replace('_', '-')}"
+    envvar = _variables().get(option)
+    return f"{option} (env var: {envvar})" if envvar else option
+
+
+def _variables() -> dict[str, str]:
+    """Return each option's environment variable, read from the commands themselves."""
+    found: dict[str, str] = {}
+    commands = [typer.main.get_command(app)]
+    while commands:
+        command = commands.pop()
+        commands.extend(getattr(command, "commands", {}).values())
+        for param in command.params:
+            envvar = param.envvar if isinstance(param.envvar, str) else (param.envvar or [""])[0]
+            for opt in param.opts if envvar else ():
+                found.setdefault(opt, envvar)
+    return found
 
 
 def _decimal(name: str, text: str, *, positive: bool = False) -> Decimal:
@@ -286,13 +359,18 @@ def _trading(quantity: str, fee: str) -> TradingSettings:
     return TradingSettings(_decimal("quantity", quantity, positive=True), _decimal("fee", fee))
 
 
-def execute(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; report algotrade errors in one line with exit status 1."""
+def execute(main: Callable[[], Coroutine[Any, Any, T]], *, logs_on_stdout: bool = False) -> T:
+    """Run a coroutine; report algotrade errors in one line with exit status 1.
+
+    Services log on stdout (``logs_on_stdout``); commands that print results, or were asked
+    for ``--json``, log on stderr.
+    """
+    configure_logging(sys.stdout if logs_on_stdout else sys.stderr)
     tune_gc()
     try:
         return anyio.run(main)
     except ConfigurationError as e:
-        typer.echo(f"algotrade: {e}", err=True)
+        typer.echo(f"algotrade: error: {_named(e.name)}: {str(e).split(': ', 1)[-1]}", err=True)
         raise typer.Exit(2) from None
     except AlgotradeError as e:
         typer.echo(f"algotrade: {e}", err=True)
@@ -354,7 +432,41 @@ def run(
         pipeline = await bootstrap_run(settings)
         return await run_pipeline(pipeline, settings)
 
-    print_summary("run summary", execute(main), as_json)
+    print_summary("run summary", execute(main, logs_on_stdout=not as_json), as_json)
+
+
+def _service(
+    name: str,
+    store: str,
+    port: int | None,
+    host: str,
+    duration: str | None,
+    *,
+    stale_after: str = "10s",
+    max_lag: int | None = None,
+    max_pending: int = 1_000,
+    outbox_max_age: str = "10s",
+) -> ServiceSettings:
+    port = DEFAULT_PORTS[name] if port is None else port
+    if not 0 <= port <= 65535:
+        raise ConfigurationError("port", f"must be 0..65535, got {port}")
+    if not host.strip():
+        raise ConfigurationError("host", "must not be empty")
+    lag = max_lag if max_lag is not None else (1_000 if name == "trader" else 10_000)
+    for option, value in (("max_lag", lag), ("max_pending", max_pending)):
+        if value < 1:
+            raise ConfigurationError(option, f"must be positive, got {value}")
+    return ServiceSettings(
+        store=store,
+        http=HttpSettings(host=host, port=port),
+        bounds=FlowBounds(
+            stale_after=parse_duration(stale_after, name="stale_after"),
+            max_lag=lag,
+            max_pending=max_pending,
+            outbox_max_age=parse_duration(outbox_max_age, name="outbox_max_age"),
+        ),
+        duration=_duration(duration),
+    )
 
 
 @app.command()
@@ -368,17 +480,24 @@ def collector(
     seed: SeedOpt = 42,
     binance_ws_url: BinanceWsOpt = DEFAULT_WS_URL,
     binance_rest_url: BinanceRestOpt = DEFAULT_REST_URL,
+    port: PortOpt = None,
+    host: HostOpt = "0.0.0.0",
+    stale_after: StaleAfterOpt = "10s",
     as_json: JsonOpt = False,
 ) -> None:
-    """Collect market data into the store; a replay ends (status 0) with its file."""
-    feed = checked(lambda: _feed(source, symbol, speed, seed, binance_ws_url, binance_rest_url))
-    seconds = checked(lambda: _duration(duration))
-    retention = checked(lambda: parse_retention(depth_retention))
-    print_summary(
-        "collector summary",
-        execute(lambda: run_collector(feed, store, seconds, depth_retention=retention)),
-        as_json,
+    """Collect market data into the store; a replay ends (status 0) with its file.
+
+    Serves /healthcheck, /livez, /readyz and /metrics on --port (8080) while it runs.
+    """
+    settings = checked(
+        lambda: CollectorSettings(
+            feed=_feed(source, symbol, speed, seed, binance_ws_url, binance_rest_url),
+            service=_service("collector", store, port, host, duration, stale_after=stale_after),
+            depth_retention=parse_retention(depth_retention),
+        )
     )
+    summary = execute(lambda: run_collector(settings), logs_on_stdout=not as_json)
+    print_summary("collector summary", summary, as_json)
 
 
 @app.command()
@@ -390,17 +509,30 @@ def processor(
     redis_url: RedisUrlOpt = None,
     signal_stream: StreamOpt = SIGNAL_STREAM,
     stream_maxlen: MaxlenOpt = 100_000,
+    port: PortOpt = None,
+    host: HostOpt = "0.0.0.0",
+    max_lag: MaxLagOpt = None,
+    outbox_max_age: OutboxAgeOpt = "10s",
+    duration: DurationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Follow stored market events, close bars and store SMA crossover signals.
 
-    With --redis-url, every stored signal is also published to the signal stream.
+    With --redis-url, every stored signal is also published to the signal stream. Serves
+    /healthcheck, /livez, /readyz and /metrics on --port (8082) while it runs.
     """
-    strategy = checked(lambda: _strategy(interval, short, long))
-    redis = checked(lambda: _redis(redis_url, signal_stream, maxlen=stream_maxlen))
-    print_summary(
-        "processor summary", execute(lambda: run_processor(strategy, store, redis)), as_json
-    )
+    settings = checked(
+        lambda: ProcessorSettings(
+            strategy=_strategy(interval, short, long),
+            service=_service(
+                "processor", store, port, host, duration, max_lag=max_lag,
+                outbox_max_age=outbox_max_age,
+            ),
+            redis=_redis(redis_url, signal_stream, maxlen=stream_maxlen),
+        )
+    )  # fmt: skip
+    summary = execute(lambda: run_processor(settings), logs_on_stdout=not as_json)
+    print_summary("processor summary", summary, as_json)
 
 
 @app.command()
@@ -414,17 +546,31 @@ def trader(
     consumer: ConsumerOpt = None,
     claim_idle: ClaimIdleOpt = "30s",
     max_deliveries: MaxDeliveriesOpt = 5,
+    port: PortOpt = None,
+    host: HostOpt = "0.0.0.0",
+    max_lag: MaxLagOpt = None,
+    max_pending: MaxPendingOpt = 1_000,
+    duration: DurationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Place one paper order for each signal: from the Redis group, or following the store."""
-    trading = checked(lambda: _trading(quantity, fee))
-    redis = checked(
-        lambda: _redis(
-            redis_url, signal_stream, group, consumer, claim_idle=claim_idle,
-            max_deliveries=max_deliveries,
+    """Place one paper order for each signal: from the Redis group, or following the store.
+
+    Serves /healthcheck, /livez, /readyz and /metrics on --port (8083) while it runs.
+    """
+    settings = checked(
+        lambda: TraderSettings(
+            trading=_trading(quantity, fee),
+            service=_service(
+                "trader", store, port, host, duration, max_lag=max_lag, max_pending=max_pending
+            ),
+            redis=_redis(
+                redis_url, signal_stream, group, consumer, claim_idle=claim_idle,
+                max_deliveries=max_deliveries,
+            ),
         )
     )  # fmt: skip
-    print_summary("trader summary", execute(lambda: run_trader(trading, store, redis)), as_json)
+    summary = execute(lambda: run_trader(settings), logs_on_stdout=not as_json)
+    print_summary("trader summary", summary, as_json)
 
 
 signals_app = typer.Typer(help="Stored signals, and the live signal stream.")
@@ -571,7 +717,8 @@ def record(
     seconds = checked(lambda: _duration(duration))
     if out.exists() and out.is_dir():
         checked(lambda: _fail("out", f"{str(out)!r} is a directory"))
-    print_summary("record summary", execute(lambda: run_record(feed, out, seconds)), as_json)
+    summary = execute(lambda: run_record(feed, out, seconds), logs_on_stdout=not as_json)
+    print_summary("record summary", summary, as_json)
 
 
 def _fail(name: str, message: str) -> NoReturn:
@@ -625,6 +772,37 @@ def gaps(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
          ("missing", 9), ("detected_at", 25)],
         "gap(s)",
     )  # fmt: skip
+
+
+@app.command()
+def health(
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            envvar="ALGOTRADE_HTTP_PORT",
+            help="The service's port (default: the first of 8080, 8082, 8083 that answers).",
+        ),
+    ] = None,
+    path: Annotated[
+        str, typer.Option("--path", help="/healthcheck, /readyz or /livez.")
+    ] = "/healthcheck",
+    host: Annotated[str, typer.Option("--host", help="Where the service runs.")] = "127.0.0.1",
+) -> None:
+    """Ask a running service for its health; exit 0 when UP, 1 when not (container checks)."""
+    import httpx
+
+    ports = [port] if port is not None else sorted(DEFAULT_PORTS.values())
+    for candidate in ports:
+        try:
+            response = httpx.get(f"http://{host}:{candidate}{path}", timeout=5.0)
+        except httpx.HTTPError as e:
+            if candidate == ports[-1]:
+                typer.echo(f"algotrade: no answer from {host}:{candidate}{path}: {e}", err=True)
+            continue
+        typer.echo(response.text)
+        raise typer.Exit(0 if response.status_code == 200 else 1)
+    raise typer.Exit(1)
 
 
 def main() -> None:

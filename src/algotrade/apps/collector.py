@@ -10,7 +10,8 @@ from typing import TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from algotrade.apps.common import log, paced
+from algotrade.apps.common import Observer, ignore, paced
+from algotrade.apps.logs import warn
 from algotrade.domain.book import BookSynchronizer
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -101,8 +102,10 @@ class Collector:
         max_buffered: int = 20_000,
         backfill_timeout: float = 10.0,
         on_stored: OnStored | None = None,
+        observe: Observer = ignore,
     ) -> None:
         self.feed = feed
+        self.observe = observe
         self.store = store
         self.clock = clock
         self.speed = speed
@@ -112,13 +115,17 @@ class Collector:
         self.max_buffered = max_buffered
         self.backfill_timeout = backfill_timeout
         self._backfills: dict[str, _Backfill] = {}
-        self._writer: MemoryObjectSendStream[list[Event]] | None = None
+        self._writer: MemoryObjectSendStream[tuple[list[Event], float]] | None = None
         self.books: dict[str, BookSynchronizer] = {}
         self.stats = CollectorStats()
         self._pending: list[Event] = []
         self._requested: set[str] = set()
         self._trades: dict[str, tuple[int, int]] = {}  # symbol -> (version, last trade id)
         self._last_flush = clock.monotonic()
+        self._pending_since = self._last_flush
+        self.started_at = clock.monotonic()
+        self.last_event_at: float | None = None
+        """Monotonic time the last batch of market events arrived (``None``: none yet)."""
 
     def top(self, symbol: str) -> TopOfBook | None:
         """Return the current top of book of a synchronised symbol."""
@@ -128,7 +135,7 @@ class Collector:
     async def run(self, stop: anyio.Event) -> None:
         """Collect until the feed ends or ``stop`` is set; then store everything handed over."""
         capacity = max(2, -(-self.max_buffered // self.flush_size))  # in batches
-        send, receive = anyio.create_memory_object_stream[list[Event]](capacity)
+        send, receive = anyio.create_memory_object_stream[tuple[list[Event], float]](capacity)
         waiting = anyio.CancelScope()  # cancelled by a stop while waiting for the feed
         idle = True
         watcher = anyio.CancelScope()
@@ -167,17 +174,20 @@ class Collector:
                     self._writer = None
                     await send.aclose()  # the writer stores what is queued, then ends
 
-    async def _write(self, receive: MemoryObjectReceiveStream[list[Event]]) -> None:
+    async def _write(self, receive: MemoryObjectReceiveStream[tuple[list[Event], float]]) -> None:
         async with receive:
-            async for batch in receive:
+            async for batch, since in receive:
                 with anyio.CancelScope(shield=True):  # a batch handed over is stored
-                    await self._store(batch, queued=True)
+                    await self._store(batch, since, queued=True)
 
     async def handle(self, batch: Sequence[Event]) -> None:
         """Apply one batch of market events; flush when a bound is reached."""
         pending = self._pending
         stats = self.stats
         stats.received += len(batch)
+        self.last_event_at = self.clock.monotonic()
+        if not pending:
+            self._pending_since = self.last_event_at
         for event in batch:
             if isinstance(event, DepthDiffReceived):
                 sync = self.books.get(event.symbol) or await self._sync(event)
@@ -198,7 +208,7 @@ class Collector:
                 for produced in out:
                     if isinstance(produced, SequenceGapDetected):
                         stats.gaps += 1
-                        log(
+                        warn(
                             "collector",
                             "book out of sync",
                             symbol=produced.symbol,
@@ -213,7 +223,7 @@ class Collector:
             await self._release(symbol)
         for reject in self.feed.drain_rejects():
             stats.rejected += 1
-            log(
+            warn(
                 "collector",
                 "input rejected",
                 source=reject.source,
@@ -232,22 +242,28 @@ class Collector:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
+        since = self._pending_since
         if self._writer is None:
-            await self._store(batch)
+            await self._store(batch, since)
             return
         self.stats.buffered += len(batch)
         try:
-            await self._writer.send(batch)  # waits while max_buffered events wait: back-pressure
+            await self._writer.send((batch, since))  # waits while max_buffered wait: back-pressure
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.stats.buffered -= len(batch)  # the writer is gone (a failure): store it here
-            await self._store(batch)
+            await self._store(batch, since)
 
-    async def _store(self, batch: list[Event], *, queued: bool = False) -> None:
+    async def _store(self, batch: list[Event], since: float, *, queued: bool = False) -> None:
+        """Store one batch; ``since`` is when its oldest event reached the collector."""
         result = await self.store.append(batch)
         if queued:
             self.stats.buffered -= len(batch)
         self.stats.stored += len(result.stored)
         self.stats.duplicates += result.duplicates
+        if batch:
+            self.observe(
+                "frame_to_stored_seconds", (self.clock.now_ns() - batch[0].receive_ts) / 1e9
+            )
         self.stats.flushes += 1
         if self.on_stored is not None and result.stored:
             await self.on_stored(result.stored)
@@ -313,7 +329,7 @@ class Collector:
             )
         )  # fmt: skip
         self._trades[at.symbol] = (version + 1, last_id)
-        log("collector", "aggregate trade ids missing", symbol=at.symbol, expected=expected,
+        warn("collector", "aggregate trade ids missing", symbol=at.symbol, expected=expected,
             received=received)  # fmt: skip
 
     async def _release(self, symbol: str) -> None:

@@ -18,11 +18,21 @@ import anyio.abc
 from algotrade.adapters.memory import InMemoryEventStore
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
+from algotrade.apps.logs import redact, warn
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import MarketEvent
 from algotrade.domain.ports import Clock, EventStore
 
 DEFAULT_STORE = "algotrade.db"
+
+Observer = Callable[[str, float], None]
+"""Records one latency in seconds: ``observe("frame_to_stored_seconds", 0.012)``."""
+
+
+def ignore(name: str, seconds: float) -> None:
+    """An observer that records nothing (library use, tests)."""
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -115,14 +125,14 @@ def open_store(
             url,
             depth_retention=depth_retention,
             give_up_after=None if patient else 15.0,
-            on_retry=lambda what, error, pause: log(
+            on_retry=lambda what, error, pause: warn(
                 "store",
                 "MongoDB unavailable, retrying",
                 during=what,
                 wait=f"{pause:.2f}s",
-                error=error.split(",")[0],
+                error=redact(error.split(",")[0]),
             ),
-            on_problem=lambda what, detail: log("store", what, detail=detail),
+            on_problem=lambda what, detail: warn("store", what, detail=detail),
         )
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     return SqliteEventStore(path)
@@ -240,21 +250,3 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-
-
-def log_line(app: str, message: str, **fields: object) -> str:
-    """Return one structured log line (with its newline)."""
-    extra = " ".join(f"{k}={v}" for k, v in fields.items())
-    return f"[{app}] {message}{' ' + extra if extra else ''}\n"
-
-
-def write_log(lines: Sequence[str]) -> None:
-    """Write log lines on stderr in one call (one line per unit of work, one write a batch)."""
-    if lines:
-        sys.stderr.write("".join(lines))
-        sys.stderr.flush()
-
-
-def log(app: str, message: str, **fields: object) -> None:
-    """Write one structured log line on stderr."""
-    write_log([log_line(app, message, **fields)])

@@ -9,13 +9,15 @@ ignores market events already covered by them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
-import orjson
 
-from algotrade.apps.common import log
+from algotrade.adapters.memory import SystemClock
+from algotrade.apps.common import Observer, ignore
+from algotrade.apps.logs import log, warn
 from algotrade.apps.views import signal_view
 from algotrade.domain.errors import MessagingError
 from algotrade.domain.events import (
@@ -27,7 +29,7 @@ from algotrade.domain.events import (
     TradeReceived,
     bar_stream,
 )
-from algotrade.domain.ports import EventStore, SignalPublisher, StoredEvent, Tracking
+from algotrade.domain.ports import Clock, EventStore, SignalPublisher, StoredEvent, Tracking
 from algotrade.domain.processing import Processor, SymbolPipeline
 
 MARKET_TYPES: tuple[type[Event], ...] = (DepthDiffReceived, BookSnapshotTaken, TradeReceived)
@@ -54,9 +56,13 @@ class ProcessorService:
         *,
         publisher: SignalPublisher | None = None,
         tracking_name: str | None = None,
-        on_signals: Callable[[], None] | None = None,
+        on_signals: Callable[[Sequence[SignalEmitted]], None] | None = None,
+        clock: Clock | None = None,
+        observe: Observer = ignore,
     ) -> None:
         self.store = store
+        self.clock = clock or SystemClock()
+        self.observe = observe
         self.processor = processor
         self.publisher = publisher
         self.on_signals = on_signals
@@ -128,10 +134,22 @@ class ProcessorService:
                 self.stats.signals += 1
                 new_signals.append(stored.event)
                 log_signal(stored.event)
+                self.observe(
+                    "event_to_signal_seconds",
+                    (self.clock.now_ns() - stored.event.receive_ts) / 1e9,
+                )
         if new_signals and self.publisher is not None:
             await self.publisher.publish(new_signals)
         if new_signals and self.on_signals is not None:
-            self.on_signals()
+            self.on_signals(new_signals)
+
+    async def lag(self) -> int:
+        """Return how many stored positions this processor has yet to look at (0: none of
+        them is a market event)."""
+        position = self._position or 0
+        if not await self.store.read_all(position, limit=1, types=MARKET_TYPES):
+            return 0
+        return await self.store.head() - position
 
     async def catch_up(self, stop: anyio.Event | None = None, *, batch_size: int = 5000) -> int:
         """Process every market event stored so far (or until ``stop``); return how many."""
@@ -173,8 +191,15 @@ class OutboxRelay:
         name: str = "outbox",
         batch_size: int = 500,
         idle: float = 0.02,
+        observe: Observer = ignore,
     ) -> None:
         self.store = store
+        self.observe = observe
+        self.backlog = 0
+        """Signals stored and not yet published, as far as this relay knows."""
+        self.pending_since: float | None = None
+        """Monotonic time the backlog last went from empty to not empty."""
+        self._stored_at: dict[str, float] = {}
         self.publisher = publisher
         self.name = name
         self.batch_size = batch_size
@@ -183,9 +208,18 @@ class OutboxRelay:
         self._position: int | None = None  # last published position, read once
         self._kick = anyio.Event()
 
-    def notify(self) -> None:
-        """Wake the relay now: signals were just stored (it also polls every ``idle``)."""
+    def notify(self, signals: Sequence[SignalEmitted] = ()) -> None:
+        """Wake the relay now: ``signals`` were just stored (it also polls every ``idle``)."""
+        now = time.monotonic()
+        for signal in signals:
+            self._stored_at[signal.signal_id] = now
+        self._grow(len(signals))
         self._kick.set()
+
+    def _grow(self, count: int) -> None:
+        if count and not self.backlog:
+            self.pending_since = time.monotonic()
+        self.backlog += count
 
     async def relay_once(self) -> int:
         """Publish the next batch of unpublished signals; return how many."""
@@ -196,11 +230,21 @@ class OutboxRelay:
         )
         signals = [s.event for s in found if isinstance(s.event, SignalEmitted)]
         if not found:
+            self.backlog, self.pending_since = 0, None
+            self._stored_at.clear()
             return 0
+        self._grow(max(0, len(signals) - self.backlog))
         await self.publisher.publish(signals)
         await self.store.append([], tracking=Tracking(self.name, found[-1].position))
         self._position = found[-1].position
         self.published += len(signals)
+        now = time.monotonic()
+        for signal in signals:
+            stored_at = self._stored_at.pop(signal.signal_id, None)
+            if stored_at is not None:
+                self.observe("signal_to_published_seconds", now - stored_at)
+        self.backlog = max(0, self.backlog - len(signals))
+        self.pending_since = now if self.backlog else None
         return len(signals)
 
     async def run(self, stop: anyio.Event) -> None:
@@ -213,7 +257,7 @@ class OutboxRelay:
                     backoff = self.idle
                     continue
             except MessagingError as e:
-                log("processor", "signal bus unavailable, retrying", error=e, retry_in=backoff)
+                warn("processor", "signal bus unavailable, retrying", error=e, retry_in=backoff)
                 if stop.is_set():
                     return  # the unpublished signals stay in the outbox for the next start
                 backoff = min(max(backoff * 2, 0.1), 5.0)
@@ -231,5 +275,5 @@ class OutboxRelay:
 
 
 def log_signal(signal: SignalEmitted) -> None:
-    """Log one signal as one JSON line."""
-    log("processor", "signal " + orjson.dumps(signal_view(signal)).decode())
+    """Log one signal as one line (one JSON object off a terminal), with every field."""
+    log("processor", "signal", **signal_view(signal))

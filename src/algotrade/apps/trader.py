@@ -13,7 +13,9 @@ from decimal import Decimal
 
 import anyio
 
-from algotrade.apps.common import log, log_line, write_log
+from algotrade.adapters.memory import SystemClock
+from algotrade.apps.common import Observer, ignore
+from algotrade.apps.logs import log, warn
 from algotrade.domain.broker import Position, apply_fill, check_order, place_order, reject
 from algotrade.domain.errors import (
     AlgotradeError,
@@ -31,7 +33,7 @@ from algotrade.domain.events import (
     order_stream,
     position_stream,
 )
-from algotrade.domain.ports import Delivery, EventStore, OrderGateway, SignalConsumer
+from algotrade.domain.ports import Clock, Delivery, EventStore, OrderGateway, SignalConsumer
 
 
 @dataclass
@@ -59,8 +61,12 @@ class TraderService:
         *,
         quantity: Decimal = Decimal("0.01"),
         batch_size: int = 100,
+        clock: Clock | None = None,
+        observe: Observer = ignore,
     ) -> None:
         self.store = store
+        self.clock = clock or SystemClock()
+        self.observe = observe
         self.consumer = consumer
         self.gateway = gateway
         self.quantity = quantity
@@ -111,7 +117,7 @@ class TraderService:
                 # nothing; every delivery comes back (reclaimed) once the store answers.
                 self.positions.clear()
                 self.stats.failed += len(done)
-                log("trader", "store unavailable, batch left pending", error=e, size=len(done))
+                warn("trader", "store unavailable, batch left pending", error=e, size=len(done))
                 return
             self.positions.clear()  # another trader moved a position: redo against the store
             done = []
@@ -123,13 +129,25 @@ class TraderService:
                     continue
                 done.append(delivery)
         else:
-            write_log([line for _, produced in decided if (line := self._record(produced))])
+            for _, produced in decided:
+                self._record(produced)
         await self.consumer.ack(done)
         self.stats.acknowledged += len(done)
+        self._observe(done)
+
+    def _observe(self, done: Sequence[Delivery]) -> None:
+        """Record the latencies of acknowledged deliveries (Redis entry ids carry the time
+        they were added, in milliseconds)."""
+        now = self.clock.now_ns()
+        for delivery in done:
+            added_ms, dash, _ = delivery.token.partition("-")
+            if dash and added_ms.isdigit():
+                self.observe("published_to_acked_seconds", now / 1e9 - int(added_ms) / 1e3)
+            self.observe("exchange_to_acked_seconds", (now - delivery.signal.exchange_ts) / 1e9)
 
     def _failed(self, delivery: Delivery, error: AlgotradeError) -> None:
         self.stats.failed += 1
-        log(
+        warn(
             "trader",
             "signal not acted upon, left pending",
             entry=delivery.token,
@@ -157,10 +175,10 @@ class TraderService:
             return [order, outcome, changed]
         return [order, outcome]
 
-    def _record(self, produced: list[Event]) -> str:
-        """Count one stored order; return its log line (empty when nothing was stored)."""
+    def _record(self, produced: list[Event]) -> None:
+        """Count and log one stored order (nothing when nothing was stored)."""
         if not produced:
-            return ""
+            return
         order, outcome = produced[0], produced[1]
         assert isinstance(order, OrderPlaced)
         self.stats.orders += 1
@@ -169,7 +187,7 @@ class TraderService:
             self.stats.filled += 1
         else:
             self.stats.rejected += 1
-        return log_line(
+        log(
             "trader",
             "order",
             id=order.order_id,
@@ -196,8 +214,7 @@ class TraderService:
             if produced and result.duplicates:
                 self.stats.redelivered += 1
                 return
-            if line := self._record(produced):
-                write_log([line])
+            self._record(produced)
             return
         raise ConcurrencyError(position_stream(signal.symbol), 0)
 
@@ -212,7 +229,7 @@ class TraderService:
                     backoff = 0.1
                     continue
             except MessagingError as e:
-                log("trader", "signal bus unavailable, retrying", error=e, retry_in=backoff)
+                warn("trader", "signal bus unavailable, retrying", error=e, retry_in=backoff)
                 if stop.is_set():
                     break
                 with anyio.move_on_after(backoff):

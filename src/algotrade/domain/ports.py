@@ -94,6 +94,10 @@ class EventStore(Protocol):
         """Return the position recorded for a consumer (0 when none)."""
         ...
 
+    async def ping(self) -> None:
+        """Check, once and without retrying, that the store answers; raise ``StoreError``."""
+        ...
+
     async def close(self) -> None:
         """Release the store's resources; pending writes are already durable."""
         ...

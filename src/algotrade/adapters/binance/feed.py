@@ -111,6 +111,7 @@ class BinanceFeed:
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
+        self._subscribed = frozenset(self._symbols)
         self._last_depth: dict[str, int] = {}
         self._last_trade: dict[str, int] = {}
         self.last_error = ""
@@ -267,6 +268,9 @@ class BinanceFeed:
             self._reject("websocket", str(e), text)
             return
         if event is None:
+            return
+        if event.symbol not in self._subscribed:
+            self._reject("websocket", f"frame for {event.symbol}, not subscribed", text)
             return
         # One filter for every connection: each diff and trade goes out once, in order.
         if isinstance(event, DepthDiffReceived):

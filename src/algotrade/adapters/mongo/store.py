@@ -719,6 +719,13 @@ class MongoEventStore:
         doc = await self._retrying("read", lambda: self._coll("tracking").find_one({"_id": name}))
         return 0 if doc is None else int(doc["position"])
 
+    async def ping(self) -> None:
+        """Send one ``ping`` command (no retry: health probes want the truth now)."""
+        try:
+            await self._client.admin.command("ping")
+        except PyMongoError as e:
+            raise StoreError(f"MongoDB does not answer: {str(e).split(',')[0]}") from e
+
     async def close(self) -> None:
         """Roll back an unfinished append (best effort) and close the client."""
         if self._open is not None:

@@ -32,6 +32,10 @@ DEAD_LETTER_STREAM = "trade_signals_dead"
 Fields = dict[Any, Any]
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def default_consumer_name() -> str:
     """Return a consumer name unique per process: host and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -145,6 +149,31 @@ class RedisSignalConsumer:
             await self.client.xack(self.stream, self.group, *(d.token for d in deliveries))
         except redis_errors.RedisError as e:
             raise MessagingError(f"cannot acknowledge on {self.stream!r}: {e}") from e
+
+    async def backlog(self, bound: int = 10_000) -> tuple[int, int]:
+        """Return the group's lag (entries not yet delivered, counted up to ``bound``) and
+        its pending entries (delivered, not acknowledged).
+
+        Redis 7 reports the lag itself; on older servers the entries after the group's
+        last delivered id are counted. Before the group exists, every entry is lag.
+        """
+        try:
+            groups: Any = await self.client.xinfo_groups(self.stream)
+            mine = next((g for g in groups if _text(g["name"]) == self.group), None)
+            if mine is None:
+                return min(int(await self.client.xlen(self.stream)), bound), 0
+            pending = int(mine["pending"])
+            lag = mine.get("lag")
+            if lag is None:
+                after = "(" + _text(mine["last-delivered-id"])
+                lag = len(await self.client.xrange(self.stream, min=after, count=bound) or ())
+            return int(lag), pending
+        except redis_errors.ResponseError as e:
+            if "no such key" in str(e).lower():
+                return 0, 0
+            raise MessagingError(f"cannot inspect {self.stream!r}: {e}") from e
+        except redis_errors.RedisError as e:
+            raise MessagingError(f"cannot inspect {self.stream!r}: {e}") from e
 
     async def _decode(self, entry_id: Any, fields: Fields, *, attempt: int) -> Delivery | None:
         token = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -1,0 +1,123 @@
+"""Prometheus metrics of one service: its counters and gauges, read from the service's own
+statistics at scrape time, its latency histograms, and the process's CPU and memory.
+
+Counters cost nothing on the hot path: the services already count in plain dataclasses,
+and a scrape turns those counts into metric families. Latencies are observed once per
+unit of work (a stored batch, a signal, an acknowledged delivery), never per event.
+Every name starts with ``algotrade_``; ``docs/operations.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PREFIX = "algotrade_"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Latency histograms: name (without prefix) -> help. All in seconds.
+LATENCIES: dict[str, str] = {
+    "frame_to_stored_seconds": "Collector: market event received to stored (the oldest event "
+    "of each stored batch).",
+    "event_to_signal_seconds": "Processor: market event that closed a bar received to its "
+    "signal stored.",
+    "signal_to_published_seconds": "Processor: signal stored to published on the stream.",
+    "published_to_acked_seconds": "Trader: stream entry added to acknowledged.",
+    "exchange_to_acked_seconds": "Trader: exchange time of the signal's market event to the "
+    "acknowledgement of its order (end to end).",
+}
+BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One metric family read at scrape time: a single value or one value per label set."""
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    value: float | None = None
+    labels: tuple[str, ...] = ()
+    values: Sequence[tuple[tuple[str, ...], float]] = ()
+
+
+Figures = Callable[[], Iterable[Figure]]
+
+
+class _FigureCollector(Collector):
+    def __init__(self, figures: Sequence[Figures]) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        for source in self.figures:
+            for f in source():
+                family: CounterMetricFamily | GaugeMetricFamily
+                name = PREFIX + f.name
+                if f.kind == "counter":
+                    family = CounterMetricFamily(name, f.help, labels=f.labels or None)
+                else:
+                    family = GaugeMetricFamily(name, f.help, labels=f.labels or None)
+                if f.labels:
+                    for label_values, value in f.values:
+                        family.add_metric(list(label_values), value)
+                elif f.value is not None:
+                    family.add_metric([], f.value)
+                yield family
+
+
+def _version() -> str:
+    try:
+        return version("algotrade")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+class ServiceMetrics:
+    """The registry one service exposes on ``/metrics``."""
+
+    def __init__(self, service: str, figures: Sequence[Figures], latencies: Iterable[str]) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=False)
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(standard)
+        info: Figures = lambda: [  # noqa: E731 - a one-line figure source
+            Figure("build_info", "gauge", "The running algotrade: version and service.",
+                   labels=("version", "service"), values=[((_version(), service), 1.0)])
+        ]  # fmt: skip
+        self.registry.register(_FigureCollector([info, *figures]))
+        self.histograms = {
+            name: Histogram(
+                PREFIX + name,
+                LATENCIES[name],
+                buckets=BUCKETS,
+                registry=self.registry,
+            )
+            for name in latencies
+        }
+
+    def observe(self, name: str, seconds: float) -> None:
+        """Record one latency of a histogram this service has (others are ignored)."""
+        histogram = self.histograms.get(name)
+        if histogram is not None:
+            histogram.observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        """Return the registry in the Prometheus text format."""
+        return generate_latest(self.registry)

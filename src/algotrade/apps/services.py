@@ -1,0 +1,687 @@
+"""The three services as processes: each one's composition root, checks and metrics.
+
+``run_collector``, ``run_processor`` and ``run_trader`` each build their service from its
+settings object, serve ``/healthcheck``, ``/livez``, ``/readyz`` and ``/metrics`` while it
+runs (see :mod:`algotrade.apps.http`), start Pyroscope when ``PYROSCOPE_SERVER_ADDRESS`` is
+set, and stop on SIGTERM or SIGINT: input stops, in-flight work is finished, stored and
+acknowledged, buffers are flushed, and the command returns its summary (exit status 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+
+from algotrade.adapters.binance.feed import BinanceFeed
+from algotrade.adapters.memory import SystemClock
+from algotrade.adapters.mongo import MongoEventStore
+from algotrade.adapters.redis import RedisSignalConsumer
+from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
+from algotrade.apps.collector import Collector
+from algotrade.apps.common import Progress, open_store, stop_on_signals
+from algotrade.apps.health import Check, Monitor, UnhealthyError
+from algotrade.apps.http import create_app, listen, serve_http
+from algotrade.apps.logs import log
+from algotrade.apps.metrics import Figure, Figures, ServiceMetrics
+from algotrade.apps.processor import OutboxRelay, ProcessorService
+from algotrade.apps.runner import make_feed, outbox_name
+from algotrade.apps.settings import (
+    CollectorSettings,
+    FeedSettings,
+    ProcessorSettings,
+    ServiceSettings,
+    TraderSettings,
+)
+from algotrade.apps.trader import TraderService
+from algotrade.domain.errors import ConfigurationError
+from algotrade.domain.events import Event
+from algotrade.domain.ports import (
+    AppendResult,
+    Clock,
+    EventStore,
+    MarketFeed,
+    SignalConsumer,
+    StoredEvent,
+    Tracking,
+)
+
+Work = Callable[[anyio.Event], Awaitable[None]]
+
+
+@dataclass
+class Observability:
+    """A service's HTTP side: its checks (probed by the monitor) and its metrics."""
+
+    monitor: Monitor
+    metrics: ServiceMetrics
+
+
+def observability(
+    service: str,
+    settings: ServiceSettings,
+    checks: Sequence[Check],
+    figures: Sequence[Figures],
+    latencies: Iterable[str],
+) -> Observability:
+    """Build a service's monitor and metrics; each check's state is a metric too."""
+    monitor = Monitor(service, checks, interval=settings.http.probe_interval)
+
+    def check_figures() -> list[Figure]:
+        return [
+            Figure(
+                "check_up",
+                "gauge",
+                "1 when the health check passes, 0 when it fails (kind: dependency or flow).",
+                labels=("check", "kind"),
+                values=[((name, r.kind), float(r.ok)) for name, r in monitor.results.items()],
+            )
+        ]
+
+    return Observability(monitor, ServiceMetrics(service, [*figures, check_figures], latencies))
+
+
+def start_profiling(service: str) -> bool:
+    """Send continuous profiles to Pyroscope when ``PYROSCOPE_SERVER_ADDRESS`` is set.
+
+    Returns whether profiling started. The profiles are tagged with the service's name.
+    """
+    address = os.environ.get("PYROSCOPE_SERVER_ADDRESS", "").strip()
+    if not address:
+        return False
+    if not address.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            "PYROSCOPE_SERVER_ADDRESS", f"{address!r} is not an http:// or https:// URL"
+        )
+    try:
+        import pyroscope  # type: ignore[import-untyped]  # no stubs; an optional extra
+    except ImportError:
+        raise ConfigurationError(
+            "PYROSCOPE_SERVER_ADDRESS",
+            "is set, but pyroscope-io is not installed: pip install 'algotrade[profiling]'",
+        ) from None
+    pyroscope.configure(
+        application_name=os.environ.get("PYROSCOPE_APPLICATION_NAME", f"algotrade.{service}"),
+        server_address=address,
+        basic_auth_username=os.environ.get("PYROSCOPE_BASIC_AUTH_USER", ""),
+        basic_auth_password=os.environ.get("PYROSCOPE_BASIC_AUTH_PASSWORD", ""),
+        tags={"service": service},
+    )
+    log(service, "profiling to pyroscope", server=address)
+    return True
+
+
+async def serve(
+    service: str,
+    work: Work,
+    render: Callable[[float], str],
+    clock: Clock,
+    *,
+    settings: ServiceSettings | None = None,
+    observed: Observability | None = None,
+) -> None:
+    """Run one service's work: signals, progress, health and metrics, an optional limit.
+
+    On SIGTERM or SIGINT, ``/readyz`` turns 503 (``shutdown``) while the work drains; the
+    HTTP side stops last.
+    """
+    stop = anyio.Event()
+    http_stop = anyio.Event()
+    progress = Progress(render, clock)
+    sock = None
+    if observed is not None and settings is not None:
+        sock = listen(settings.http.host, settings.http.port)
+        start_profiling(service)
+
+    def on_signal(name: str) -> None:
+        log(service, "stopping: finishing in-flight work", signal=name)
+        if observed is not None:
+            observed.monitor.stopping = True
+
+    try:
+        # The HTTP side runs outside the work's task group: it answers while the work
+        # drains and is shut down gracefully (hypercorn does not take cancellation well).
+        async with anyio.create_task_group() as outer:
+            if observed is not None and sock is not None:
+                app = create_app(observed.monitor, observed.metrics)
+                await outer.start(serve_http, app, sock, http_stop)
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(stop_on_signals, stop, on_signal)
+                    tg.start_soon(progress.run)
+                    if observed is not None:
+                        tg.start_soon(observed.monitor.run)
+                    duration = settings.duration if settings is not None else None
+                    if duration is not None:
+                        tg.start_soon(_stop_after, duration, stop)
+                    await work(stop)
+                    tg.cancel_scope.cancel()
+            finally:
+                http_stop.set()
+    finally:
+        if sock is not None:
+            sock.close()
+    progress.show()
+    progress.finish()
+    log(service, "stopped")
+
+
+async def _stop_after(seconds: float, stop: anyio.Event) -> None:
+    await anyio.sleep(seconds)
+    stop.set()
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
+
+
+# --- shared checks ---------------------------------------------------------------------
+
+
+def store_check(store: EventStore, url: str) -> Check:
+    """Return the dependency check of the event store (named after its kind)."""
+    name = "mongodb" if isinstance(store, MongoEventStore) else "sqlite"
+    if url == "memory":
+        name = "memory"
+
+    async def probe() -> str:
+        started = anyio.current_time()
+        await store.ping()
+        return f"ping {(anyio.current_time() - started) * 1000:.1f}ms"
+
+    return Check(name, "dependency", probe)
+
+
+def redis_check(client: Redis) -> Check:
+    """Return the dependency check of Redis."""
+
+    async def probe() -> str:
+        started = anyio.current_time()
+        try:
+            await client.ping()
+        except Exception as e:
+            raise UnhealthyError(f"Redis does not answer: {e}") from e
+        return f"ping {(anyio.current_time() - started) * 1000:.1f}ms"
+
+    return Check("redis", "dependency", probe)
+
+
+def dependency_checks(store: EventStore, url: str, client: Redis | None) -> list[Check]:
+    """Return the store's check and, when signals travel over Redis, Redis's."""
+    checks = [store_check(store, url)]
+    if client is not None:
+        checks.append(redis_check(client))
+    return checks
+
+
+@contextlib.asynccontextmanager
+async def closing(store: EventStore, client: Redis | None) -> AsyncIterator[None]:
+    """Close the store and the Redis client (if any) on the way out, whatever happens."""
+    try:
+        yield
+    finally:
+        await store.close()
+        if client is not None:
+            await client.aclose()
+
+
+# --- collector -----------------------------------------------------------------------------
+
+
+def _feed_line(feed: MarketFeed) -> str:
+    """Return the live feed's part of the collector's progress line."""
+    if not isinstance(feed, BinanceFeed):
+        return ""
+    f = feed.stats
+    return (
+        f" connections={f.connections} reconnects={f.reconnects} silences={f.silences}"
+        f" snapshots={f.snapshots} skew={f.clock_skew_ms:.0f}ms"
+    )
+
+
+def _feed_summary(feed: MarketFeed) -> dict[str, Any]:
+    """Return the live feed's figures for the collector's summary."""
+    if not isinstance(feed, BinanceFeed):
+        return {}
+    f = feed.stats
+    return {
+        "connections": f.connections,
+        "reconnects": f.reconnects,
+        "silences": f.silences,
+        "snapshots": f.snapshots,
+        "clock_skew_ms": round(f.clock_skew_ms, 1),
+    }
+
+
+def collector_checks(collector: Collector, settings: ServiceSettings) -> list[Check]:
+    """Return the collector's flow checks: fresh market data, every book synchronised."""
+    clock = collector.clock
+
+    async def market_data() -> str:
+        last = collector.last_event_at
+        age = clock.monotonic() - (collector.started_at if last is None else last)
+        if age > settings.bounds.stale_after:
+            what = "no market data yet" if last is None else "market data stale"
+            bound = settings.bounds.stale_after
+            raise UnhealthyError(f"{what}: nothing for {age:.1f}s (bound {bound:g}s)")
+        return f"last event {age:.1f}s ago"
+
+    async def books() -> str:
+        out = [s for s in collector.feed.symbols if not _synced(collector, s)]
+        if out:
+            raise UnhealthyError(f"book not synchronised: {', '.join(out)}")
+        return f"{len(collector.feed.symbols)} synchronised"
+
+    return [Check("market_data", "flow", market_data), Check("books", "flow", books)]
+
+
+def _synced(collector: Collector, symbol: str) -> bool:
+    sync = collector.books.get(symbol)
+    return sync is not None and sync.synced
+
+
+def collector_figures(collector: Collector, store: EventStore) -> Figures:
+    """Return the collector's counters and gauges, read at scrape time."""
+
+    def figures() -> list[Figure]:
+        c = collector.stats
+        last = collector.last_event_at
+        out = [
+            Figure("market_events", "counter", "Market events received.", c.received),
+            Figure("stored_events", "counter", "Market events newly stored.", c.stored),
+            Figure("duplicate_events", "counter", "Events already stored (skipped).", c.duplicates),
+            Figure("sequence_gaps", "counter", "Sequence gaps recorded, by stream kind.",
+                   labels=("stream",), values=[(("depth",), c.gaps), (("trades",), c.trade_gaps)]),
+            Figure("resyncs", "counter", "Book snapshots applied (start, resyncs).", c.snapshots),
+            Figure("rejected_inputs", "counter", "Malformed inputs rejected and kept aside.",
+                   c.rejected),
+            Figure("backfilled_trades", "counter", "Missing trades fetched over REST.",
+                   c.backfilled),
+            Figure("buffered_events", "gauge", "Events waiting to be stored.", c.buffered),
+            Figure("book_synced", "gauge", "1 when the symbol's book is synchronised.",
+                   labels=("symbol",),
+                   values=[((s,), float(_synced(collector, s))) for s in collector.feed.symbols]),
+            Figure("last_event_age_seconds", "gauge", "Seconds since market data last arrived.",
+                   collector.clock.monotonic() - (last or collector.started_at)),
+        ]  # fmt: skip
+        feed = collector.feed
+        if isinstance(feed, BinanceFeed):
+            f = feed.stats
+            out += [
+                Figure("frames", "counter", "WebSocket frames received.", f.frames),
+                Figure("connections", "counter", "WebSocket connections opened.", f.connections),
+                Figure("reconnects", "counter", "Reconnections after a close, error or silence.",
+                       f.reconnects),
+                Figure("silences", "counter", "Connections declared dead by the watchdog.",
+                       f.silences),
+                Figure("rest_retries", "counter", "REST requests retried.", f.rest_retries),
+                Figure("clock_skew_seconds", "gauge",
+                       "Receive time minus exchange time of the latest depth diff.",
+                       f.clock_skew_ms / 1000),
+            ]  # fmt: skip
+        out += _store_figures(store)
+        return out
+
+    return figures
+
+
+def _store_figures(store: EventStore) -> list[Figure]:
+    if not isinstance(store, MongoEventStore):
+        return []
+    return [Figure("store_retries", "counter", "MongoDB operations retried.", store.stats.retries)]
+
+
+async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
+    """Run the collector: feed into the store, until stopped (or a replay ends)."""
+    clock = SystemClock()
+    service = settings.service
+    store = open_store(service.store, depth_retention=settings.depth_retention)
+    try:
+        feed = await make_feed(settings.feed, store)
+        collector = Collector(feed, store, clock, speed=settings.feed.speed)
+        observed = observability(
+            "collector",
+            service,
+            [store_check(store, service.store), *collector_checks(collector, service)],
+            [collector_figures(collector, store)],
+            ["frame_to_stored_seconds"],
+        )
+        collector.observe = observed.metrics.observe
+        c = collector.stats
+        started = clock.monotonic()
+        await serve(
+            "collector",
+            collector.run,
+            lambda e: (
+                f"[collector] {e:6.1f}s events={c.received:,} ({_rate(c.received, e)})"
+                f" stored={c.stored:,} duplicates={c.duplicates:,} buffered={c.buffered:,}"
+                f" gaps={c.gaps} rejected={c.rejected}{_feed_line(feed)}"
+            ),
+            clock,
+            settings=service,
+            observed=observed,
+        )
+    finally:
+        await store.close()
+    return {
+        "events": c.received,
+        "stored": c.stored,
+        "duplicates": c.duplicates,
+        "gaps": c.gaps,
+        "rejected_inputs": c.rejected,
+        "seconds": round(clock.monotonic() - started, 3),
+        **_feed_summary(feed),
+    }
+
+
+# --- processor -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Lag:
+    events: int = 0
+
+
+def processor_checks(
+    service: ProcessorService, relay: OutboxRelay | None, settings: ServiceSettings, lag: _Lag
+) -> list[Check]:
+    """Return the processor's flow checks: not behind the store, outbox drained."""
+    bounds = settings.bounds
+
+    async def behind() -> str:
+        lag.events = await service.lag()
+        if lag.events > bounds.max_lag:
+            raise UnhealthyError(f"{lag.events:,} stored events behind (bound {bounds.max_lag:,})")
+        return f"{lag.events:,} events behind"
+
+    async def outbox() -> str:
+        assert relay is not None
+        since = relay.pending_since
+        age = 0.0 if since is None or not relay.backlog else time.monotonic() - since
+        if age > bounds.outbox_max_age:
+            raise UnhealthyError(
+                f"{relay.backlog} signal(s) unpublished for {age:.1f}s "
+                f"(bound {bounds.outbox_max_age:g}s)"
+            )
+        return f"{relay.backlog} unpublished"
+
+    checks = [Check("processing", "flow", behind)]
+    if relay is not None:
+        checks.append(Check("outbox", "flow", outbox))
+    return checks
+
+
+def processor_figures(service: ProcessorService, relay: OutboxRelay | None, lag: _Lag) -> Figures:
+    """Return the processor's counters and gauges."""
+
+    def figures() -> list[Figure]:
+        s = service.stats
+        out = [
+            Figure("processed_events", "counter", "Stored market events processed.", s.events),
+            Figure("bars", "counter", "Bars closed and stored.", s.bars),
+            Figure("signals", "counter", "Signals emitted and stored.", s.signals),
+            Figure("duplicate_events", "counter", "Bars or signals already stored (skipped).",
+                   s.duplicates),
+            Figure("processor_position", "gauge", "Store position processed so far.",
+                   s.last_position),
+            Figure("processor_lag_events", "gauge", "Stored events not yet processed.",
+                   lag.events),
+        ]  # fmt: skip
+        if relay is not None:
+            out += [
+                Figure("published_signals", "counter", "Signals published on the stream.",
+                       relay.published),
+                Figure("outbox_backlog", "gauge", "Signals stored, not yet published.",
+                       relay.backlog),
+            ]  # fmt: skip
+        return out
+
+    return figures
+
+
+async def run_processor(settings: ProcessorSettings) -> dict[str, Any]:
+    """Run the processor: follow the store's market events until stopped.
+
+    With Redis settings, an outbox relay publishes every stored signal to the stream.
+    """
+    clock = SystemClock()
+    service_settings = settings.service
+    store = open_store(service_settings.store)
+    redis = settings.redis
+    client = redis.client() if redis is not None else None
+    relay = None
+    if redis is not None and client is not None:
+        relay = OutboxRelay(store, redis.publisher(client), name=outbox_name(redis))
+    service = ProcessorService(
+        store,
+        settings.strategy.processor(),
+        on_signals=relay.notify if relay is not None else None,
+        clock=clock,
+    )
+    lag = _Lag()
+    dependencies = dependency_checks(store, service_settings.store, client)
+    observed = observability(
+        "processor",
+        service_settings,
+        [*dependencies, *processor_checks(service, relay, service_settings, lag)],
+        [processor_figures(service, relay, lag)],
+        ["event_to_signal_seconds", "signal_to_published_seconds"],
+    )
+    service.observe = observed.metrics.observe
+    if relay is not None:
+        relay.observe = observed.metrics.observe
+    s = service.stats
+
+    async def work(stop: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            if relay is not None:
+                tg.start_soon(relay.run, stop)  # drains the outbox once stop is set
+            await service.follow(stop)
+
+    async with closing(store, client):
+        await serve(
+            "processor",
+            work,
+            lambda e: (
+                f"[processor] {e:6.1f}s events={s.events:,} position={s.last_position:,}"
+                f" bars={s.bars:,} signals={s.signals}"
+            ),
+            clock,
+            settings=service_settings,
+            observed=observed,
+        )
+    return {
+        "events": s.events,
+        "bars": s.bars,
+        "signals": s.signals,
+        "published": relay.published if relay is not None else None,
+        "position": s.last_position,
+    }
+
+
+# --- trader --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Backlog:
+    lag: int = 0
+    pending: int = 0
+
+
+def trader_checks(
+    consumer: SignalConsumer, settings: ServiceSettings, backlog: _Backlog
+) -> list[Check]:
+    """Return the trader's flow check: consumer lag and pending entries under their bounds."""
+    bounds = settings.bounds
+
+    async def consuming() -> str:
+        if not isinstance(consumer, RedisSignalConsumer):
+            return "following the store"
+        backlog.lag, backlog.pending = await consumer.backlog(bound=bounds.max_lag + 1)
+        problems = []
+        if backlog.lag > bounds.max_lag:
+            problems.append(f"lag {backlog.lag:,} entries (bound {bounds.max_lag:,})")
+        if backlog.pending > bounds.max_pending:
+            problems.append(f"{backlog.pending:,} pending (bound {bounds.max_pending:,})")
+        if problems:
+            raise UnhealthyError("; ".join(problems))
+        return f"lag {backlog.lag}, pending {backlog.pending}"
+
+    return [Check("consumer", "flow", consuming)]
+
+
+def trader_figures(trader: TraderService, consumer: SignalConsumer, backlog: _Backlog) -> Figures:
+    """Return the trader's counters and gauges."""
+
+    def figures() -> list[Figure]:
+        t = trader.stats
+        out = [
+            Figure("signals_received", "counter", "Signal deliveries received.", t.received),
+            Figure("orders", "counter", "Orders stored, by outcome.", labels=("status",),
+                   values=[(("filled",), t.filled), (("rejected",), t.rejected)]),
+            Figure("redeliveries", "counter", "Deliveries of a signal after its first.",
+                   t.redeliveries),
+            Figure("duplicate_signals", "counter", "Signals whose order already existed.",
+                   t.redelivered),
+            Figure("failed_signals", "counter", "Deliveries left pending after a failure.",
+                   t.failed),
+            Figure("acknowledged", "counter", "Deliveries acknowledged.", t.acknowledged),
+            Figure("position_quantity", "gauge", "Open position, in base units.",
+                   labels=("symbol",),
+                   values=[((s,), float(p.quantity)) for s, p in trader.positions.items()]),
+        ]  # fmt: skip
+        if isinstance(consumer, RedisSignalConsumer):
+            out += [
+                Figure("dead_letters", "counter", "Entries moved to the dead-letter stream.",
+                       consumer.dead_lettered),
+                Figure("reclaimed", "counter", "Entries taken over from another consumer.",
+                       consumer.reclaimed),
+                Figure("consumer_lag", "gauge", "Stream entries not yet delivered to the group.",
+                       backlog.lag),
+                Figure("consumer_pending", "gauge", "Entries delivered, not acknowledged.",
+                       backlog.pending),
+            ]  # fmt: skip
+        return out
+
+    return figures
+
+
+async def run_trader(settings: TraderSettings) -> dict[str, Any]:
+    """Run the trader: the Redis group's signals (or the store's) into orders, until stopped."""
+    clock = SystemClock()
+    service_settings = settings.service
+    store = open_store(service_settings.store)
+    gateway = PaperGateway(StoreQuoteSource(store), fee_rate=settings.trading.fee)
+    redis = settings.redis
+    client = redis.client() if redis is not None else None
+    consumer: SignalConsumer = StoreSignalConsumer(store)
+    if redis is not None and client is not None:
+        consumer = redis.consumer_for(client)
+    trader = TraderService(store, consumer, gateway, quantity=settings.trading.quantity)
+    backlog = _Backlog()
+    dependencies = dependency_checks(store, service_settings.store, client)
+    observed = observability(
+        "trader",
+        service_settings,
+        [*dependencies, *trader_checks(consumer, service_settings, backlog)],
+        [trader_figures(trader, consumer, backlog)],
+        ["published_to_acked_seconds", "exchange_to_acked_seconds"],
+    )
+    trader.observe = observed.metrics.observe
+    t = trader.stats
+    async with closing(store, client):
+        await serve(
+            "trader",
+            trader.run,
+            lambda e: (
+                f"[trader] {e:6.1f}s signals={t.received} orders={t.orders}"
+                f" filled={t.filled} rejected={t.rejected} redelivered={t.redelivered}"
+            ),
+            clock,
+            settings=service_settings,
+            observed=observed,
+        )
+    return {
+        "signals": t.received,
+        "orders": t.orders,
+        "filled": t.filled,
+        "rejected": t.rejected,
+        "redelivered": t.redelivered,
+        "failed": t.failed,
+    }
+
+
+# --- record --------------------------------------------------------------------------------
+
+
+class _DiscardingStore:
+    """An event store that keeps nothing: ``record`` only needs the collector's book logic
+    (gap detection and resync requests), not its storage."""
+
+    def __init__(self) -> None:
+        self._position = 0
+
+    async def append(
+        self, events: Sequence[Event], *, tracking: Tracking | None = None
+    ) -> AppendResult:
+        """Number the events and forget them."""
+        first = self._position + 1
+        self._position += len(events)
+        return AppendResult(tuple(StoredEvent(first + i, e) for i, e in enumerate(events)), 0)
+
+    async def last_event(self, stream: str) -> Event | None:
+        """Nothing is kept."""
+        return None
+
+
+async def run_record(
+    feed_settings: FeedSettings, out: Path, duration: float | None
+) -> dict[str, Any]:
+    """Record the live feed's raw frames and REST answers into ``out`` (the replay format).
+
+    The collector's book logic runs on the frames (nothing is stored), so that a gap asks for
+    a new snapshot, which is recorded too: the file replays into synchronised books.
+    """
+    clock = SystemClock()
+    lines = 0
+    with out.open("a", encoding="utf-8") as sink:
+
+        def write(line: str) -> None:
+            nonlocal lines
+            sink.write(line + "\n")
+            lines += 1
+
+        feed = BinanceFeed(
+            feed_settings.symbols,
+            clock,
+            ws_url=feed_settings.binance_ws_url,
+            rest_url=feed_settings.binance_rest_url,
+            recorder=write,
+        )
+        collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
+        started = clock.monotonic()
+        await serve(
+            "record",
+            collector.run,
+            lambda e: (
+                f"[record] {e:6.1f}s lines={lines:,} events={collector.stats.received:,}"
+                f" gaps={collector.stats.gaps}{_feed_line(feed)}"
+            ),
+            clock,
+            settings=ServiceSettings(duration=duration),
+        )
+    return {
+        "file": str(out),
+        "lines": lines,
+        "events": collector.stats.received,
+        "gaps": collector.stats.gaps,
+        "seconds": round(clock.monotonic() - started, 3),
+        **_feed_summary(feed),
+    }

@@ -1,0 +1,169 @@
+"""One frozen, typed settings object per command, built once by the CLI from options and
+environment variables and validated there (a bad value exits with status 2 naming the
+option and its variable). Secrets (URL passwords) are never shown: see ``__repr__``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from redis.asyncio import Redis
+
+from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
+from algotrade.adapters.redis import (
+    DEAD_LETTER_STREAM,
+    SIGNAL_GROUP,
+    SIGNAL_STREAM,
+    RedisSignalConsumer,
+    RedisSignalPublisher,
+)
+from algotrade.apps.common import DEFAULT_STORE, SourceSpec
+from algotrade.domain.bars import Interval
+from algotrade.domain.processing import Processor
+from algotrade.domain.strategy import SmaCrossover
+
+DEFAULT_PORTS = {"collector": 8080, "processor": 8082, "trader": 8083}
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """Where market data comes from and how fast it plays."""
+
+    source: SourceSpec
+    symbols: tuple[str, ...] = ("BTCUSDT",)
+    speed: float = math.inf
+    seed: int = 42
+    binance_ws_url: str = DEFAULT_WS_URL
+    binance_rest_url: str = DEFAULT_REST_URL
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySettings:
+    """The SMA crossover's parameters."""
+
+    interval: Interval = field(default_factory=lambda: Interval.parse("1d"))
+    short: int = 50
+    long: int = 200
+
+    def processor(self) -> Processor:
+        """Return a fresh pure processor for these settings."""
+        SmaCrossover(self.short, self.long)  # validates the periods once, up front
+        return Processor(self.interval, lambda: SmaCrossover(self.short, self.long))
+
+
+@dataclass(frozen=True, slots=True)
+class TradingSettings:
+    """The paper trader's order size and fee."""
+
+    quantity: Decimal = Decimal("0.01")
+    fee: Decimal = Decimal("0.001")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where signals travel when a Redis URL is given, and how the trader group behaves."""
+
+    url: str = field(repr=False)  # may hold a password
+    stream: str = SIGNAL_STREAM
+    group: str = SIGNAL_GROUP
+    consumer: str | None = None
+    maxlen: int = 100_000
+    claim_idle: float = 30.0
+    max_deliveries: int = 5
+    dead_letters: str = DEAD_LETTER_STREAM
+
+    def client(self) -> Redis:
+        """Return a client for the URL (no I/O until first used); replies decoded to text."""
+        return Redis.from_url(self.url, decode_responses=True)
+
+    def publisher(self, client: Redis) -> RedisSignalPublisher:
+        """Return the signal publisher."""
+        return RedisSignalPublisher(client, stream=self.stream, maxlen=self.maxlen)
+
+    def consumer_for(self, client: Redis) -> RedisSignalConsumer:
+        """Return this process's member of the trader group."""
+        return RedisSignalConsumer(
+            client,
+            stream=self.stream,
+            group=self.group,
+            consumer=self.consumer,
+            dead_letters=self.dead_letters,
+            claim_idle=self.claim_idle,
+            max_deliveries=self.max_deliveries,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """Settings of ``algotrade run``."""
+
+    feed: FeedSettings
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    trading: TradingSettings = field(default_factory=TradingSettings)
+    store: str = field(default=DEFAULT_STORE, repr=False)  # may hold a password
+    depth_retention: float = 7 * 86400.0
+    duration: float | None = None
+    progress: bool = True
+    redis: RedisSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """Where a service serves its health and metrics, and how often it probes."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    probe_interval: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlowBounds:
+    """When ``/readyz`` says data no longer flows."""
+
+    stale_after: float = 10.0
+    """Collector: seconds without market data."""
+    max_lag: int = 10_000
+    """Processor: stored events not yet processed; trader: stream entries not yet read."""
+    max_pending: int = 1_000
+    """Trader: entries delivered and not yet acknowledged."""
+    outbox_max_age: float = 10.0
+    """Processor: seconds a stored signal may wait to be published."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """What every service has: its store, HTTP side, readiness bounds and run time."""
+
+    store: str = field(default=DEFAULT_STORE, repr=False)  # may hold a password
+    http: HttpSettings = field(default_factory=HttpSettings)
+    bounds: FlowBounds = field(default_factory=FlowBounds)
+    duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSettings:
+    """Settings of ``algotrade collector``."""
+
+    feed: FeedSettings
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    depth_retention: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    """Settings of ``algotrade processor``."""
+
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    redis: RedisSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraderSettings:
+    """Settings of ``algotrade trader``."""
+
+    trading: TradingSettings = field(default_factory=TradingSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    redis: RedisSettings | None = None

