@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean stack-build stack-up stack-scale stack-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,23 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/nox -s bench
+
+## stack-*: the docker-compose stack (needs Docker and a .env copied from .env.example)
+.env:
+	cp .env.example .env
+	@echo "created .env from .env.example: change its passwords"
+
+stack-build: .env
+	docker compose build
+
+stack-up: .env
+	docker compose up -d --build
+
+stack-scale: .env
+	docker compose --profile scale up -d --build
+
+stack-down:
+	docker compose --profile scale down
 
 clean:
 	rm -rf $(VENV) .nox algotrade.db algotrade.db-wal algotrade.db-shm

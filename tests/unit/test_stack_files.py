@@ -1,0 +1,154 @@
+"""The docker-compose stack as files: it parses, pins its images, checks every container's
+health, publishes the documented ports and keeps secrets out of the repository.
+
+No Docker engine is needed; tests/e2e/test_services.py checks that the dashboard and alert
+rules only name metrics the running services export.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+PORTS = {
+    "mongo-express": {8081},
+    "redis": {6379, 8001},
+    "pyroscope": {4040},
+    "prometheus": {9090},
+    "grafana": {3000},
+    "collector": {8080},
+    "processor": {8082},
+    "trader": {8083},
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """Return docker-compose.yml, parsed (anchors and merges resolved)."""
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def published(service: dict[str, Any]) -> set[int]:
+    """Return the container ports a compose service publishes."""
+    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in service.get("ports", [])}
+
+
+def test_every_service_is_pinned_and_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    """Each container has a pinned image (a version tag, never latest) or a build, and a
+    healthcheck."""
+    for name, service in compose["services"].items():
+        image = service.get("image", "")
+        assert "build" in service or re.search(r":v?\d", image), f"{name}: unpinned {image!r}"
+        assert ":latest" not in image, name
+        assert service.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
+
+
+def test_the_documented_ports_are_published(compose: dict[str, Any]) -> None:
+    """mongo-express 8081, redis-stack 6379 and 8001, pyroscope 4040, prometheus 9090,
+    grafana 3000 and the three services on 8080, 8082 and 8083."""
+    for name, ports in PORTS.items():
+        assert ports <= published(compose["services"][name]), name
+    for name, port in (("collector", "8080"), ("processor", "8082"), ("trader", "8083")):
+        assert compose["services"][name]["environment"]["ALGOTRADE_HTTP_PORT"] == port
+
+
+def test_services_wait_for_healthy_dependencies(compose: dict[str, Any]) -> None:
+    """The three services start once MongoDB and Redis are healthy."""
+    for name in ("collector", "processor", "trader", "collector-2", "trader-2"):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["mongo"]["condition"] == "service_healthy"
+        assert depends["redis"]["condition"] == "service_healthy"
+
+
+def test_mongo_is_a_replica_set_and_redis_persists(compose: dict[str, Any]) -> None:
+    """MongoDB runs as a replica set on a volume; Redis appends to a file on a volume."""
+    mongo, redis = compose["services"]["mongo"], compose["services"]["redis"]
+    assert "--replSet" in " ".join(mongo["entrypoint"])
+    assert any(v.endswith(":/data/db") for v in mongo["volumes"])
+    assert "--appendonly yes" in redis["environment"]["REDIS_ARGS"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_the_scale_profile_splits_symbols_and_shares_the_group(compose: dict[str, Any]) -> None:
+    """The scale profile adds a collector on other symbols and a second trader."""
+    services = compose["services"]
+    second = services["collector-2"]
+    assert second["profiles"] == ["scale"]
+    assert services["trader-2"]["profiles"] == ["scale"]
+    assert (
+        second["environment"]["ALGOTRADE_SYMBOL"]
+        != services["collector"]["environment"]["ALGOTRADE_SYMBOL"]
+    )
+    assert "ALGOTRADE_CONSUMER" not in services["trader-2"]["environment"]  # host-pid: unique
+
+
+def test_no_secret_is_committed(compose: dict[str, Any]) -> None:
+    """Every password comes from .env (see .env.example), and .env is ignored by git."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    secrets = [
+        *re.findall(r"^\s+[A-Z_]*PASSWORD[A-Z_]*: (\S+)$", text, re.MULTILINE),
+        *re.findall(r"://[^:/@\s]*:([^@\s]+)@", text),  # passwords inside URLs
+        *re.findall(r"--requirepass (\S+)", text),
+    ]
+    assert len(secrets) >= 5
+    for secret in secrets:
+        assert re.fullmatch(r"\$\{[A-Z_]+\}", secret), f"literal secret: {secret}"
+    example = (ROOT / ".env.example").read_text()
+    defined = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
+    required = set(re.findall(r"\$\{([A-Z_]+)\}", text))  # no default: must be in .env
+    assert required <= defined, required - defined
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_prometheus_scrapes_the_three_services_and_alerts_parse() -> None:
+    """Prometheus scrapes each service's port; the alert rules cover the issue's list."""
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    ports = {
+        job["job_name"]: {sd["port"] for sd in job["dns_sd_configs"]}
+        for job in config["scrape_configs"]
+    }
+    assert ports == {"collector": {8080}, "processor": {8082}, "trader": {8083}}
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert {
+        "AlgotradeNoData",
+        "AlgotradeBookOutOfSync",
+        "AlgotradeConsumerLag",
+        "AlgotradeDeadLetters",
+        "AlgotradeErrorRate",
+    } <= names
+
+
+def test_the_dashboard_parses_and_every_panel_queries() -> None:
+    """The provisioned Grafana dashboard is valid JSON and each panel has a query."""
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/algotrade.json").read_text())
+    assert dashboard["uid"] == "algotrade"
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("ingest", "gaps", "latency", "signals", "orders", "lag", "cpu", "memory"):
+        assert topic in titles, topic
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+    sources = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/datasources.yml").read_text()
+    )
+    assert {s["type"] for s in sources["datasources"]} == {
+        "prometheus",
+        "grafana-pyroscope-datasource",
+    }
+
+
+def test_the_image_is_multi_stage_non_root_with_a_healthcheck() -> None:
+    """The Dockerfile builds in one stage, runs as a non-root user, and checks health."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, re.MULTILINE)) == 2
+    user = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert user
+    assert not user[-1].startswith(("root", "0"))
+    assert re.search(r"^HEALTHCHECK .*", text, re.MULTILINE)
