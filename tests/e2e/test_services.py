@@ -80,6 +80,12 @@ class Service:
                 out[sample.name] = out.get(sample.name, 0.0) + sample.value
         return out
 
+    def figure(self, name: str) -> float:
+        """Return one metric's value (summed over labels); 0 while nothing answers."""
+        if self.get("/livez")[0] != 200:
+            return 0.0
+        return self.metrics().get(name, 0.0)
+
     def stop(self, timeout: float = 60) -> int:
         """Send SIGTERM and return the exit status."""
         if self.process.poll() is None:
@@ -240,7 +246,7 @@ def test_services_health_metrics_outages_and_sigterm(
         for service in services:
             wait_until(partial(up, service), 90, f"{service.name} ready")
         wait_until(
-            lambda: trader.metrics().get("algotrade_orders_total", 0) >= 2, 120, "two orders"
+            lambda: trader.figure("algotrade_orders_total") >= 2, 120, "two orders"
         )
         exported: set[str] = set()
         for service in services:
@@ -376,3 +382,33 @@ def test_scale_profile_two_collectors_two_traders(
         events = stored_depth(mongo_url, symbol)
         assert len(events) > 20
         assert_depth_complete(events)
+
+
+def test_shutdown_is_bounded_when_the_store_stays_away(
+    own_servers: tuple[RedisServer, MongoServer], tmp_path: Path
+) -> None:
+    """A collector that cannot store its last batch (MongoDB gone) still ends: after its
+    shutdown grace it exits with status 1, saying what it abandoned."""
+    _, mongo_server = own_servers
+    env = {
+        **os.environ,
+        "ALGOTRADE_MONGO_URL": with_database(mongo_server.url, "btc_data"),
+        "ALGOTRADE_SHUTDOWN_GRACE": "3s",
+    }
+    env.pop("ALGOTRADE_STORE", None)
+    collector = start_service("collector", ["--source", "synthetic", "--speed", "20"], env,
+                              tmp_path)  # fmt: skip
+    try:
+        wait_until(lambda: collector.figure("algotrade_stored_events_total") > 0, 60,
+                   "events stored")  # fmt: skip
+        mongo_server.stop()
+        wait_until(lambda: collector.figure("algotrade_buffered_events") > 0, 30,
+                   "events waiting for MongoDB")  # fmt: skip
+        started = time.monotonic()
+        code = collector.stop(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        collector.close()
+    assert code == 1
+    assert took >= 3
+    assert "shutdown exceeded its grace" in collector.output()

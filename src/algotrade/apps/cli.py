@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
@@ -466,7 +467,14 @@ def _service(
             outbox_max_age=parse_duration(outbox_max_age, name="outbox_max_age"),
         ),
         duration=_duration(duration),
+        shutdown_grace=_grace(),
     )
+
+
+def _grace() -> float:
+    """Read ``ALGOTRADE_SHUTDOWN_GRACE`` (a duration; 30s by default)."""
+    text = os.environ.get("ALGOTRADE_SHUTDOWN_GRACE", "30s")
+    return parse_duration(text, name="ALGOTRADE_SHUTDOWN_GRACE")
 
 
 @app.command()

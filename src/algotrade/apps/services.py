@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from algotrade.apps.collector import Collector
 from algotrade.apps.common import Progress, open_store, stop_on_signals
 from algotrade.apps.health import Check, Monitor, UnhealthyError
 from algotrade.apps.http import create_app, listen, serve_http
-from algotrade.apps.logs import log
+from algotrade.apps.logs import log, warn
 from algotrade.apps.metrics import Figure, Figures, ServiceMetrics
 from algotrade.apps.processor import OutboxRelay, ProcessorService
 from algotrade.apps.runner import make_feed, outbox_name
@@ -161,6 +162,8 @@ async def serve(
                     duration = settings.duration if settings is not None else None
                     if duration is not None:
                         tg.start_soon(_stop_after, duration, stop)
+                    if settings is not None:
+                        tg.start_soon(_deadline, service, stop, settings.shutdown_grace)
                     await work(stop)
                     tg.cancel_scope.cancel()
             finally:
@@ -171,6 +174,23 @@ async def serve(
     progress.show()
     progress.finish()
     log(service, "stopped")
+
+
+async def _deadline(service: str, stop: anyio.Event, grace: float) -> None:
+    """Bound a shutdown: ``grace`` seconds after ``stop``, exit with status 1.
+
+    Draining waits on the store and Redis (a batch handed over is stored, whatever it
+    takes); when they stay away, the process must still end. What is abandoned is not
+    lost: unacknowledged signals are redelivered, unpublished ones stay in the outbox, and
+    a collector's restart records the missed market data as a gap.
+    """
+    await stop.wait()
+    await anyio.sleep(grace)
+    warn(service, "shutdown exceeded its grace: exiting, in-flight work abandoned",
+         grace=f"{grace:g}s")  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 async def _stop_after(seconds: float, stop: anyio.Event) -> None:

@@ -140,6 +140,8 @@ class ServiceSettings:
     http: HttpSettings = field(default_factory=HttpSettings)
     bounds: FlowBounds = field(default_factory=FlowBounds)
     duration: float | None = None
+    shutdown_grace: float = 30.0
+    """Seconds a stopping service may take to drain; past them it exits with status 1."""
 
 
 @dataclass(frozen=True, slots=True)
