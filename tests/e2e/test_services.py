@@ -245,9 +245,7 @@ def test_services_health_metrics_outages_and_sigterm(
         # Data flows end to end: every service ready, orders stored.
         for service in services:
             wait_until(partial(up, service), 90, f"{service.name} ready")
-        wait_until(
-            lambda: trader.figure("algotrade_orders_total") >= 2, 120, "two orders"
-        )
+        wait_until(lambda: trader.figure("algotrade_orders_total") >= 2, 120, "two orders")
         exported: set[str] = set()
         for service in services:
             for path in ("/healthcheck", "/livez", "/readyz"):

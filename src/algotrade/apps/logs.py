@@ -11,6 +11,7 @@ URLs are passed through :func:`redact` before they are logged: credentials never
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import re
 import sys
@@ -55,13 +56,21 @@ def _timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+@functools.cache
+def _secret(key: str) -> bool:
+    return any(word in key for word in _SECRET_KEYS)
+
+
 def _scrub(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Hide secret-named fields and credentials inside any string field."""
     for key, value in event.items():
-        if any(word in key for word in _SECRET_KEYS):
+        if _secret(key):
             event[key] = "***"
-        elif isinstance(value, str) and "@" in value:
-            event[key] = redact(value)
+        elif value.__class__ is str:
+            if "@" in value:
+                event[key] = redact(value)
+        elif isinstance(value, BaseException):  # driver errors may quote a URL
+            event[key] = redact(str(value))
     return event
 
 
@@ -73,8 +82,9 @@ def configure_logging(stream: TextIO | None = None, *, json: bool | None = None)
         json: force JSON (True) or console rendering (False); ``None`` decides by whether
             ``stream`` is a terminal.
     """
-    global _logger
+    global _logger, _stream
     stream = stream or sys.stdout
+    _stream = stream  # held: a collected text stream would close the buffer written to
     as_json = not stream.isatty() if json is None else json
     shared: list[Any] = [structlog.processors.add_log_level, _timestamp, _scrub]
     renderer: Any
@@ -95,6 +105,7 @@ def configure_logging(stream: TextIO | None = None, *, json: bool | None = None)
 
 
 _logger: Any = structlog.get_logger()
+_stream: TextIO | None = None
 
 
 def log(app: str, message: str, **fields: object) -> None:
