@@ -37,8 +37,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite: unit, contract, integration and end-to-end."""
-    install(session, "test")
+    """The test suite: unit, contract, integration and end-to-end (profiling included)."""
+    install(session, "test", "profiling")
     session.run("pytest", *session.posargs)
 
 

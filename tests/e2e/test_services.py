@@ -3,6 +3,8 @@ health that means data flows, metrics, outages, silence, and SIGTERM under load.
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import json
 import os
 import re
@@ -10,12 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import anyio
 import httpx
@@ -410,3 +413,44 @@ def test_shutdown_is_bounded_when_the_store_stays_away(
     assert code == 1
     assert took >= 3
     assert "shutdown exceeded its grace" in collector.output()
+
+
+class _Ingest(http.server.BaseHTTPRequestHandler):
+    """A stand-in for Pyroscope's push endpoint: keeps every (path, decompressed body)."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep the test's output quiet."""
+
+
+def test_profiles_go_to_pyroscope_when_configured(tmp_path: Path) -> None:
+    """With PYROSCOPE_SERVER_ADDRESS set, a service pushes CPU profiles named after it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ingest)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {**os.environ, "PYROSCOPE_SERVER_ADDRESS": address}
+    args = ["--source", "synthetic", "--speed", "5", "--store", str(tmp_path / "p.db")]
+    collector = start_service("collector", args, env, tmp_path)
+    try:
+        wait_until(lambda: bool(_Ingest.received), 60, "a profile pushed")
+        code = collector.stop()
+    finally:
+        collector.close()
+        server.shutdown()
+        server.server_close()
+    assert code == 0, collector.output()
+    path, body = _Ingest.received[0]
+    assert path.endswith("/Push")
+    assert b"algotrade.collector" in body  # the application name
+    assert b"service" in body  # the service tag
+    assert b"collector.py" in body  # frames of the service's own code
