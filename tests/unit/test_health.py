@@ -34,7 +34,8 @@ async def test_all_good_is_200_up_everywhere() -> None:
     """Passing checks give 200 and status UP on every endpoint, naming each check."""
     monitor = Monitor("trader", [check("redis", "dependency", "ping 1ms"),
                                  check("consumer", "flow", "lag 0")])  # fmt: skip
-    await monitor.probe()
+    async with monitor.probing():
+        await monitor.probe()
     for answer in (monitor.healthcheck(), monitor.readyz(), monitor.livez()):
         status, body = answer
         assert status == 200
@@ -48,7 +49,8 @@ async def test_a_failing_dependency_is_503_naming_it() -> None:
     """A dependency that fails turns /healthcheck and /readyz 503 with its name and why."""
     monitor = Monitor("processor", [check("redis", "dependency", ConnectionError("refused")),
                                     check("mongodb", "dependency", "ping 2ms")])  # fmt: skip
-    await monitor.probe()
+    async with monitor.probing():
+        await monitor.probe()
     for status, body in (monitor.healthcheck(), monitor.readyz()):
         assert status == 503
         assert body["status"] == "DOWN"
@@ -61,7 +63,8 @@ async def test_a_stalled_flow_fails_readiness_only() -> None:
     """Stale data fails /readyz but not /healthcheck: dependencies still answer."""
     stale = check("market_data", "flow", UnhealthyError("stale"))
     monitor = Monitor("collector", [check("sqlite", "dependency", "ping"), stale])
-    await monitor.probe()
+    async with monitor.probing():
+        await monitor.probe()
     assert monitor.healthcheck()[0] == 200
     status, body = monitor.readyz()
     assert status == 503
@@ -70,17 +73,32 @@ async def test_a_stalled_flow_fails_readiness_only() -> None:
 
 async def test_a_probe_that_hangs_fails_after_its_timeout() -> None:
     """A dependency that never answers is reported DOWN after the probe timeout."""
-    monitor = Monitor("trader", [check("redis", "dependency", "late", delay=5)], timeout=0.1)
-    with anyio.fail_after(2):
+    calls: list[float] = []
+
+    async def slow_once() -> str:
+        calls.append(0.6 if not calls else 0.0)
+        await anyio.sleep(calls[-1])
+        return "late" if len(calls) == 1 else "fast"
+
+    monitor = Monitor("trader", [Check("redis", "dependency", slow_once)], timeout=0.1)
+    async with monitor.probing():
+        with anyio.fail_after(2):
+            await monitor.probe()
+        assert monitor.healthcheck()[1]["checks"]["redis"]["detail"] == "no answer within 0.1s"
+        await monitor.probe()  # still running: not started twice, still not answering
+        assert monitor.healthcheck()[0] == 503
+        await anyio.sleep(0.6)  # the late probe ends on its own (never cancelled)
         await monitor.probe()
-    assert monitor.healthcheck()[1]["checks"]["redis"]["detail"] == "no answer within 0.1s"
+    assert len(calls) == 2
+    assert monitor.healthcheck()[1]["checks"]["redis"] == {"status": "UP", "detail": "fast"}
 
 
 async def test_before_the_first_probe_and_while_stopping_it_is_not_ready() -> None:
     """Nothing is ready before the first probe; a stopping service is not ready."""
     monitor = Monitor("trader", [check("redis", "dependency", "ping")])
     assert monitor.readyz()[0] == 503
-    await monitor.probe()
+    async with monitor.probing():
+        await monitor.probe()
     assert monitor.readyz()[0] == 200
     monitor.stopping = True
     status, body = monitor.readyz()

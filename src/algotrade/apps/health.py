@@ -16,12 +16,14 @@ A probe is an async function returning a short detail when fine; it raises
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import anyio.abc
 
 from algotrade.apps.logs import log, warn
 
@@ -74,13 +76,28 @@ class Monitor:
     _lag: float = 0.0
     _probed: float = 0.0
 
+    _tasks: anyio.abc.TaskGroup | None = None
+    _inflight: dict[str, anyio.Event] = field(default_factory=dict)
+    _answers: dict[str, Result] = field(default_factory=dict)
+
     async def run(self) -> None:
         """Probe for ever (cancel to stop); a ticker measures the event loop's lag."""
-        async with anyio.create_task_group() as tg:
+        async with self.probing() as tg:
             tg.start_soon(self._ticker)
             while True:
                 await self.probe()
                 await anyio.sleep(self.interval)
+
+    @contextlib.asynccontextmanager
+    async def probing(self) -> AsyncIterator[anyio.abc.TaskGroup]:
+        """Own the task group probes run in (:meth:`run` enters it; tests may too)."""
+        async with anyio.create_task_group() as tg:
+            self._tasks = tg
+            try:
+                yield tg
+            finally:
+                self._tasks = None
+                tg.cancel_scope.cancel()
 
     async def _ticker(self, period: float = 0.25) -> None:
         while True:
@@ -89,25 +106,44 @@ class Monitor:
             self._tick = time.monotonic()
             self._lag = max(0.0, self._tick - before - period)
 
-    async def probe(self) -> None:
-        """Run every check now, concurrently, each within ``timeout`` seconds."""
-        results: dict[str, Result] = {}
+    async def _answer_of(self, check: Check, done: anyio.Event) -> None:
+        try:
+            detail = await check.probe()
+            self._answers[check.name] = Result(True, detail, check.kind)
+        except Exception as e:
+            self._answers[check.name] = Result(False, str(e) or type(e).__name__, check.kind)
+        finally:
+            del self._inflight[check.name]
+            done.set()
 
-        async def one(check: Check) -> None:
-            try:
-                with anyio.fail_after(self.timeout):
-                    detail = await check.probe()
-                results[check.name] = Result(True, detail, check.kind)
-            except TimeoutError:
+    async def probe(self) -> None:
+        """Run every check now, concurrently; report those not done within ``timeout``.
+
+        A late probe is never cancelled: cancelling a database driver in the middle of an
+        operation can leave its connection pool broken (seen with pymongo's async client).
+        It goes on in the background, is reported as not answering, and is not started
+        again until it ends.
+        """
+        if self._tasks is None:
+            raise RuntimeError("probe() needs the monitor's task group: use run() or probing()")
+        waiting: dict[str, anyio.Event] = {}
+        for check in self.checks:
+            event = self._inflight.get(check.name)
+            if event is None:
+                event = self._inflight[check.name] = anyio.Event()
+                self._tasks.start_soon(self._answer_of, check, event)
+            waiting[check.name] = event
+        with anyio.move_on_after(self.timeout):
+            for event in waiting.values():
+                await event.wait()
+        results: dict[str, Result] = {}
+        for check in self.checks:
+            if waiting[check.name].is_set():
+                results[check.name] = self._answers[check.name]
+            else:
                 results[check.name] = Result(
                     False, f"no answer within {self.timeout:g}s", check.kind
                 )
-            except Exception as e:
-                results[check.name] = Result(False, str(e) or type(e).__name__, check.kind)
-
-        async with anyio.create_task_group() as tg:
-            for check in self.checks:
-                tg.start_soon(one, check)
         previous = self.results
         self.results = {c.name: results[c.name] for c in self.checks}
         self._probed = time.monotonic()

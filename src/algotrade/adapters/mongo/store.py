@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, uri_parser
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -174,6 +175,7 @@ class MongoEventStore:
         self.database_name = name
         self._db: AsyncDatabase[Doc] = self._client[name]
         self.depth_retention = depth_retention
+        self.server_timeout = server_timeout
         self.poll_interval = poll_interval
         self.gap_timeout = gap_timeout
         self.commit_deadline = commit_deadline
@@ -722,7 +724,8 @@ class MongoEventStore:
     async def ping(self) -> None:
         """Send one ``ping`` command (no retry: health probes want the truth now)."""
         try:
-            await self._client.admin.command("ping")
+            with pymongo.timeout(self.server_timeout):  # the driver's own deadline: no cancel
+                await self._client.admin.command("ping")
         except PyMongoError as e:
             raise StoreError(f"MongoDB does not answer: {str(e).split(',')[0]}") from e
 
