@@ -11,8 +11,9 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from algotrade.apps.common import Observer, ignore, paced
-from algotrade.apps.logs import warn
+from algotrade.apps.logs import log, warn
 from algotrade.domain.book import BookSynchronizer
+from algotrade.domain.errors import ConcurrencyError
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -25,10 +26,23 @@ from algotrade.domain.events import (
     trade_stream,
     with_version,
 )
-from algotrade.domain.ports import Clock, EventStore, MarketFeed, StoredEvent
+from algotrade.domain.ports import AppendResult, Clock, EventStore, MarketFeed, StoredEvent
 
 OnStored = Callable[[Sequence[StoredEvent]], Awaitable[None]]
 T = TypeVar("T")
+
+
+def _sequence_of(event: Event | None) -> int:
+    """Return how far a stored market stream reaches: update id or aggregate trade id."""
+    if isinstance(event, DepthDiffReceived):
+        return event.final_update_id
+    if isinstance(event, BookSnapshotTaken):
+        return event.last_update_id
+    if isinstance(event, TradeReceived):
+        return event.trade_id
+    if isinstance(event, SequenceGapDetected):
+        return event.received_update_id - 1
+    return 0
 
 
 @contextlib.asynccontextmanager
@@ -78,6 +92,8 @@ class CollectorStats:
     backfilled: int = 0
     buffered: int = 0
     """Events handed to the writer and not yet stored."""
+    takeovers: int = 0
+    """Batches stored after another collector wrote the same symbols first."""
 
 
 class Collector:
@@ -255,7 +271,12 @@ class Collector:
 
     async def _store(self, batch: list[Event], since: float, *, queued: bool = False) -> None:
         """Store one batch; ``since`` is when its oldest event reached the collector."""
-        result = await self.store.append(batch)
+        try:
+            result = await self.store.append(batch)
+        except ConcurrencyError as e:
+            if not e.stream.startswith(("depth-", "trades-")):
+                raise
+            result = await self._store_rebased(batch)
         if queued:
             self.stats.buffered -= len(batch)
         self.stats.stored += len(result.stored)
@@ -267,6 +288,46 @@ class Collector:
         self.stats.flushes += 1
         if self.on_stored is not None and result.stored:
             await self.on_stored(result.stored)
+
+    async def _store_rebased(self, batch: list[Event]) -> AppendResult:
+        """Store a batch after another collector wrote the same symbols first.
+
+        The append that met the other writer stored nothing. Market events go again with
+        versions left to the store (version 0): those the other writer already stored are
+        skipped by their update or trade id, the rest continue its stream. A gap this
+        collector saw that the other writer's data already fills is dropped. Then each
+        symbol's numbering continues from what is stored.
+        """
+        self.stats.takeovers += 1
+        reached: dict[str, int] = {}
+        for stream in {e.stream for e in batch if e.stream.startswith(("depth-", "trades-"))}:
+            reached[stream] = _sequence_of(await self.store.last_event(stream))
+        rebased: list[Event] = []
+        for event in batch:
+            through = reached.get(event.stream)
+            if through is None:
+                rebased.append(event)
+            elif not (
+                isinstance(event, SequenceGapDetected) and event.received_update_id - 1 <= through
+            ):
+                rebased.append(with_version(event, 0))
+        result = await self.store.append(rebased)
+        for stream in reached:
+            last = await self.store.last_event(stream)
+            if last is None:
+                continue
+            symbol = stream.split("-", 1)[1]
+            if stream.startswith("depth-") and symbol in self.books:
+                sync = self.books[symbol]
+                sync.version = last.version
+                sync.stored_through = max(sync.stored_through, _sequence_of(last))
+            elif stream.startswith("trades-") and symbol in self._trades:
+                _, last_id = self._trades[symbol]
+                self._trades[symbol] = (last.version, max(last_id, _sequence_of(last)))
+        if self.stats.takeovers == 1 or self.stats.takeovers % 1000 == 0:  # not every batch
+            log("collector", "another collector writes these symbols: continuing its streams",
+                streams=",".join(sorted(reached)), times=self.stats.takeovers)  # fmt: skip
+        return result
 
     async def _sync(self, event: DepthDiffReceived | BookSnapshotTaken) -> BookSynchronizer:
         """Create a symbol's book, continuing the numbering of its stored depth stream."""

@@ -325,6 +325,8 @@ def collector_figures(collector: Collector, store: EventStore) -> Figures:
             Figure("backfilled_trades", "counter", "Missing trades fetched over REST.",
                    c.backfilled),
             Figure("buffered_events", "gauge", "Events waiting to be stored.", c.buffered),
+            Figure("takeovers", "counter", "Batches stored after another collector wrote the "
+                   "same symbols first.", c.takeovers),
             Figure("book_synced", "gauge", "1 when the symbol's book is synchronised.",
                    labels=("symbol",),
                    values=[((s,), float(_synced(collector, s))) for s in collector.feed.symbols]),
