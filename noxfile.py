@@ -43,6 +43,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """The reliability proof alone, longer: ``nox -s chaos -- 600`` runs 600 s of chaos.
+
+    The tests session runs it too, bounded to 60 s. ALGOTRADE_CHAOS_SEED picks the schedule.
+    """
+    install(session, "test", "profiling")
+    seconds = session.posargs[0] if session.posargs else "300"
+    session.run("pytest", "-s", "tests/chaos", env={"ALGOTRADE_CHAOS_SECONDS": seconds})
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and rewrite docs/benchmarks.md with their results."""
     install(session, "test")  # the Redis and MongoDB benchmarks start servers like the tests

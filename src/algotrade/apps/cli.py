@@ -30,7 +30,6 @@ from algotrade.apps.common import (
 )
 from algotrade.apps.logs import configure_logging
 from algotrade.apps.runner import bootstrap_run, run_pipeline
-from algotrade.apps.services import run_collector, run_processor, run_record, run_trader
 from algotrade.apps.settings import (
     DEFAULT_PORTS,
     CollectorSettings,
@@ -504,6 +503,8 @@ def collector(
             depth_retention=parse_retention(depth_retention),
         )
     )
+    from algotrade.apps.services import run_collector  # the HTTP stack: services only
+
     summary = execute(lambda: run_collector(settings), logs_on_stdout=not as_json)
     print_summary("collector summary", summary, as_json)
 
@@ -539,6 +540,8 @@ def processor(
             redis=_redis(redis_url, signal_stream, maxlen=stream_maxlen),
         )
     )  # fmt: skip
+    from algotrade.apps.services import run_processor  # the HTTP stack: services only
+
     summary = execute(lambda: run_processor(settings), logs_on_stdout=not as_json)
     print_summary("processor summary", summary, as_json)
 
@@ -577,6 +580,8 @@ def trader(
             ),
         )
     )  # fmt: skip
+    from algotrade.apps.services import run_trader  # the HTTP stack: services only
+
     summary = execute(lambda: run_trader(settings), logs_on_stdout=not as_json)
     print_summary("trader summary", summary, as_json)
 
@@ -725,6 +730,8 @@ def record(
     seconds = checked(lambda: _duration(duration))
     if out.exists() and out.is_dir():
         checked(lambda: _fail("out", f"{str(out)!r} is a directory"))
+    from algotrade.apps.services import run_record
+
     summary = execute(lambda: run_record(feed, out, seconds), logs_on_stdout=not as_json)
     print_summary("record summary", summary, as_json)
 

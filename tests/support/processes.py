@@ -1,0 +1,198 @@
+"""Services as real processes for end-to-end and chaos tests: start, probe, stop, read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import httpx
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from algotrade.adapters.mongo import MongoEventStore
+from algotrade.domain.events import DepthDiffReceived, Event, SequenceGapDetected, depth_stream
+from tests.support.servers import MongoServer, RedisServer, free_port, local_mongo, redis_binary
+
+
+@dataclass
+class Service:
+    """One ``algotrade`` service process, its HTTP port and its log files."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[str]
+    logs: list[IO[str]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        """Return the URL of one of the service's endpoints."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """GET an endpoint: (status, JSON body or text); (0, error) when nothing answers."""
+        try:
+            response = httpx.get(self.url(path), timeout=5.0)
+        except httpx.HTTPError as e:
+            return 0, str(e)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.status_code, response.json()
+        return response.status_code, response.text
+
+    def metrics(self) -> dict[str, float]:
+        """Return every sample of /metrics summed by name (labels folded together)."""
+        status, text = self.get("/metrics")
+        assert status == 200, text
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            out.setdefault(family.name, 0.0)
+            for sample in family.samples:
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
+        return out
+
+    def figure(self, name: str) -> float:
+        """Return one metric's value (summed over labels); 0 while nothing answers."""
+        if self.get("/livez")[0] != 200:
+            return 0.0
+        return self.metrics().get(name, 0.0)
+
+    def stop(self, timeout: float = 60) -> int:
+        """Send SIGTERM and return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Kill the process if it still runs; close its log files."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for log in self.logs:
+            log.close()
+
+    def output(self) -> str:
+        """Return what the process wrote so far (stdout and stderr)."""
+        return "".join(Path(log.name).read_text() for log in self.logs)
+
+
+def start_service(name: str, args: list[str], env: dict[str, str], logdir: Path) -> Service:
+    """Start ``algotrade <name> ...`` on a free port; its output goes to files."""
+    port = free_port()
+    out = (logdir / f"{name}-{port}.out").open("w")
+    err = (logdir / f"{name}-{port}.err").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "algotrade", name.split("-")[0], *args, "--port", str(port)],
+        stdout=out, stderr=err, text=True, env=env,
+    )  # fmt: skip
+    return Service(name, port, process, [out, err])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds; return the seconds it took (fail after timeout)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"not within {timeout:g}s: {what}")
+
+
+def down_naming(service: Service, path: str, check: str) -> bool:
+    """Return whether ``path`` answers 503 naming ``check`` as DOWN."""
+    status, body = service.get(path)
+    return (
+        status == 503
+        and isinstance(body, dict)
+        and body.get("status") == "DOWN"
+        and body["checks"].get(check, {}).get("status") == "DOWN"
+    )
+
+
+def up(service: Service, path: str = "/readyz") -> bool:
+    """Return whether ``path`` answers 200 UP."""
+    status, body = service.get(path)
+    return status == 200 and isinstance(body, dict) and body["status"] == "UP"
+
+
+def cli(*args: str, env: dict[str, str]) -> Any:
+    """Run a read command with ``--json`` and return its parsed output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "algotrade", *args, "--json"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def metric_names(expressions: list[str]) -> set[str]:
+    """Return the metric names PromQL expressions mention (histogram suffixes removed)."""
+    names = {n for e in expressions for n in re.findall(r"\b((?:algotrade|process)_[a-z_]+)", e)}
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+
+
+def stored_depth(url: str, symbol: str) -> list[Event]:
+    """Return a symbol's stored depth stream."""
+
+    async def read() -> list[Event]:
+        store = MongoEventStore(url, give_up_after=30.0)
+        try:
+            return await store.read_stream(depth_stream(symbol))
+        finally:
+            await store.close()
+
+    return anyio.run(read)
+
+
+def assert_depth_complete(events: list[Event]) -> None:
+    """Every version once, in order; diffs continuous except right after a recorded gap."""
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    previous: DepthDiffReceived | None = None
+    gap_before = False
+    for event in events:
+        if isinstance(event, SequenceGapDetected):
+            gap_before = True
+        elif isinstance(event, DepthDiffReceived):
+            if previous is not None and not gap_before:
+                assert event.first_update_id <= previous.final_update_id + 1
+            previous, gap_before = event, False
+
+
+@contextlib.contextmanager
+def private_servers() -> Iterator[tuple[RedisServer, MongoServer] | None]:
+    """Start a private Redis (append-only) and MongoDB a test may stop and restart; yield
+    ``None`` when this machine has no local binaries for them."""
+    binary = redis_binary()
+    with tempfile.TemporaryDirectory(prefix="algotrade-outage-") as workdir:
+        mongo = local_mongo(workdir)
+        if binary is None or mongo is None:
+            yield None
+            return
+        redis_dir = Path(workdir) / "redis"
+        redis_dir.mkdir()
+        server = RedisServer(binary, free_port(), str(redis_dir), persistent=True)
+        server.start()
+        mongo.start()
+        try:
+            yield server, mongo
+        finally:
+            server.stop()
+            mongo.stop()
+
+
+def group_state(client: redis.Redis) -> dict[str, int]:
+    """Return the trader group's lag (entries after its last delivered id) and pending."""
+    (group,) = client.xinfo_groups("trade_signals_stream")
+    after = "(" + str(group["last-delivered-id"])
+    lag = len(client.xrange("trade_signals_stream", min=after))  # type: ignore[arg-type]
+    return {"lag": lag, "pending": int(group["pending"])}
