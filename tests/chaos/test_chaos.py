@@ -1,7 +1,7 @@
-"""Reliability under chaos: two collectors on one symbol, a processor and two traders as
-real processes, killed and restarted at random while Redis and MongoDB restart, the
-exchange drops connections and skips update ids; at the end nothing is lost and nothing is
-doubled.
+"""Reliability under chaos: two of every service as real processes (the collectors and
+the processors on the same symbol and strategy), killed and restarted at random while Redis
+and MongoDB restart, the exchange drops connections and skips update ids; at the end
+nothing is lost and nothing is doubled.
 
 ``ALGOTRADE_CHAOS_SEED`` picks the schedule (printed, so a failure replays), and
 ``ALGOTRADE_CHAOS_SECONDS`` its length (60 s by default, the bounded form CI runs).
@@ -106,9 +106,8 @@ def test_nothing_lost_nothing_doubled_under_chaos(
     specs: dict[str, list[str]] = {
         "collector-1": [],
         "collector-2": [],
-        # One processor: two on the same symbols and strategy are not supported yet (they
-        # race on the bar and signal streams; see docs/scaling.md). It is killed too.
         "processor-1": STRATEGY,
+        "processor-2": STRATEGY,
         "trader-1": ["--consumer", "t1"],
         "trader-2": ["--consumer", "t2"],
     }
@@ -179,7 +178,7 @@ def test_nothing_lost_nothing_doubled_under_chaos(
                 120,
                 "every signal acted upon",
             )
-            for name in ("processor-1", "trader-1", "trader-2"):
+            for name in ("processor-1", "processor-2", "trader-1", "trader-2"):
                 assert running[name].stop() == 0, running[name].output()
             group = group_state(client)
             dead = client.xlen("trade_signals_dead")

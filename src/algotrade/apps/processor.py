@@ -19,7 +19,7 @@ from algotrade.adapters.memory import SystemClock
 from algotrade.apps.common import Observer, ignore
 from algotrade.apps.logs import log, warn
 from algotrade.apps.views import signal_view
-from algotrade.domain.errors import MessagingError
+from algotrade.domain.errors import ConcurrencyError, MessagingError
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -44,6 +44,7 @@ class ProcessorStats:
     signals: int = 0
     duplicates: int = 0
     last_position: int = 0
+    takeovers: int = 0
 
 
 class ProcessorService:
@@ -122,9 +123,15 @@ class ProcessorService:
         return last if last else self._first_position.get(symbol, 0)
 
     async def _store(self, produced: list[Event]) -> None:
-        result = await self.store.append(
-            produced, tracking=Tracking(self.tracking_name, self.checkpoint())
-        )
+        try:
+            result = await self.store.append(
+                produced, tracking=Tracking(self.tracking_name, self.checkpoint())
+            )
+        except ConcurrencyError as e:
+            if not e.stream.startswith(("bars-", "signals-")):
+                raise
+            self._rejoin()
+            return
         self.stats.duplicates += result.duplicates
         new_signals = []
         for stored in result.stored:
@@ -143,6 +150,22 @@ class ProcessorService:
         if new_signals and self.on_signals is not None:
             self.on_signals(new_signals)
 
+    def _rejoin(self) -> None:
+        """Another processor stored bars or signals first: start again from the store.
+
+        Nothing of the refused append was stored. As after a restart, the next batch reloads
+        the checkpoint and each symbol's stored bars (warming its strategy up and re-deriving
+        the same signal ids, which the store skips), so both processors keep storing one
+        series: a standby takes over where the other stopped.
+        """
+        self.processor.pipelines.clear()
+        self._first_position.clear()
+        self._position = None
+        self.stats.takeovers += 1
+        if self.stats.takeovers == 1 or self.stats.takeovers % 1000 == 0:  # not every batch
+            log("processor", "another processor stores these series: continuing from the store",
+                times=self.stats.takeovers)  # fmt: skip
+
     async def lag(self) -> int:
         """Return how many stored positions this processor has yet to look at (0: none of
         them is a market event)."""
@@ -159,6 +182,8 @@ class ProcessorService:
         handled = 0
         while batch := await self.store.read_all(position, limit=batch_size, types=MARKET_TYPES):
             await self.handle(batch)
+            if self._position is None:  # rejoined another processor: the next call reloads
+                return handled + len(batch)
             position = self._position = batch[-1].position
             handled += len(batch)
             await anyio.lowlevel.checkpoint()  # let signals and other tasks in between batches

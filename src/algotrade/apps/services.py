@@ -451,6 +451,8 @@ def processor_figures(service: ProcessorService, relay: OutboxRelay | None, lag:
             Figure("signals", "counter", "Signals emitted and stored.", s.signals),
             Figure("duplicate_events", "counter", "Bars or signals already stored (skipped).",
                    s.duplicates),
+            Figure("takeovers", "counter", "Restarts from the store after another processor "
+                   "stored the same series first.", s.takeovers),
             Figure("processor_position", "gauge", "Store position processed so far.",
                    s.last_position),
             Figure("processor_lag_events", "gauge", "Stored events not yet processed.",
