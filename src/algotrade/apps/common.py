@@ -184,6 +184,17 @@ async def stop_on_signals(
             stop.set()
 
 
+async def stop_after(seconds: float, stop: anyio.Event) -> None:
+    """Set ``stop`` after ``seconds`` (a command's ``--duration``)."""
+    await anyio.sleep(seconds)
+    stop.set()
+
+
+def rate(count: int, seconds: float) -> str:
+    """Return ``count`` per second over ``seconds``, for progress lines."""
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
+
+
 class Progress:
     """One status line per period on stderr (rewritten in place on a terminal)."""
 

@@ -59,17 +59,13 @@ class Result:
 
 @dataclass
 class Monitor:
-    """Probes a service's checks every ``interval`` seconds and keeps the latest answers.
-
-    ``on_result`` is told each outcome (the metrics' ``dependency_up`` gauges use it).
-    """
+    """Probes a service's checks every ``interval`` seconds and keeps the latest answers."""
 
     service: str
     checks: Sequence[Check]
     interval: float = 2.0
     timeout: float = 2.0
     max_loop_lag: float = 5.0
-    on_result: Callable[[str, Result], None] | None = None
     results: dict[str, Result] = field(default_factory=dict)
     stopping: bool = False
     _tick: float = field(default_factory=time.monotonic)
@@ -156,9 +152,6 @@ class Monitor:
                 warn(self.service, "check failing", check=name, detail=result.detail)
             elif result.ok and not before.ok:
                 log(self.service, "check recovered", check=name, detail=result.detail)
-        if self.on_result is not None:
-            for name, result in self.results.items():
-                self.on_result(name, result)
 
     def _live(self) -> Result:
         now = time.monotonic()

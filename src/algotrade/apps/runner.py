@@ -25,6 +25,8 @@ from algotrade.apps.common import (
     Progress,
     open_store,
     peak_rss_mib,
+    rate,
+    stop_after,
     stop_on_signals,
 )
 from algotrade.apps.logs import log
@@ -169,15 +171,11 @@ def outbox_name(redis: RedisSettings) -> str:
     return f"outbox:{redis.stream}"
 
 
-def _rate(count: int, seconds: float) -> str:
-    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
-
-
 def render_run(p: Pipeline, elapsed: float) -> str:
     """Return the one-line progress of a run."""
     c, pr, t = p.collector.stats, p.processor.stats, p.trader.stats
     return (
-        f"[run] {elapsed:6.1f}s events={c.received:,} ({_rate(c.received, elapsed)})"
+        f"[run] {elapsed:6.1f}s events={c.received:,} ({rate(c.received, elapsed)})"
         f" stored={c.stored:,} gaps={c.gaps} bars={pr.bars:,} signals={pr.signals}"
         f" orders={t.orders}"
     )
@@ -234,7 +232,7 @@ async def run_pipeline(p: Pipeline, settings: RunSettings) -> dict[str, Any]:
         if settings.progress:
             tg.start_soon(progress.run)
         if settings.duration is not None:
-            tg.start_soon(_stop_after, settings.duration, stop)
+            tg.start_soon(stop_after, settings.duration, stop)
         drained = anyio.Event()
         relay_stop, relayed = anyio.Event(), anyio.Event()
         tg.start_soon(lambda: p.trader.run(trader_stop, drained=drained))
@@ -271,8 +269,3 @@ async def _run_then_set(
         await run(stop)
     finally:
         done.set()
-
-
-async def _stop_after(seconds: float, stop: anyio.Event) -> None:
-    await anyio.sleep(seconds)
-    stop.set()

@@ -27,7 +27,7 @@ from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.redis import RedisSignalConsumer
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
 from algotrade.apps.collector import Collector
-from algotrade.apps.common import Progress, open_store, stop_on_signals
+from algotrade.apps.common import Progress, open_store, rate, stop_after, stop_on_signals
 from algotrade.apps.health import Check, Monitor, UnhealthyError
 from algotrade.apps.http import create_app, listen, serve_http
 from algotrade.apps.logs import log, warn
@@ -161,7 +161,7 @@ async def serve(
                         tg.start_soon(observed.monitor.run)
                     duration = settings.duration if settings is not None else None
                     if duration is not None:
-                        tg.start_soon(_stop_after, duration, stop)
+                        tg.start_soon(stop_after, duration, stop)
                     if settings is not None:
                         tg.start_soon(_deadline, service, stop, settings.shutdown_grace)
                     await work(stop)
@@ -191,15 +191,6 @@ async def _deadline(service: str, stop: anyio.Event, grace: float) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
-
-
-async def _stop_after(seconds: float, stop: anyio.Event) -> None:
-    await anyio.sleep(seconds)
-    stop.set()
-
-
-def _rate(count: int, seconds: float) -> str:
-    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
 
 
 # --- shared checks ---------------------------------------------------------------------
@@ -382,7 +373,7 @@ async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
             "collector",
             collector.run,
             lambda e: (
-                f"[collector] {e:6.1f}s events={c.received:,} ({_rate(c.received, e)})"
+                f"[collector] {e:6.1f}s events={c.received:,} ({rate(c.received, e)})"
                 f" stored={c.stored:,} duplicates={c.duplicates:,} buffered={c.buffered:,}"
                 f" gaps={c.gaps} rejected={c.rejected}{_feed_line(feed)}"
             ),
