@@ -21,11 +21,13 @@ from decimal import Decimal
 import anyio
 
 from algotrade.domain.events import (
+    BarClosed,
     BookSnapshotTaken,
     DepthDiffReceived,
     MarketEvent,
     PriceLevel,
     TradeReceived,
+    bar_stream,
     depth_stream,
     trade_stream,
 )
@@ -309,3 +311,54 @@ class SyntheticFeed:
             self.produced += len(batch)
             yield batch
             await anyio.lowlevel.checkpoint()
+
+
+def synthetic_bars(
+    count: int,
+    *,
+    interval_ns: int = _DAY_NS,
+    interval: str = "1d",
+    symbol: str = "BTCUSDT",
+    seed: int = 1,
+    start_ns: int = DEFAULT_START_NS,
+    price: float = 30_000.0,
+    volatility: float = 0.03,
+) -> Iterable[BarClosed]:
+    """Yield ``count`` closed bars of a seeded random walk with drifting trends.
+
+    Each bar's log return is Gaussian with standard deviation ``volatility``, plus a drift
+    that changes sign at random every few dozen bars, so moving averages cross now and
+    then as on a real market. Prices have two decimals; the same seed gives the same bars.
+    """
+    rng = random.Random(seed)
+    stream = bar_stream(symbol, interval)
+    home = level = math.log(price)
+    drift = 0.0
+    cents = Decimal("0.01")
+    previous = Decimal(f"{price:.2f}")
+    for i in range(count):
+        if rng.random() < 0.02:
+            drift = rng.gauss(0, volatility / 10)
+        level += drift + rng.gauss(0, volatility) - 0.002 * (level - home)
+        close = Decimal(f"{max(math.exp(level), 0.01):.2f}")
+        spread = abs(close - previous)
+        high = max(close, previous) + (spread / 4).quantize(cents)
+        low = max(min(close, previous) - (spread / 4).quantize(cents), cents)
+        open_time = start_ns + i * interval_ns
+        yield BarClosed(
+            stream=stream,
+            version=i + 1,
+            exchange_ts=open_time + interval_ns,
+            receive_ts=open_time + interval_ns,
+            symbol=symbol,
+            interval=interval,
+            open_time=open_time,
+            close_time=open_time + interval_ns,
+            open=previous,
+            high=high,
+            low=low,
+            close=close,
+            updates=1,
+            last_position=0,
+        )
+        previous = close

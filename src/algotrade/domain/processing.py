@@ -15,7 +15,7 @@ from algotrade.domain.events import (
     TradeReceived,
     derived_id,
 )
-from algotrade.domain.strategy import Strategy
+from algotrade.domain.strategy import Decision, Strategy
 
 PriceSource = Literal["mid", "trade"]
 
@@ -46,12 +46,30 @@ class SymbolPipeline:
         self.signal_version = 0
         self.resume_position = 0
         self.bars_last_position = 0
+        self._on_top = getattr(strategy, "on_top", None)
+        self._on_trade = getattr(strategy, "on_trade", None)
+        self.warmed_up = 0
+        """Bars of history (before any stored bar) fed to the strategy by :meth:`warm_up`."""
         self._key = (
             strategy.name,
             ",".join(f"{k}={v}" for k, v in strategy.params),
             symbol,
             interval.name,
         )
+
+    def warm_up(self, bars: Iterable[BarClosed]) -> int:
+        """Feed history older than anything stored to the strategy; emit nothing.
+
+        The decisions the history implies are dropped: they are the past, not signals to
+        act upon. Return how many bars were fed.
+        """
+        on_bar = self.strategy.on_bar
+        count = 0
+        for bar in bars:
+            on_bar(bar)
+            count += 1
+        self.warmed_up += count
+        return count
 
     def restore(self, bars: Iterable[BarClosed]) -> list[SignalEmitted]:
         """Warm up from stored bars; return the signals they imply (ids as before)."""
@@ -71,26 +89,41 @@ class SymbolPipeline:
         """Consume one stored market event at ``position``; return new bars and signals."""
         if position <= self.resume_position:
             return []
-        if self.price_source == "mid":
+        if isinstance(event, TradeReceived):
+            if self.price_source != "trade":
+                if self._on_trade is not None:
+                    self._on_trade(event)
+                return []
+            price = event.price
+        elif self.price_source == "mid":
             if not isinstance(event, DepthDiffReceived | BookSnapshotTaken) or event.top is None:
                 return []
             price = event.top.mid
         else:
-            if not isinstance(event, TradeReceived):
-                return []
-            price = event.price
-        bar = self.bars.on_price(event.exchange_ts, price, position, event.receive_ts)
-        if bar is None:
             return []
-        self.bars_last_position = bar.last_position
-        signal = self.on_bar(bar)
-        return [bar] if signal is None else [bar, signal]
+        bar = self.bars.on_price(event.exchange_ts, price, position, event.receive_ts)
+        produced: list[Event] = []
+        if bar is not None:  # the previous bar closes before the strategy sees the new price
+            self.bars_last_position = bar.last_position
+            produced.append(bar)
+            signal = self.on_bar(bar)
+            if signal is not None:
+                produced.append(signal)
+        if self._on_top is not None and not isinstance(event, TradeReceived):
+            self._on_top(event.top, event.exchange_ts)
+        elif self._on_trade is not None and isinstance(event, TradeReceived):
+            self._on_trade(event)
+        return produced
 
     def on_bar(self, bar: BarClosed) -> SignalEmitted | None:
         """Run the strategy on one closed bar; return its signal, if any."""
         decision = self.strategy.on_bar(bar)
         if decision is None:
             return None
+        return self.signal_for(bar, decision)
+
+    def signal_for(self, bar: BarClosed, decision: Decision) -> SignalEmitted:
+        """Return the signal of the strategy's ``decision`` on ``bar`` (the next version)."""
         self.signal_version += 1
         return SignalEmitted(
             stream=self.signal_stream,

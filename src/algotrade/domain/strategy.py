@@ -9,18 +9,45 @@ from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed, Side
 from algotrade.domain.indicators import SimpleMovingAverage
 
+#: Relative difference under which two averages count as equal (see :class:`SmaCrossover`).
+EQUAL_WITHIN = 1e-12
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A strategy's wish to buy or sell, with the indicator values that led to it."""
+    """A strategy's wish to buy or sell, with the two indicator values that led to it.
+
+    ``short_sma`` and ``long_sma`` are stored with the signal (MongoDB ``trade_signals``,
+    the Redis stream): a strategy that compares other values (two EMAs, a price and a
+    band) puts them there; one that compares nothing leaves them at 0.0.
+    """
 
     side: Side
-    short_sma: float
-    long_sma: float
+    short_sma: float = 0.0
+    long_sma: float = 0.0
 
 
 class Strategy(Protocol):
-    """Anything that reads closed bars one by one and sometimes decides to trade."""
+    """Anything that reads closed bars one by one and sometimes decides to trade.
+
+    The live processor, ``algotrade run``, :func:`algotrade.backtest` and ``algotrade
+    parity`` all drive a strategy through the same
+    :class:`~algotrade.domain.processing.SymbolPipeline`, so a strategy gives the same
+    signals, with the same ids, everywhere. Decisions are taken on closed bars only: a
+    signal's id derives from the strategy's name and parameters, the symbol, the interval,
+    the bar and the side.
+
+    Optional members, used when present:
+
+    * ``warmup: int``: how many closed bars the strategy needs before it can decide; the
+      processor fetches that much history (``/api/v3/klines``) before its first bar.
+    * ``on_top(top: TopOfBook, exchange_ts: int) -> None``: every top of book the bars
+      are built from (depth data only), in order, before the bar it belongs to closes.
+    * ``on_trade(trade: TradeReceived) -> None``: every trade of the symbol, in order.
+
+    A strategy object holds the state of one symbol: give each symbol its own instance
+    (``Processor`` takes a factory).
+    """
 
     @property
     def name(self) -> str:
@@ -45,6 +72,10 @@ class SmaCrossover:
     trigger nor reset that sign, and the first sign after warm-up only sets it (the
     semantics of backtrader's ``CrossOver``). So sides always alternate and no signal
     repeats.
+
+    Averages closer than :data:`EQUAL_WITHIN` of the long one count as equal: the last
+    bits of two floating-point running sums are noise, never a crossover (over a flat
+    stretch of prices both averages are the price, whatever their rounding).
     """
 
     name = "sma_crossover"
@@ -65,9 +96,30 @@ class SmaCrossover:
         """Return ``(("short", n), ("long", m))``."""
         return (("short", self.short.period), ("long", self.long.period))
 
+    @property
+    def warmup(self) -> int:
+        """Return how many bars define both averages (the long period)."""
+        return self.long.period
+
     def on_bar(self, bar: BarClosed) -> Decision | None:
         """Update both SMAs with the bar's close; return a decision on a crossover."""
-        return self.update(float(bar.close))
+        close = float(bar.close)  # update() and compare() written out: the backtest hot path
+        short = self.short.update(close)
+        long = self.long.update(close)
+        if long is None or short is None:
+            return None
+        margin = long * EQUAL_WITHIN
+        if short > long + margin:
+            if self._sign > 0:
+                return None
+            previous, self._sign = self._sign, 1
+            return None if previous == 0 else Decision(Side.BUY, short, long)
+        if short < long - margin:
+            if self._sign < 0:
+                return None
+            previous, self._sign = self._sign, -1
+            return None if previous == 0 else Decision(Side.SELL, short, long)
+        return None
 
     def update(self, close: float) -> Decision | None:
         """Update both SMAs with one closing price; return a decision on a crossover."""
@@ -79,9 +131,10 @@ class SmaCrossover:
 
     def compare(self, short: float, long: float) -> Decision | None:
         """Feed one pair of defined averages through the crossover state."""
-        if short > long:
+        margin = abs(long) * EQUAL_WITHIN
+        if short > long + margin:
             sign = 1
-        elif short < long:
+        elif short < long - margin:
             sign = -1
         else:
             return None

@@ -1,0 +1,252 @@
+"""OHLCV candles in Binance's kline layout, from CSV files and from ``/api/v3/klines``.
+
+Binance's public data files (data.binance.vision, ``BTCUSDT-1d-2024-01.csv``) and the
+REST endpoint share one row layout::
+
+    open time, open, high, low, close, volume, close time, quote volume, trades,
+    taker buy base volume, taker buy quote volume, ignore
+
+Files may start with a header row; timestamps are milliseconds, or microseconds (spot
+files since 2025): each row's unit is recognised from its size. A candle becomes a
+:class:`~algotrade.domain.events.BarClosed` covering ``[open time, open time + interval)``.
+A malformed row is reported with its line number, kept aside, and skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from algotrade.domain.bars import Interval
+from algotrade.domain.errors import ConfigurationError, InvalidInputError
+from algotrade.domain.events import BarClosed, bar_stream
+from algotrade.domain.ports import RejectedInput
+
+_MS = 1_000_000
+_US = 1_000
+_MICROS_FROM = 10**14  # a millisecond timestamp this large would be in the year 5138
+_FILE_NAME = re.compile(r"^([A-Z0-9]+)-(\d+[smhdw])(?:-|\.|$)")
+_MAX_RAW = 300
+_BINANCE_INTERVALS = frozenset(
+    ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
+)
+
+
+@dataclass
+class Candles:
+    """Bars read from candles, with what was learnt about them and what was rejected."""
+
+    symbol: str
+    interval: Interval
+    bars: list[BarClosed] = field(default_factory=list)
+    rejected: list[RejectedInput] = field(default_factory=list)
+    rows: int = 0
+
+
+def interval_of(nanos: int) -> Interval:
+    """Return the interval of ``nanos`` named with the largest unit that divides it."""
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        scaled = size * 1_000_000_000
+        if nanos > 0 and nanos % scaled == 0:
+            return Interval(f"{nanos // scaled}{unit}", nanos)
+    raise InvalidInputError(f"a candle of {nanos} ns is not a whole number of seconds")
+
+
+def _timestamp(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("negative timestamp")
+    return value * (_US if value >= _MICROS_FROM else _MS)
+
+
+def _price(name: str, text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidInputError(f"{name} {text!r} is not a number") from None
+    if not value.is_finite() or value <= 0:
+        raise InvalidInputError(f"{name} {text!r} is not a positive price")
+    return value
+
+
+def candle_bar(
+    fields: Sequence[Any], symbol: str, interval: Interval | None, version: int
+) -> tuple[BarClosed, Interval]:
+    """Return the bar of one kline row (strings or REST values) and its interval.
+
+    Raises:
+        InvalidInputError: the row is not a kline.
+    """
+    if len(fields) < 7:
+        raise InvalidInputError(
+            f"expected at least 7 fields (open time .. close time), got {len(fields)}"
+        )
+    try:
+        open_time = _timestamp(str(fields[0]).strip())
+        close_time = _timestamp(str(fields[6]).strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"open time {fields[0]!r} or close time {fields[6]!r} is not an integer timestamp"
+        ) from None
+    span = close_time - open_time + (_US if int(str(fields[6]).strip()) >= _MICROS_FROM else _MS)
+    if span <= 0:
+        raise InvalidInputError("close time is before open time")
+    row_interval = interval_of(span)
+    if interval is not None and row_interval.nanos != interval.nanos:
+        raise InvalidInputError(f"a {row_interval.name} candle among {interval.name} candles")
+    o, h, low, c = (_price(n, str(fields[i]).strip()) for i, n in
+                    ((1, "open"), (2, "high"), (3, "low"), (4, "close")))  # fmt: skip
+    if not (low <= o <= h and low <= c <= h):
+        raise InvalidInputError(f"prices out of order: open {o} high {h} low {low} close {c}")
+    trades = 0
+    if len(fields) > 8:
+        try:
+            trades = int(str(fields[8]).strip())
+        except ValueError:
+            raise InvalidInputError(f"number of trades {fields[8]!r} is not an integer") from None
+    end = open_time + row_interval.nanos
+    return (
+        BarClosed(
+            stream=bar_stream(symbol, row_interval.name),
+            version=version,
+            exchange_ts=end,
+            receive_ts=end,
+            symbol=symbol,
+            interval=row_interval.name,
+            open_time=open_time,
+            close_time=end,
+            open=o,
+            high=h,
+            low=low,
+            close=c,
+            updates=trades,
+            last_position=0,
+        ),
+        row_interval,
+    )
+
+
+def names_of(path: Path) -> tuple[str | None, str | None]:
+    """Return the symbol and interval a Binance data file name gives, if any."""
+    match = _FILE_NAME.match(path.name)
+    return (match[1], match[2]) if match else (None, None)
+
+
+def _is_header(line: str) -> bool:
+    first = line.split(",", 1)[0].strip().strip('"').lower()
+    return bool(first) and not first[0].isdigit() and "open" in first
+
+
+def read_candles(
+    path: str | Path, *, symbol: str | None = None, interval: str | None = None
+) -> Candles:
+    """Read a kline CSV file into bars, in open-time order.
+
+    ``symbol`` and ``interval`` default to those in a Binance file name
+    (``BTCUSDT-1h-2024-01.csv``); the interval otherwise comes from the first valid row,
+    and the symbol defaults to BTCUSDT. A row that is malformed, of another interval, or
+    not after the previous one is rejected with its line number.
+
+    Raises:
+        ConfigurationError: the file cannot be read or holds no valid candle.
+    """
+    path = Path(path)
+    named_symbol, named_interval = names_of(path)
+    name = interval or named_interval
+    wanted = Interval.parse(name) if name else None
+    result = Candles(
+        (symbol or named_symbol or "BTCUSDT").upper(), wanted or Interval("1m", 60 * 10**9)
+    )
+    try:
+        handle = path.open("r", encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ConfigurationError("data", f"cannot read {path}: {e.strerror}") from None
+    with handle:
+        for bar, found in _rows(handle, result, wanted, str(path)):
+            if wanted is None:
+                wanted = result.interval = found
+            result.bars.append(bar)
+    if not result.bars:
+        reasons = "; ".join(f"{r.where}: {r.reason}" for r in result.rejected[:3])
+        raise ConfigurationError(
+            "data", f"no valid candle in {path}" + (f" ({reasons})" if reasons else "")
+        )
+    return result
+
+
+def _rows(
+    lines: Iterable[str], result: Candles, interval: Interval | None, source: str
+) -> Iterator[tuple[BarClosed, Interval]]:
+    last_open = -1
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if number == 1 and _is_header(text):
+            continue
+        result.rows += 1
+        try:
+            bar, found = candle_bar(text.split(","), result.symbol, interval, len(result.bars) + 1)
+            if bar.open_time <= last_open:
+                raise InvalidInputError("not after the previous candle (duplicate or out of order)")
+        except InvalidInputError as e:
+            raw = text if len(text) <= _MAX_RAW else text[:_MAX_RAW] + "..."
+            result.rejected.append(RejectedInput(source, f"line {number}", str(e), raw))
+            continue
+        interval = found
+        last_open = bar.open_time
+        yield bar, found
+
+
+def resample(bars: Iterable[BarClosed], interval: Interval) -> Iterator[BarClosed]:
+    """Merge shorter bars into bars of ``interval`` (a multiple of theirs), epoch-aligned.
+
+    A merged bar's open is its first bar's, high and low the extremes, close the last
+    bar's close; it closes when a bar of a later interval arrives, or at the end.
+    """
+    current: list[BarClosed] = []
+    version = 0
+    for bar in bars:
+        size = bar.close_time - bar.open_time
+        if interval.nanos % size:
+            raise ConfigurationError(
+                "interval", f"{interval.name} is not a multiple of the data's {bar.interval} bars"
+            )
+        start = bar.open_time - bar.open_time % interval.nanos
+        if current and current[0].open_time - current[0].open_time % interval.nanos != start:
+            version += 1
+            yield _merge(current, interval, version)
+            current = []
+        current.append(bar)
+    if current:
+        yield _merge(current, interval, version + 1)
+
+
+def _merge(bars: list[BarClosed], interval: Interval, version: int) -> BarClosed:
+    first, last = bars[0], bars[-1]
+    start = first.open_time - first.open_time % interval.nanos
+    return BarClosed(
+        stream=bar_stream(first.symbol, interval.name),
+        version=version,
+        exchange_ts=last.exchange_ts,
+        receive_ts=last.receive_ts,
+        symbol=first.symbol,
+        interval=interval.name,
+        open_time=start,
+        close_time=start + interval.nanos,
+        open=first.open,
+        high=max(b.high for b in bars),
+        low=min(b.low for b in bars),
+        close=last.close,
+        updates=sum(b.updates for b in bars),
+        last_position=last.last_position,
+    )
+
+
+def binance_interval(interval: Interval) -> str | None:
+    """Return Binance's name of ``interval`` for ``/api/v3/klines``, ``None`` if it has none."""
+    return interval.name if interval.name in _BINANCE_INTERVALS else None

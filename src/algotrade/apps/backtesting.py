@@ -1,0 +1,373 @@
+"""Backtests and the parity proof: one strategy object, the live code path, any history.
+
+:func:`backtest` reads history (kline CSV files, recorded raw Binance sessions, an event
+store, or bars in memory) and runs it through the live processor's
+:class:`~algotrade.domain.processing.SymbolPipeline` with the trader's paper-trading rules.
+:func:`parity` runs a recording through the live services' path (collector into a store,
+processor following it, outbox relay publishing) and through :func:`backtest`, and
+compares the two signal lists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+import anyio
+
+from algotrade.adapters.candles import read_candles, resample
+from algotrade.adapters.memory import InMemoryEventStore, SystemClock
+from algotrade.adapters.replay import ReplayFeed
+from algotrade.adapters.synthetic import synthetic_bars
+from algotrade.apps.collector import Collector
+from algotrade.apps.common import open_store
+from algotrade.apps.processor import MARKET_TYPES, OutboxRelay, ProcessorService
+from algotrade.domain.backtest import Backtester, BacktestResult
+from algotrade.domain.bars import Interval
+from algotrade.domain.book import BookSynchronizer
+from algotrade.domain.errors import ConfigurationError
+from algotrade.domain.events import (
+    BarClosed,
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    SignalEmitted,
+    TradeReceived,
+)
+from algotrade.domain.ports import EventStore, RejectedInput
+from algotrade.domain.processing import PriceSource, Processor, SymbolPipeline
+from algotrade.domain.strategy import Strategy
+
+Data = str | Path | Iterable[BarClosed]
+"""What :func:`backtest` reads: a kline CSV file, a recorded raw session, an event store
+URL (``mongodb://...``, ``sqlite:///file.db``, a ``.db`` file), or closed bars."""
+
+Kind = Literal["bars", "events"]
+CHUNK = 65_536
+_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+@dataclass
+class History:
+    """History ready for a backtest: bars or stored market events, for one symbol."""
+
+    kind: Kind
+    symbol: str
+    interval: Interval
+    items: Sequence[BarClosed] | Sequence[tuple[Event, int]]
+    source: str
+    rejected: list[RejectedInput] = field(default_factory=list)
+    other_symbols: set[str] = field(default_factory=set)
+
+
+def is_store_url(text: str) -> bool:
+    """Return whether ``text`` names an event store rather than a file of history."""
+    return text.startswith(("mongodb://", "mongodb+srv://", "sqlite:")) or text.endswith(
+        _STORE_SUFFIXES
+    )
+
+
+def _is_recording(path: Path) -> bool:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as lines:
+            for line in islice(lines, 20):
+                text = line.strip()
+                if not text:
+                    continue
+                head = text.split(":", 1)[0]
+                return text.startswith(("wss://", "ws://", "http://", "https://")) or (
+                    head.replace(".", "", 1).isdigit() and ": " in text[: len(head) + 2]
+                )
+    except OSError as e:
+        raise ConfigurationError("data", f"cannot read {path}: {e.strerror}") from None
+    return False
+
+
+def load_history(
+    data: Data,
+    *,
+    symbol: str | None = None,
+    interval: str | None = None,
+) -> History:
+    """Read ``data`` into bars or stored market events for one symbol.
+
+    Bars (candles, bars given) are resampled when ``interval`` is a multiple of theirs.
+    Market events (recordings, event stores) need ``interval``; the book of a recording is
+    rebuilt with the collector's synchronizer, so each depth event carries the top of book
+    the live collector would have stored.
+
+    Raises:
+        ConfigurationError: the data cannot be read, or does not fit the options.
+    """
+    wanted = Interval.parse(interval) if interval else None
+    if not isinstance(data, str | Path):
+        bars = list(data)
+        if not bars:
+            raise ConfigurationError("data", "no bars given")
+        name = symbol or bars[0].symbol
+        bars = [b for b in bars if b.symbol == name]
+        found = Interval.parse(bars[0].interval)
+        return _bars_history(bars, name, found, wanted, "bars")
+    text = str(data)
+    if is_store_url(text):
+        if wanted is None:
+            raise ConfigurationError("interval", "a backtest over an event store needs --interval")
+        return anyio.run(_store_history, text, symbol, wanted)
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigurationError("data", f"{path} is not a file")
+    if _is_recording(path):
+        if wanted is None:
+            raise ConfigurationError("interval", "a backtest over a recording needs --interval")
+        return _recording_history(path, symbol, wanted)
+    candles = read_candles(path, symbol=symbol)
+    history = _bars_history(candles.bars, candles.symbol, candles.interval, wanted, str(path))
+    history.rejected = candles.rejected
+    return history
+
+
+def _bars_history(
+    bars: list[BarClosed], symbol: str, found: Interval, wanted: Interval | None, source: str
+) -> History:
+    if wanted is None or wanted.nanos == found.nanos:
+        return History("bars", symbol, found, bars, source)
+    if wanted.nanos % found.nanos:
+        raise ConfigurationError(
+            "interval", f"{wanted.name} is not a multiple of the data's {found.name} bars"
+        )
+    return History("bars", symbol, wanted, list(resample(bars, wanted)), source)
+
+
+def _recording_history(path: Path, symbol: str | None, interval: Interval) -> History:
+    feed = ReplayFeed(path, symbols=[symbol] if symbol else ())
+    books: dict[str, BookSynchronizer] = {}
+    items: list[tuple[Event, int]] = []
+    chosen = symbol.upper() if symbol else None
+    others: set[str] = set()
+    position = 0
+    for event in feed.events():
+        if chosen is None:
+            chosen = event.symbol
+        if event.symbol != chosen:
+            others.add(event.symbol)
+            continue
+        out: Sequence[Event]
+        if isinstance(event, DepthDiffReceived | BookSnapshotTaken):
+            sync = books.get(event.symbol)
+            if sync is None:
+                sync = books[event.symbol] = BookSynchronizer(event.symbol, exchange=event.exchange)
+            if isinstance(event, DepthDiffReceived):
+                out = sync.on_diff(event)
+            else:
+                out = sync.on_snapshot(event)
+        elif isinstance(event, TradeReceived):
+            out = (event,)
+        else:
+            continue
+        for produced in out:
+            position += 1
+            items.append((produced, position))
+    if chosen is None:
+        raise ConfigurationError("data", f"no market event in {path}")
+    return History(
+        "events", chosen, interval, items, str(path), feed.drain_rejects(), other_symbols=others
+    )
+
+
+async def _store_history(url: str, symbol: str | None, interval: Interval) -> History:
+    store = open_store(url, patient=False)
+    try:
+        return await store_history(store, symbol=symbol, interval=interval, source=url)
+    finally:
+        await store.close()
+
+
+async def store_history(
+    store: EventStore, *, symbol: str | None, interval: Interval, source: str = "store"
+) -> History:
+    """Read a store's market events for one symbol (the first one stored by default)."""
+    items: list[tuple[Event, int]] = []
+    others: set[str] = set()
+    chosen = symbol.upper() if symbol else None
+    after = 0
+    while batch := await store.read_all(after, limit=10_000, types=MARKET_TYPES):
+        for stored in batch:
+            name = getattr(stored.event, "symbol", None)
+            if name is None:
+                continue
+            if chosen is None:
+                chosen = name
+            if name == chosen:
+                items.append((stored.event, stored.position))
+            else:
+                others.add(name)
+        after = batch[-1].position
+    if chosen is None:
+        raise ConfigurationError("data", f"no market event stored in {source}")
+    return History("events", chosen, interval, items, source, other_symbols=others)
+
+
+def backtest(
+    strategy: Strategy,
+    data: Data | History,
+    *,
+    symbol: str | None = None,
+    interval: str | None = None,
+    fee: Decimal | str = Decimal("0.001"),
+    initial_cash: Decimal | str = Decimal(10_000),
+    quantity: Decimal | str | None = None,
+    price_source: PriceSource = "mid",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """Run ``strategy`` over ``data`` the way the live processor and trader would.
+
+    Args:
+        strategy: a fresh strategy object (it keeps the state of one symbol).
+        data: kline CSV path, recorded session path, event store URL, closed bars, or a
+            :class:`History` already loaded.
+        symbol: the symbol to test when the data holds several (default: the first).
+        interval: bar length; needed for recordings and stores, optional for candles and
+            bars (a multiple of theirs resamples them).
+        fee: fee rate per fill, on the notional.
+        initial_cash: quote currency at the start.
+        quantity: fixed quantity per BUY; ``None`` invests all the cash.
+        price_source: ``mid`` (top of book) or ``trade`` prices, for market events.
+        on_progress: called with ``(done, total)`` every 65,536 bars or events.
+
+    Returns:
+        The signals (ids as the live processor derives them), trades, equity curve and
+        figures.
+    """
+    history = (
+        data if isinstance(data, History) else load_history(data, symbol=symbol, interval=interval)
+    )
+    pipeline = SymbolPipeline(history.symbol, history.interval, strategy, price_source=price_source)
+    tester = Backtester(
+        pipeline,
+        fee=Decimal(fee),
+        initial_cash=Decimal(initial_cash),
+        quantity=None if quantity is None else Decimal(quantity),
+    )
+    items = history.items
+    total = len(items)
+    run = tester.run_bars if history.kind == "bars" else tester.run_events
+    if on_progress is None:
+        run(items)  # type: ignore[arg-type]  # kind says which sequence it is
+    else:
+        for start in range(0, total, CHUNK):
+            run(items[start : start + CHUNK])  # type: ignore[arg-type]
+            on_progress(min(start + CHUNK, total), total)
+    return tester.result()
+
+
+def synthetic_history(
+    count: int, *, interval: str = "1d", symbol: str = "BTCUSDT", seed: int = 1
+) -> History:
+    """Return ``count`` bars of the seeded synthetic market, as history."""
+    parsed = Interval.parse(interval)
+    bars = list(
+        synthetic_bars(
+            count, interval_ns=parsed.nanos, interval=parsed.name, symbol=symbol, seed=seed
+        )
+    )
+    return History("bars", symbol, parsed, bars, f"synthetic:{seed}")
+
+
+@dataclass
+class ParityResult:
+    """The two signal lists of :func:`parity` and where they differ."""
+
+    live: list[SignalEmitted]
+    backtest: list[SignalEmitted]
+    symbol: str
+    events: int
+    seconds: float
+
+    @property
+    def identical(self) -> bool:
+        """Return whether both paths gave the same signals, ids and fields alike."""
+        return self.live == self.backtest
+
+    def differences(self, limit: int = 10) -> list[str]:
+        """Describe the first differences, one line each."""
+        out = []
+        for i, (a, b) in enumerate(zip(self.live, self.backtest, strict=False)):
+            if a != b:
+                out.append(f"signal {i + 1}: live {_brief(a)} != backtest {_brief(b)}")
+        if len(self.live) != len(self.backtest):
+            out.append(f"live has {len(self.live)} signals, backtest {len(self.backtest)}")
+        return out[:limit]
+
+
+def _brief(s: SignalEmitted) -> str:
+    return f"{s.side} at {s.price} bar {s.bar_time} id {s.signal_id}"
+
+
+def parity(
+    data: str | Path,
+    strategy_factory: Callable[[], Strategy],
+    *,
+    interval: str,
+    symbol: str | None = None,
+    price_source: PriceSource = "mid",
+) -> ParityResult:
+    """Run a recording through the live path and through :func:`backtest`; compare.
+
+    The live path is the services' own code: a :class:`Collector` stores the replayed
+    session in an event store, a :class:`ProcessorService` follows the store (restoring,
+    building bars, running the strategy, storing bars and signals) and an
+    :class:`OutboxRelay` publishes the stored signals on a bus. The signals compared are
+    those published.
+    """
+    started = time.monotonic()
+    history = load_history(data, symbol=symbol, interval=interval)
+    live = anyio.run(_live_signals, Path(data), history.symbol, history.interval,
+                     strategy_factory, price_source)  # fmt: skip
+    result = backtest(strategy_factory(), history, price_source=price_source)
+    return ParityResult(
+        live, list(result.signals), history.symbol, len(history.items), time.monotonic() - started
+    )
+
+
+async def _live_signals(
+    path: Path,
+    symbol: str,
+    interval: Interval,
+    strategy_factory: Callable[[], Strategy],
+    price_source: PriceSource,
+) -> list[SignalEmitted]:
+    store = InMemoryEventStore()
+    bus = _Published()
+    relay = OutboxRelay(store, bus)
+    processor = ProcessorService(
+        store,
+        Processor(interval, strategy_factory, price_source=price_source),
+        on_signals=relay.notify,
+    )
+    collector = Collector(ReplayFeed(path, symbols=[symbol]), store, SystemClock())
+    following, relaying = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: processor.follow(following, idle=0.01))
+        tg.start_soon(relay.run, relaying)
+        await collector.run(anyio.Event())  # ends with the recording, everything stored
+        following.set()
+        await processor.catch_up()  # whatever the follower had not reached when stopped
+        relay.notify()
+        relaying.set()  # the relay publishes what is left, then returns
+    await store.close()
+    return bus.signals
+
+
+class _Published:
+    """A signal publisher that keeps what it is given, in order."""
+
+    def __init__(self) -> None:
+        self.signals: list[SignalEmitted] = []
+
+    async def publish(self, signals: Sequence[SignalEmitted]) -> None:
+        self.signals.extend(signals)

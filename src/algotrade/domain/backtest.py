@@ -1,0 +1,304 @@
+"""Backtesting core: the live processor's pipeline over history, paper trading, figures.
+
+:class:`Backtester` drives a :class:`~algotrade.domain.processing.SymbolPipeline` (the
+object the live processor runs for each symbol) with closed bars or with stored market
+events, and acts on each signal with the trader's own functions
+(:func:`~algotrade.domain.broker.place_order`, :func:`~algotrade.domain.broker.check_order`,
+:func:`~algotrade.domain.broker.paper_fill`, :func:`~algotrade.domain.broker.apply_fill`).
+So a backtest's signals are the live signals, ids included, and its orders follow the
+trader's rules: long only, a BUY opens a position when flat, a SELL closes it.
+
+Fills happen at the close of the bar that produced the signal (the signal's price), with
+the fee rate charged on the notional of each fill.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal, localcontext
+from itertools import islice
+from math import fsum
+from operator import mul
+from typing import Any
+
+from algotrade.domain.broker import Position, apply_fill, check_order, paper_fill, place_order
+from algotrade.domain.errors import ConfigurationError
+from algotrade.domain.events import BarClosed, Event, OrderFilled, Side, SignalEmitted, TopOfBook
+from algotrade.domain.processing import SymbolPipeline
+
+ZERO = Decimal(0)
+QUANTITY_STEP = Decimal("0.00000001")  # Binance's smallest BTC step
+YEAR_NS = 365 * 86_400 * 1_000_000_000  # crypto trades every day of the year
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One filled order of a backtest.
+
+    ``pnl`` is set on the fill that closes a position: the round trip's profit, net of
+    the fees of both fills.
+    """
+
+    order_id: str
+    signal_id: str
+    side: Side
+    time: int
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    pnl: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """Everything a backtest produced, and the usual figures.
+
+    ``equity`` holds the equity at each bar's close (cash plus the open position marked at
+    the close), ``times`` each bar's close time in ns: :attr:`equity_curve` pairs them.
+    ``max_drawdown`` is the largest fall from a peak, as a fraction of that peak.
+    ``sharpe`` is the annualised ratio of the mean to the standard deviation of the
+    per-bar returns (risk-free rate 0, 365 days a year), or ``None`` when the returns do
+    not vary. ``win_rate`` is the share of closed round trips with a positive ``pnl``,
+    ``None`` before the first one closes.
+    """
+
+    symbol: str
+    interval: str
+    strategy: str
+    params: tuple[tuple[str, int], ...]
+    bars: int
+    signals: tuple[SignalEmitted, ...]
+    trades: tuple[Trade, ...]
+    times: tuple[int, ...]
+    equity: tuple[float, ...]
+    initial_cash: Decimal
+    final_equity: float
+    total_return: float
+    max_drawdown: float
+    sharpe: float | None
+    win_rate: float | None
+    round_trips: int
+    fees_paid: Decimal
+    rejected_orders: int
+    open_quantity: Decimal
+
+    @property
+    def equity_curve(self) -> list[tuple[int, float]]:
+        """Return ``(close time in ns, equity)`` for every bar."""
+        return list(zip(self.times, self.equity, strict=True))
+
+    @property
+    def number_of_trades(self) -> int:
+        """Return how many orders were filled (a round trip is two)."""
+        return len(self.trades)
+
+    def metrics(self) -> dict[str, Any]:
+        """Return the figures as plain JSON-able values."""
+        return {
+            "symbol": self.symbol,
+            "interval": self.interval,
+            "strategy": self.strategy,
+            "params": dict(self.params),
+            "bars": self.bars,
+            "signals": len(self.signals),
+            "trades": self.number_of_trades,
+            "round_trips": self.round_trips,
+            "rejected_orders": self.rejected_orders,
+            "initial_cash": str(self.initial_cash),
+            "final_equity": round(self.final_equity, 8),
+            "total_return": round(self.total_return, 8),
+            "max_drawdown": round(self.max_drawdown, 8),
+            "sharpe": None if self.sharpe is None else round(self.sharpe, 6),
+            "win_rate": None if self.win_rate is None else round(self.win_rate, 6),
+            "fees_paid": str(self.fees_paid),
+            "open_quantity": str(self.open_quantity),
+        }
+
+
+class Backtester:
+    """Runs one symbol's pipeline over history and trades its signals on paper.
+
+    Args:
+        pipeline: the symbol's pipeline, as the live processor builds it.
+        fee: fee rate per fill, on the notional (0.001 is Binance's 0.1 %).
+        initial_cash: quote currency at the start.
+        quantity: the fixed quantity a BUY opens; ``None`` invests all the cash a BUY
+            can pay for, fee included (rounded down to 1e-8).
+    """
+
+    def __init__(
+        self,
+        pipeline: SymbolPipeline,
+        *,
+        fee: Decimal = Decimal("0.001"),
+        initial_cash: Decimal = Decimal(10_000),
+        quantity: Decimal | None = None,
+    ) -> None:
+        if fee < 0 or fee >= 1:
+            raise ConfigurationError("fee", f"must be a rate in [0, 1), got {fee}")
+        if initial_cash <= 0:
+            raise ConfigurationError("initial_cash", f"must be positive, got {initial_cash}")
+        if quantity is not None and quantity <= 0:
+            raise ConfigurationError("quantity", f"must be positive, got {quantity}")
+        self.pipeline = pipeline
+        self.fee = fee
+        self.initial_cash = initial_cash
+        self.quantity = quantity
+        self.cash = initial_cash
+        self.position = Position(pipeline.symbol)
+        self.signals: list[SignalEmitted] = []
+        self.trades: list[Trade] = []
+        self.rejected_orders = 0
+        self._bars: list[BarClosed] = []
+        self._changes: list[tuple[int, float, float]] = []  # (bar index, cash, quantity)
+        self._entry_fee = ZERO
+
+    def run_bars(self, bars: Iterable[BarClosed]) -> None:
+        """Feed closed bars (candles, stored bars) to the strategy, in time order.
+
+        Each bar goes through the pipeline exactly as in the live processor
+        (:meth:`SymbolPipeline.on_bar` is these two steps: the strategy's ``on_bar``, then
+        :meth:`SymbolPipeline.signal_for` on a decision), written out here so that a
+        million bars do not pay one more call each.
+        """
+        keep = self._bars.append
+        decide = self.pipeline.strategy.on_bar
+        signal_for = self.pipeline.signal_for
+        for bar in bars:
+            keep(bar)
+            decision = decide(bar)
+            if decision is not None:
+                self._act(signal_for(bar, decision))
+
+    def run_events(self, events: Iterable[tuple[Event, int]]) -> None:
+        """Feed stored market events ``(event, position)``: bars are built as live."""
+        on_event = self.pipeline.on_event
+        keep = self._bars.append
+        for event, position in events:
+            for produced in on_event(event, position):
+                if isinstance(produced, BarClosed):
+                    keep(produced)
+                elif isinstance(produced, SignalEmitted):
+                    self._act(produced)
+
+    def _act(self, signal: SignalEmitted) -> None:
+        """Do what the trader does with a signal, filling at the signal's price."""
+        self.signals.append(signal)
+        position = self.position
+        price = signal.price
+        quantity = self.quantity
+        if quantity is None:
+            with localcontext() as exact:
+                exact.prec = 60  # any cash over any price: quantize never runs out of digits
+                quantity = (self.cash / (price * (1 + self.fee))).quantize(
+                    QUANTITY_STEP, ROUND_DOWN
+                )
+        order = place_order(signal, position, quantity)
+        with localcontext() as exact:
+            exact.prec = 60
+            unaffordable = order.quantity * price * (1 + self.fee) > self.cash
+        if (signal.side is Side.BUY and unaffordable) or check_order(order, position):
+            self.rejected_orders += 1
+            return
+        fill = paper_fill(order, TopOfBook(price, ZERO, price, ZERO), self.fee)
+        assert isinstance(fill, OrderFilled)  # a quote is given: paper_fill fills
+        self.position, _ = apply_fill(position, fill)
+        pnl = None
+        if fill.side is Side.BUY:
+            self.cash -= fill.price * fill.quantity + fill.fee
+            self._entry_fee = fill.fee
+        else:
+            self.cash += fill.price * fill.quantity - fill.fee
+            gross = self.position.realised_pnl - position.realised_pnl
+            pnl = gross - fill.fee - self._entry_fee
+            self._entry_fee = ZERO
+        self.trades.append(
+            Trade(
+                fill.order_id,
+                fill.signal_id,
+                fill.side,
+                signal.exchange_ts,
+                fill.price,
+                fill.quantity,
+                fill.fee,
+                pnl,
+            )
+        )
+        self._changes.append((len(self._bars) - 1, float(self.cash), float(self.position.quantity)))
+
+    def equity(self) -> list[float]:
+        """Return the equity at each bar's close."""
+        bars = self._bars
+        out: list[float] = []
+        cash, quantity = float(self.initial_cash), 0.0
+        start = 0
+        for index, new_cash, new_quantity in self._changes:
+            out.extend(_marked(bars[start:index], cash, quantity))
+            cash, quantity, start = new_cash, new_quantity, index
+        out.extend(_marked(bars[start:], cash, quantity))
+        return out
+
+    def result(self) -> BacktestResult:
+        """Return the signals, trades, equity curve and figures so far."""
+        equity = self.equity()
+        initial = float(self.initial_cash)
+        final = equity[-1] if equity else initial
+        closed = [t.pnl for t in self.trades if t.pnl is not None]
+        strategy = self.pipeline.strategy
+        return BacktestResult(
+            symbol=self.pipeline.symbol,
+            interval=self.pipeline.interval.name,
+            strategy=strategy.name,
+            params=strategy.params,
+            bars=len(equity),
+            signals=tuple(self.signals),
+            trades=tuple(self.trades),
+            times=tuple([b.close_time for b in self._bars]),
+            equity=tuple(equity),
+            initial_cash=self.initial_cash,
+            final_equity=final,
+            total_return=final / initial - 1,
+            max_drawdown=max_drawdown(equity),
+            sharpe=sharpe_ratio(equity, self.pipeline.interval.nanos, initial),
+            win_rate=sum(1 for p in closed if p > 0) / len(closed) if closed else None,
+            round_trips=len(closed),
+            fees_paid=sum((t.fee for t in self.trades), ZERO),
+            rejected_orders=self.rejected_orders,
+            open_quantity=self.position.quantity,
+        )
+
+
+def _marked(bars: list[BarClosed], cash: float, quantity: float) -> list[float]:
+    if not quantity:
+        return [cash] * len(bars)
+    return [cash + quantity * float(b.close) for b in bars]
+
+
+def max_drawdown(equity: Iterable[float]) -> float:
+    """Return the largest fall from a running peak, as a fraction of the peak."""
+    peak = -math.inf
+    worst = 0.0
+    for value in equity:
+        if value > peak:
+            peak = value
+        elif peak > 0:
+            drop = (peak - value) / peak
+            if drop > worst:
+                worst = drop
+    return worst
+
+
+def sharpe_ratio(equity: list[float], interval_ns: int, initial: float) -> float | None:
+    """Return the annualised Sharpe ratio of per-bar returns (``None``: no variation)."""
+    n = len(equity)
+    if n < 2 or initial <= 0 or min(equity) <= 0:
+        return None
+    returns = [b / a - 1.0 for a, b in zip(equity, islice(equity, 1, None), strict=False)]
+    returns.append(equity[0] / initial - 1.0)
+    mean = fsum(returns) / n
+    variance = (fsum(map(mul, returns, returns)) - n * mean * mean) / (n - 1)
+    if variance <= 1e-300:
+        return None
+    return mean / math.sqrt(variance) * math.sqrt(YEAR_NS / interval_ns)
