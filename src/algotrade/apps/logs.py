@@ -74,13 +74,16 @@ def _scrub(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_logging(stream: TextIO | None = None, *, json: bool | None = None) -> None:
+def configure_logging(
+    stream: TextIO | None = None, *, json: bool | None = None, level: str = "info"
+) -> None:
     """Send logs to ``stream`` (stdout by default): JSON lines, or console lines on a terminal.
 
     Args:
         stream: where lines go.
         json: force JSON (True) or console rendering (False); ``None`` decides by whether
             ``stream`` is a terminal.
+        level: the least severe level written (``info``, ``warning``, ``error``).
     """
     global _logger, _stream
     stream = stream or sys.stdout
@@ -98,7 +101,9 @@ def configure_logging(stream: TextIO | None = None, *, json: bool | None = None)
     structlog.configure(
         processors=[*shared, renderer],
         logger_factory=factory,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         cache_logger_on_first_use=True,
     )
     _logger = structlog.get_logger()  # a new proxy: it binds to this configuration

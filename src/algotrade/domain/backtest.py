@@ -69,6 +69,7 @@ class BacktestResult:
     strategy: str
     params: tuple[tuple[str, int], ...]
     bars: int
+    closed_bars: tuple[BarClosed, ...]
     signals: tuple[SignalEmitted, ...]
     trades: tuple[Trade, ...]
     times: tuple[int, ...]
@@ -253,6 +254,7 @@ class Backtester:
             strategy=strategy.name,
             params=strategy.params,
             bars=len(equity),
+            closed_bars=tuple(self._bars),
             signals=tuple(self.signals),
             trades=tuple(self.trades),
             times=tuple([b.close_time for b in self._bars]),
