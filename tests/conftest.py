@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Services started by the tests listen on a free port unless a test names one: the
 # defaults (8080, 8082, 8083) may be taken on the machine running the tests.
 os.environ.setdefault("ALGOTRADE_HTTP_PORT", "0")
+# Binance is out of reach here: processors warm up from the fake exchange only in the tests
+# that start one (tests/integration/test_warmup.py), not from api.binance.com.
+os.environ.setdefault("ALGOTRADE_WARMUP", "0")
 RECORDING = (
     ROOT.parent / "shared" / "data" / "binance" / "spot-2021-04-04-btcusdt-ethusdt-dotusdt.raw"
 )

@@ -14,6 +14,7 @@ HTTP for the REST paths.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import re
 import time
@@ -112,6 +113,7 @@ class FakeBinance:
         self.opened = 0
         self.depth_requests: list[str] = []
         self.trade_requests: list[tuple[str, int, int]] = []
+        self.kline_requests: list[dict[str, str]] = []
         self.rest_failures: list[tuple[int, float | None]] = []
         self.silent_until = 0.0
         self.paused = False
@@ -222,6 +224,8 @@ class FakeBinance:
             self.trade_requests.append((book.symbol, start, limit))
             found = [t for t in book.history if t["a"] >= start][:limit]
             return self._respond(HTTPStatus.OK, found)
+        if url.path == "/api/v3/klines" and not self.rest_failures:
+            return self._klines(query)
         if url.path not in ("/api/v3/depth", "/api/v3/aggTrades"):
             return self._respond(HTTPStatus.NOT_FOUND, {"code": -1, "msg": "not found"})
         if self.rest_failures:
@@ -238,6 +242,25 @@ class FakeBinance:
         if book is None:
             return self._respond(HTTPStatus.BAD_REQUEST, {"code": -1121, "msg": "Invalid symbol."})
         return self._respond(HTTPStatus.OK, book.snapshot(int(query.get("limit", "1000"))))
+
+    def _klines(self, query: dict[str, str]) -> Response:
+        """Closed klines as Binance sends them: a deterministic wave of the open time."""
+        book = self.books.get(query.get("symbol", ""))
+        size_ms = _INTERVAL_MS.get(query.get("interval", ""))
+        if book is None or size_ms is None:
+            return self._respond(HTTPStatus.BAD_REQUEST, {"code": -1120, "msg": "Invalid"})
+        self.kline_requests.append(dict(query))
+        limit = min(int(query.get("limit", "500")), 1000)
+        end = min(int(query.get("endTime", str(_ms()))), _ms())
+        last_open = (end + 1) // size_ms * size_ms - size_ms  # the last kline closed by end
+        rows = []
+        for i in range(limit - 1, -1, -1):
+            open_ms = last_open - i * size_ms
+            close = kline_close(book.symbol, open_ms, size_ms)
+            rows.append([open_ms, f"{close:.2f}", f"{close + 5:.2f}", f"{close - 5:.2f}",
+                         f"{close:.2f}", "1.5", open_ms + size_ms - 1, "45000.0", 10, "0.7",
+                         "21000.0", "0"])  # fmt: skip
+        return self._respond(HTTPStatus.OK, rows)
 
     @staticmethod
     def _respond(status: HTTPStatus, body: Any = None, *, raw: bytes | None = None) -> Response:
@@ -331,6 +354,15 @@ def _subscribed(connection: ServerConnection) -> set[str]:
         return set()
     query = parse_qs(urlsplit(request.path).query)
     return {s for value in query.get("streams", []) for s in value.split("/")}
+
+
+_INTERVAL_MS = {"1s": 1000, "1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
+
+
+def kline_close(symbol: str, open_ms: int, size_ms: int) -> float:
+    """Return the close of the fake exchange's kline opening at ``open_ms``: a slow wave."""
+    step = open_ms // size_ms
+    return 30_000 + 1_000 * math.sin(step / 40) + (len(symbol) % 3) * 10
 
 
 def _ms() -> int:

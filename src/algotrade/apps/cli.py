@@ -328,6 +328,12 @@ def _feed(
     return FeedSettings(spec, parse_symbols(symbols), parse_speed(speed), seed, ws_url, rest_url)
 
 
+def _rest_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError("binance_rest_url", f"{url!r} does not start with http(s)://")
+    return url
+
+
 def _duration(duration: str | None) -> float | None:
     return None if duration is None else parse_duration(duration)
 
@@ -531,6 +537,16 @@ def processor(
     max_lag: MaxLagOpt = None,
     outbox_max_age: OutboxAgeOpt = "10s",
     duration: DurationOpt = None,
+    warmup: Annotated[
+        bool,
+        typer.Option(
+            "--warmup/--no-warmup",
+            envvar="ALGOTRADE_WARMUP",
+            help="Fill the SMAs from Binance klines (GET /api/v3/klines on --binance-rest-url) "
+            "before the first bar, so signals are meaningful from the first day.",
+        ),
+    ] = True,
+    binance_rest_url: BinanceRestOpt = DEFAULT_REST_URL,
     as_json: JsonOpt = False,
 ) -> None:
     """Follow stored market events, close bars and store SMA crossover signals.
@@ -546,6 +562,7 @@ def processor(
                 outbox_max_age=outbox_max_age,
             ),
             redis=_redis(redis_url, signal_stream, maxlen=stream_maxlen),
+            warmup_url=_rest_url(binance_rest_url) if warmup else None,
         )
     )  # fmt: skip
     from algotrade.apps.services import run_processor  # the HTTP stack: services only

@@ -29,7 +29,14 @@ from algotrade.domain.events import (
     TradeReceived,
     bar_stream,
 )
-from algotrade.domain.ports import Clock, EventStore, SignalPublisher, StoredEvent, Tracking
+from algotrade.domain.ports import (
+    BarHistory,
+    Clock,
+    EventStore,
+    SignalPublisher,
+    StoredEvent,
+    Tracking,
+)
 from algotrade.domain.processing import Processor, SymbolPipeline
 
 MARKET_TYPES: tuple[type[Event], ...] = (DepthDiffReceived, BookSnapshotTaken, TradeReceived)
@@ -60,8 +67,10 @@ class ProcessorService:
         on_signals: Callable[[Sequence[SignalEmitted]], None] | None = None,
         clock: Clock | None = None,
         observe: Observer = ignore,
+        history: BarHistory | None = None,
     ) -> None:
         self.store = store
+        self.history = history
         self.clock = clock or SystemClock()
         self.observe = observe
         self.processor = processor
@@ -87,7 +96,7 @@ class ProcessorService:
             if symbol is None:
                 continue
             if symbol not in pipelines:
-                produced.extend(await self._restore(symbol, stored.position))
+                produced.extend(await self._restore(symbol, stored.position, event.exchange_ts))
             produced.extend(self.processor.on_event(event, stored.position))
         self.stats.events += len(batch)
         if batch:
@@ -96,10 +105,12 @@ class ProcessorService:
             await self._store(produced)
         return produced
 
-    async def _restore(self, symbol: str, position: int) -> list[Event]:
+    async def _restore(self, symbol: str, position: int, first_ts: int) -> list[Event]:
         pipeline = self.processor.pipeline(symbol)
         bars = await self.store.read_stream(bar_stream(symbol, self.processor.interval.name))
-        signals = pipeline.restore(b for b in bars if isinstance(b, BarClosed))
+        stored = [b for b in bars if isinstance(b, BarClosed)]
+        await self._warm_up(pipeline, stored[0].open_time if stored else first_ts)
+        signals = pipeline.restore(stored)
         self._first_position[symbol] = position - 1
         if bars:
             log(
@@ -110,6 +121,29 @@ class ProcessorService:
                 after_position=pipeline.resume_position,
             )
         return list(signals)
+
+    async def _warm_up(self, pipeline: SymbolPipeline, first_ts: int) -> None:
+        """Feed the strategy the history before the first bar it will see (none stored:
+        the bar of ``first_ts``), so its averages are defined from the first bar on.
+
+        The same bars come back after a restart (history does not change), so restored
+        signals keep their ids. Without history (no source, unreachable, an interval the
+        exchange lacks) the strategy warms up on live bars, as before.
+        """
+        need = int(getattr(pipeline.strategy, "warmup", 0) or 0)
+        if self.history is None or need <= 0:
+            return
+        interval = self.processor.interval
+        before = first_ts - first_ts % interval.nanos
+        try:
+            bars = await self.history.bars_before(pipeline.symbol, interval, before, need)
+        except MessagingError as e:
+            warn("processor", "no warm-up history: the strategy warms up on live bars",
+                 symbol=pipeline.symbol, interval=interval.name, error=e)  # fmt: skip
+            return
+        pipeline.warm_up(bars)
+        log("processor", "warmed up from history", symbol=pipeline.symbol,
+            interval=interval.name, bars=len(bars), wanted=need)  # fmt: skip
 
     def checkpoint(self) -> int:
         """Return the position before which every event is covered by a stored bar."""

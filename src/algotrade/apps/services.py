@@ -22,6 +22,7 @@ import anyio
 from redis.asyncio import Redis
 
 from algotrade.adapters.binance.feed import BinanceFeed
+from algotrade.adapters.binance.klines import BinanceKlines
 from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.redis import RedisSignalConsumer
@@ -479,6 +480,7 @@ async def run_processor(settings: ProcessorSettings) -> dict[str, Any]:
         settings.strategy.processor(),
         on_signals=relay.notify if relay is not None else None,
         clock=clock,
+        history=BinanceKlines(settings.warmup_url) if settings.warmup_url else None,
     )
     lag = _Lag()
     dependencies = dependency_checks(store, service_settings.store, client)

@@ -160,6 +160,8 @@ class ProcessorSettings:
     strategy: StrategySettings = field(default_factory=StrategySettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     redis: RedisSettings | None = None
+    warmup_url: str | None = None
+    """Binance REST base URL to fetch warm-up klines from; ``None``: no warm-up."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,13 +192,13 @@ class Backtester:
         quantity = self.quantity
         if quantity is None:
             with localcontext() as exact:
-                exact.prec = 60  # any cash over any price: quantize never runs out of digits
-                quantity = (self.cash / (price * (1 + self.fee))).quantize(
-                    QUANTITY_STEP, ROUND_DOWN
-                )
+                exact.prec = 60
+                affordable = self.cash / (price * (1 + self.fee))
+                exact.prec = max(60, affordable.adjusted() + 12)  # whatever the compounding
+                quantity = affordable.quantize(QUANTITY_STEP, ROUND_DOWN)
         order = place_order(signal, position, quantity)
         with localcontext() as exact:
-            exact.prec = 60
+            exact.prec = max(60, self.cash.adjusted() + 12)
             unaffordable = order.quantity * price * (1 + self.fee) > self.cash
         if (signal.side is Side.BUY and unaffordable) or check_order(order, position):
             self.rejected_orders += 1

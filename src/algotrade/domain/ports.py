@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from algotrade.domain.bars import Interval
 from algotrade.domain.events import (
+    BarClosed,
     Event,
     MarketEvent,
     OrderFilled,
@@ -193,4 +195,19 @@ class Clock(Protocol):
 
     def monotonic(self) -> float:
         """Return a monotonic time in seconds."""
+        ...
+
+
+class BarHistory(Protocol):
+    """Closed bars from before anything was stored: the strategy's warm-up."""
+
+    async def bars_before(
+        self, symbol: str, interval: Interval, before_ns: int, count: int
+    ) -> list[BarClosed]:
+        """Return up to ``count`` consecutive closed bars ending at or before ``before_ns``,
+        oldest first (fewer when the exchange has fewer, none for an unsupported interval).
+
+        Raises:
+            MessagingError: the history could not be fetched.
+        """
         ...
