@@ -226,7 +226,7 @@ class FakeBinance:
             return self._respond(HTTPStatus.OK, found)
         if url.path == "/api/v3/klines" and not self.rest_failures:
             return self._klines(query)
-        if url.path not in ("/api/v3/depth", "/api/v3/aggTrades"):
+        if url.path not in ("/api/v3/depth", "/api/v3/aggTrades", "/api/v3/klines"):
             return self._respond(HTTPStatus.NOT_FOUND, {"code": -1, "msg": "not found"})
         if self.rest_failures:
             status, retry_after = self.rest_failures.pop(0)
