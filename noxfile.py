@@ -56,5 +56,5 @@ def chaos(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and rewrite docs/benchmarks.md with their results."""
-    install(session, "test")  # the Redis and MongoDB benchmarks start servers like the tests
+    install(session, "test", "bench")  # Redis and MongoDB benchmarks start servers like the tests
     session.run("python", "bench/run_all.py", *session.posargs)

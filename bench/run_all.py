@@ -11,7 +11,15 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import binance_parse, binance_soak, mongo_ingest, run_throughput, signals, sma
+from bench import (
+    backtest,
+    binance_parse,
+    binance_soak,
+    mongo_ingest,
+    run_throughput,
+    signals,
+    sma,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -27,6 +35,21 @@ def cpu() -> str:
     return platform.processor() or "unknown"
 
 
+def replace_section(text: str) -> None:
+    """Replace the section of docs/benchmarks.md with the same heading (or append it)."""
+    page = DOCS.read_text(encoding="utf-8")
+    heading = text.splitlines()[0]
+    parts = page.split("\n## ")
+    for i, part in enumerate(parts[1:], start=1):
+        if "## " + part.splitlines()[0] == heading:
+            parts[i] = text.removeprefix("## ").rstrip("\n") + "\n"
+            break
+    else:
+        parts.append(text.removeprefix("## ").rstrip("\n") + "\n")
+    DOCS.write_text("\n## ".join(parts).rstrip("\n") + "\n", encoding="utf-8")
+    print(f"updated {DOCS}: {heading}", file=sys.stderr)
+
+
 def main() -> None:
     """Run the benchmarks and write the page."""
     sections = []
@@ -36,7 +59,17 @@ def main() -> None:
         ("run", run_throughput),
         ("signals", signals),
         ("mongo", mongo_ingest),
+        ("backtest", backtest),
     ]
+    only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
+    if only:  # rerun some benchmarks alone and replace their sections of the page
+        modules = [(name, module) for name, module in modules if name in only]
+        for name, module in modules:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            _, text = module.run()
+            print(text, file=sys.stderr)
+            replace_section(text)
+        return
     if "--with-soak" in sys.argv[1:]:  # ten minutes more
         modules.append(("soak", binance_soak))
     for name, module in modules:
