@@ -352,3 +352,15 @@ def test_a_report_needs_html_or_png(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"\.html or \.png"):
         write_report(from_backtest(result), tmp_path / "report.pdf")
     assert "<svg" in render_html(from_backtest(result))
+
+
+def test_figures_from_the_shortened_curve_equal_those_of_the_whole_curve() -> None:
+    """Drawdown and Sharpe skip flat stretches; computed on every bar they are the same."""
+    from algotrade.domain.backtest import max_drawdown, sharpe_ratio
+
+    result = backtest(SmaCrossover(10, 40), list(synthetic_bars(5000, seed=11)))
+    assert result.round_trips > 10
+    equity = list(result.equity)
+    assert result.max_drawdown == max_drawdown(equity)
+    whole = sharpe_ratio(equity, DAY, float(result.initial_cash))
+    assert result.sharpe == pytest.approx(whole, rel=1e-9)

@@ -15,12 +15,13 @@ the fee rate charged on the notional of each fill.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, localcontext
 from itertools import islice
 from math import fsum
-from operator import mul
+from operator import attrgetter, mul
 from typing import Any
 
 from algotrade.domain.broker import Position, apply_fill, check_order, paper_fill, place_order
@@ -31,6 +32,7 @@ from algotrade.domain.processing import SymbolPipeline
 ZERO = Decimal(0)
 QUANTITY_STEP = Decimal("0.00000001")  # Binance's smallest BTC step
 YEAR_NS = 365 * 86_400 * 1_000_000_000  # crypto trades every day of the year
+_CLOSE_TIME = attrgetter("close_time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ class Backtester:
         self.trades: list[Trade] = []
         self.rejected_orders = 0
         self._bars: list[BarClosed] = []
-        self._changes: list[tuple[int, float, float]] = []  # (bar index, cash, quantity)
+        self._changes: list[tuple[int, float, float]] = []  # (bar close time, cash, quantity)
         self._entry_fee = ZERO
 
     def run_bars(self, bars: Iterable[BarClosed]) -> None:
@@ -164,14 +166,15 @@ class Backtester:
         :meth:`SymbolPipeline.signal_for` on a decision), written out here so that a
         million bars do not pay one more call each.
         """
-        keep = self._bars.append
         decide = self.pipeline.strategy.on_bar
         signal_for = self.pipeline.signal_for
+        if not isinstance(bars, list):
+            bars = list(bars)
+        self._bars.extend(bars)  # kept for the equity curve, in one C-level copy
         for bar in bars:
-            keep(bar)
             decision = decide(bar)
             if decision is not None:
-                self._act(signal_for(bar, decision))
+                self._act(signal_for(bar, decision), bar.close_time)
 
     def run_events(self, events: Iterable[tuple[Event, int]]) -> None:
         """Feed stored market events ``(event, position)``: bars are built as live."""
@@ -182,10 +185,13 @@ class Backtester:
                 if isinstance(produced, BarClosed):
                     keep(produced)
                 elif isinstance(produced, SignalEmitted):
-                    self._act(produced)
+                    self._act(produced, self._bars[-1].close_time)
 
-    def _act(self, signal: SignalEmitted) -> None:
-        """Do what the trader does with a signal, filling at the signal's price."""
+    def _act(self, signal: SignalEmitted, at: int) -> None:
+        """Do what the trader does with a signal, filling at the signal's price.
+
+        ``at`` is the close time of the signal's bar: the equity changes from that bar on.
+        """
         self.signals.append(signal)
         position = self.position
         price = signal.price
@@ -227,23 +233,39 @@ class Backtester:
                 pnl,
             )
         )
-        self._changes.append((len(self._bars) - 1, float(self.cash), float(self.position.quantity)))
+        self._changes.append((at, float(self.cash), float(self.position.quantity)))
 
     def equity(self) -> list[float]:
         """Return the equity at each bar's close."""
+        return self._curve(self._times())[0]
+
+    def _times(self) -> list[int]:
+        return list(map(_CLOSE_TIME, self._bars))
+
+    def _curve(self, times: list[int]) -> tuple[list[float], list[float]]:
+        """Return the equity at each bar's close, and the same curve with each flat stretch
+        (no position: constant equity) shortened to one value, which has the same
+        drawdown and the same non-zero returns."""
         bars = self._bars
         out: list[float] = []
+        varying: list[float] = []
         cash, quantity = float(self.initial_cash), 0.0
         start = 0
-        for index, new_cash, new_quantity in self._changes:
-            out.extend(_marked(bars[start:index], cash, quantity))
+        for at, new_cash, new_quantity in self._changes:
+            index = bisect_left(times, at, start)
+            segment = _marked(bars[start:index], cash, quantity)
+            out.extend(segment)
+            varying.extend(segment if quantity else segment[:1])
             cash, quantity, start = new_cash, new_quantity, index
-        out.extend(_marked(bars[start:], cash, quantity))
-        return out
+        segment = _marked(bars[start:], cash, quantity)
+        out.extend(segment)
+        varying.extend(segment if quantity else segment[:1])
+        return out, varying
 
     def result(self) -> BacktestResult:
         """Return the signals, trades, equity curve and figures so far."""
-        equity = self.equity()
+        times = self._times()
+        equity, varying = self._curve(times)
         initial = float(self.initial_cash)
         final = equity[-1] if equity else initial
         closed = [t.pnl for t in self.trades if t.pnl is not None]
@@ -257,13 +279,13 @@ class Backtester:
             closed_bars=tuple(self._bars),
             signals=tuple(self.signals),
             trades=tuple(self.trades),
-            times=tuple([b.close_time for b in self._bars]),
+            times=tuple(times),
             equity=tuple(equity),
             initial_cash=self.initial_cash,
             final_equity=final,
             total_return=final / initial - 1,
-            max_drawdown=max_drawdown(equity),
-            sharpe=sharpe_ratio(equity, self.pipeline.interval.nanos, initial),
+            max_drawdown=max_drawdown(varying),
+            sharpe=sharpe_ratio(varying, self.pipeline.interval.nanos, initial, len(equity)),
             win_rate=sum(1 for p in closed if p > 0) / len(closed) if closed else None,
             round_trips=len(closed),
             fees_paid=sum((t.fee for t in self.trades), ZERO),
@@ -292,10 +314,16 @@ def max_drawdown(equity: Iterable[float]) -> float:
     return worst
 
 
-def sharpe_ratio(equity: list[float], interval_ns: int, initial: float) -> float | None:
-    """Return the annualised Sharpe ratio of per-bar returns (``None``: no variation)."""
-    n = len(equity)
-    if n < 2 or initial <= 0 or min(equity) <= 0:
+def sharpe_ratio(
+    equity: list[float], interval_ns: int, initial: float, count: int | None = None
+) -> float | None:
+    """Return the annualised Sharpe ratio of per-bar returns (``None``: no variation).
+
+    ``count`` is the number of bars when ``equity`` has its flat stretches shortened to
+    one value each (their returns are zero: they count, and add nothing to the sums).
+    """
+    n = len(equity) if count is None else count
+    if n < 2 or not equity or initial <= 0 or min(equity) <= 0:
         return None
     returns = [b / a - 1.0 for a, b in zip(equity, islice(equity, 1, None), strict=False)]
     returns.append(equity[0] / initial - 1.0)
