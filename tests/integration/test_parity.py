@@ -1,0 +1,22 @@
+"""Parity: a recording through the live services' path and through backtest give the same
+signals, ids included, for every symbol and both price sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from algotrade import SmaCrossover, parity
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT", "DOTUSDT"])
+@pytest.mark.parametrize("price_source", ["mid", "trade"])
+def test_live_path_and_backtest_agree(recording: Path, symbol: str, price_source: str) -> None:
+    result = parity(
+        recording, lambda: SmaCrossover(3, 10), interval="1s", symbol=symbol,
+        price_source=price_source,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert result.live, "the session has crossovers"
+    assert result.identical, result.differences()
+    assert [s.signal_id for s in result.live] == [s.signal_id for s in result.backtest]
