@@ -15,6 +15,7 @@ from bench import (
     backtest,
     binance_parse,
     binance_soak,
+    load,
     mongo_ingest,
     run_throughput,
     signals,
@@ -60,6 +61,7 @@ def main() -> None:
         ("signals", signals),
         ("mongo", mongo_ingest),
         ("backtest", backtest),
+        ("load", load),
     ]
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
     if only:  # rerun some benchmarks alone and replace their sections of the page

@@ -98,7 +98,7 @@ class _Stream:
 class SqliteEventStore:
     """An :class:`~algotrade.domain.ports.EventStore` on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, poll_interval: float = 0.05) -> None:
+    def __init__(self, path: str | Path, *, poll_interval: float = 0.01) -> None:
         self.path = str(path)
         self.poll_interval = poll_interval
         if self.path == ":memory:":

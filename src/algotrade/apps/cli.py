@@ -504,6 +504,15 @@ def collector(
     port: PortOpt = None,
     host: HostOpt = "0.0.0.0",
     stale_after: StaleAfterOpt = "10s",
+    flush_interval: Annotated[
+        str,
+        typer.Option(
+            "--flush-interval",
+            envvar="ALGOTRADE_FLUSH_INTERVAL",
+            help="Longest wait before received market events are stored (batches also go at "
+            "2,000 events): lower is fresher data, higher is fewer writes.",
+        ),
+    ] = "50ms",
     as_json: JsonOpt = False,
 ) -> None:
     """Collect market data into the store; a replay ends (status 0) with its file.
@@ -515,6 +524,7 @@ def collector(
             feed=_feed(source, symbol, speed, seed, binance_ws_url, binance_rest_url),
             service=_service("collector", store, port, host, duration, stale_after=stale_after),
             depth_retention=parse_retention(depth_retention),
+            flush_interval=parse_duration(flush_interval, name="flush_interval"),
         )
     )
     from algotrade.apps.services import run_collector  # the HTTP stack: services only

@@ -226,12 +226,18 @@ class ProcessorService:
         return handled
 
     async def follow(self, stop: anyio.Event, *, idle: float = 0.2) -> None:
-        """Process stored market events as they arrive, until ``stop`` is set."""
+        """Process stored market events as they arrive, until ``stop`` is set.
+
+        Between catch-ups it waits on the store (``EventStore.wait``: the SQLite and
+        MongoDB stores poll the head every few milliseconds, the memory store is woken),
+        so a new event is processed as soon as it is stored; ``stop`` is looked at
+        every ``idle`` seconds at most.
+        """
         while not stop.is_set():
+            head = await self.store.head()  # before reading: what comes after wakes us
             if await self.catch_up(stop):
                 continue
-            with anyio.move_on_after(idle):
-                await stop.wait()
+            await self.store.wait(head, idle)
 
 
 class OutboxRelay:

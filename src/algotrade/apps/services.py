@@ -359,7 +359,9 @@ async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
     store = open_store(service.store, depth_retention=settings.depth_retention)
     try:
         feed = await make_feed(settings.feed, store)
-        collector = Collector(feed, store, clock, speed=settings.feed.speed)
+        collector = Collector(
+            feed, store, clock, speed=settings.feed.speed, flush_interval=settings.flush_interval
+        )
         observed = observability(
             "collector",
             service,

@@ -151,6 +151,8 @@ class CollectorSettings:
     feed: FeedSettings
     service: ServiceSettings = field(default_factory=ServiceSettings)
     depth_retention: float = 7 * 86400.0
+    flush_interval: float = 0.05
+    """Seconds market events may wait to be stored (a batch also goes at 2,000 events)."""
 
 
 @dataclass(frozen=True, slots=True)
