@@ -75,6 +75,7 @@ def clean_replay_signal_ids(url: str) -> list[str]:
     return anyio.run(replay)
 
 
+@pytest.mark.timeout(SECONDS + 600)  # the chaos, then start-up, calm and checks
 def test_nothing_lost_nothing_doubled_under_chaos(
     exchange: FakeBinance, own_servers: tuple[RedisServer, MongoServer], tmp_path: Path
 ) -> None:
