@@ -58,3 +58,25 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks and rewrite docs/benchmarks.md with their results."""
     install(session, "test", "bench")  # Redis and MongoDB benchmarks start servers like the tests
     session.run("python", "bench/run_all.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def audit(session: nox.Session) -> None:
+    """pip-audit of the locked runtime dependencies (requirements.lock).
+
+    Needs the vulnerability databases (PyPI's JSON API and osv.dev) on the network: not in
+    the default sessions, since the CI machine reaches package indexes only.
+    """
+    session.install("pip-audit>=2.7")
+    session.run("pip-audit", "--strict", "--no-deps", "-r", "requirements.lock")
+
+
+@nox.session(python=PYTHON)
+def lock(session: nox.Session) -> None:
+    """Rewrite requirements.lock: the exact runtime dependencies of a clean install."""
+    session.install(".")
+    frozen = session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=True)
+    lines = [line for line in str(frozen).splitlines() if line and not line.startswith("algotrade")]
+    header = "# Runtime dependencies of `pip install .`, written by `nox -s lock`.\n"
+    with open("requirements.lock", "w", encoding="utf-8") as out:
+        out.write(header + "\n".join(lines) + "\n")

@@ -21,7 +21,13 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from algotrade.adapters.mongo import MongoEventStore
-from algotrade.domain.events import DepthDiffReceived, Event, SequenceGapDetected, depth_stream
+from algotrade.domain.events import (
+    BookSnapshotTaken,
+    DepthDiffReceived,
+    Event,
+    SequenceGapDetected,
+    depth_stream,
+)
 from tests.support.servers import MongoServer, RedisServer, free_port, local_mongo, redis_binary
 
 
@@ -157,15 +163,38 @@ def stored_depth(url: str, symbol: str) -> list[Event]:
 def assert_depth_complete(events: list[Event]) -> None:
     """Every version once, in order; diffs continuous except right after a recorded gap."""
     assert [e.version for e in events] == list(range(1, len(events) + 1))
-    previous: DepthDiffReceived | None = None
+    reach = 0  # the last update id stored so far (diffs, snapshots)
     gap_before = False
-    for event in events:
+    for i, event in enumerate(events):
         if isinstance(event, SequenceGapDetected):
             gap_before = True
-        elif isinstance(event, DepthDiffReceived):
-            if previous is not None and not gap_before:
-                assert event.first_update_id <= previous.final_update_id + 1
-            previous, gap_before = event, False
+            continue
+        if isinstance(event, DepthDiffReceived):
+            first, last = event.first_update_id, event.final_update_id
+        elif isinstance(event, BookSnapshotTaken):
+            first, last = event.last_update_id + 1, event.last_update_id
+        else:
+            continue
+        if reach and not gap_before:
+            context = "\n".join(_brief(e) for e in events[max(0, i - 6) : i + 3])
+            assert first <= reach + 1, (
+                f"updates {reach + 1}..{first - 1} missing without a gap at version "
+                f"{event.version}:\n{context}"
+            )
+            assert last > reach, f"version {event.version} goes back to {last}:\n{context}"
+        reach, gap_before = max(reach, last), False
+
+
+def _brief(event: Event) -> str:
+    """One line per depth event, for failure messages."""
+    if isinstance(event, DepthDiffReceived):
+        what = f"diff {event.first_update_id}..{event.final_update_id}"
+    elif isinstance(event, SequenceGapDetected):
+        what = f"gap {event.reason} expected {event.expected_update_id} "
+        what += f"received {event.received_update_id}"
+    else:
+        what = f"{type(event).__name__} {getattr(event, 'last_update_id', '')}"
+    return f"  v{event.version} {what} received {event.receive_ts}"
 
 
 @contextlib.contextmanager

@@ -7,10 +7,11 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from algotrade.domain.book import BookSynchronizer, OrderBook
+from algotrade.domain.book import BookSynchronizer, OrderBook, continue_stream
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
+    Event,
     GapReason,
     SequenceGapDetected,
 )
@@ -164,3 +165,50 @@ def test_a_restart_within_the_stored_stream_records_nothing() -> None:
     sync = BookSynchronizer("BTCUSDT", exchange="test", version=5, stored_through=100)
     assert sync.on_snapshot(snapshot(90)) == []
     assert sync.gaps == 0
+
+
+def _gap(expected: int, received: int) -> SequenceGapDetected:
+    return SequenceGapDetected(
+        stream="depth-BTCUSDT", version=0, exchange_ts=0, receive_ts=0, exchange="binance",
+        symbol="BTCUSDT", reason=GapReason.GAP, expected_update_id=expected,
+        received_update_id=received,
+    )  # fmt: skip
+
+
+def _spans(events: list[Event]) -> list[tuple[str, int, int]]:
+    out = []
+    for e in events:
+        if isinstance(e, DepthDiffReceived):
+            out.append(("diff", e.first_update_id, e.final_update_id))
+        elif isinstance(e, BookSnapshotTaken):
+            out.append(("snapshot", e.last_update_id, e.last_update_id))
+        elif isinstance(e, SequenceGapDetected):
+            out.append(("gap", e.expected_update_id, e.received_update_id))
+    return out
+
+
+def test_a_takeover_drops_what_the_stored_stream_covers() -> None:
+    """Another collector stored through 20: our 11..20 go, 21.. continue its stream."""
+    mine: list[Event] = [diff(11, 15), diff(16, 20), diff(21, 22), diff(23, 25)]
+    assert _spans(continue_stream(mine, 20)) == [("diff", 21, 22), ("diff", 23, 25)]
+
+
+def test_a_takeover_ahead_of_the_stored_stream_records_the_jump() -> None:
+    """Our snapshot at 40 after a stream stored through 20: 21..40 only in the snapshot,
+    recorded as a gap (the chaos test found this hole)."""
+    mine: list[Event] = [snapshot(40), diff(41, 42)]
+    assert _spans(continue_stream(mine, 20)) == [
+        ("gap", 21, 41), ("snapshot", 40, 40), ("diff", 41, 42),
+    ]  # fmt: skip
+    assert _spans(continue_stream([diff(30, 31)], 20)) == [("gap", 21, 30), ("diff", 30, 31)]
+
+
+def test_a_takeover_keeps_our_gap_from_where_the_stored_stream_ends() -> None:
+    """Our gap 16..29 after a stream stored through 20 is 21..29; one it fills is dropped."""
+    mine: list[Event] = [_gap(16, 30), snapshot(35), diff(36, 37)]
+    assert _spans(continue_stream(mine, 20)) == [
+        ("gap", 21, 36), ("snapshot", 35, 35), ("diff", 36, 37),
+    ]  # fmt: skip
+    assert _spans(continue_stream([_gap(16, 19), diff(25, 26)], 20)) == [
+        ("gap", 21, 25), ("diff", 25, 26),
+    ]  # fmt: skip

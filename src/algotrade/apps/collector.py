@@ -12,7 +12,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from algotrade.apps.common import Observer, ignore, paced
 from algotrade.apps.logs import log, warn
-from algotrade.domain.book import BookSynchronizer
+from algotrade.domain.book import BookSynchronizer, continue_stream
 from algotrade.domain.errors import ConcurrencyError
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -293,24 +293,33 @@ class Collector:
         """Store a batch after another collector wrote the same symbols first.
 
         The append that met the other writer stored nothing. Market events go again with
-        versions left to the store (version 0): those the other writer already stored are
-        skipped by their update or trade id, the rest continue its stream. A gap this
-        collector saw that the other writer's data already fills is dropped. Then each
-        symbol's numbering continues from what is stored.
+        versions left to the store (version 0). Depth events continue the stored stream
+        (:func:`continue_stream`): what it covers is dropped, a jump past it (this
+        collector's snapshot ahead of it) is a recorded gap, a gap this collector saw that
+        the other's data fills is dropped. Trades the other writer stored are skipped by
+        their id. Then each symbol's numbering continues from what is stored.
         """
         self.stats.takeovers += 1
         reached: dict[str, int] = {}
         for stream in {e.stream for e in batch if e.stream.startswith(("depth-", "trades-"))}:
             reached[stream] = _sequence_of(await self.store.last_event(stream))
+        depth: dict[str, list[Event]] = {}
+        for event in batch:
+            if event.stream.startswith("depth-"):
+                depth.setdefault(event.stream, []).append(event)
         rebased: list[Event] = []
         for event in batch:
             through = reached.get(event.stream)
             if through is None:
                 rebased.append(event)
-            elif not (
-                isinstance(event, SequenceGapDetected) and event.received_update_id - 1 <= through
-            ):
-                rebased.append(with_version(event, 0))
+            elif event.stream.startswith("depth-"):
+                # each depth stream goes once, where its first event was, continued from
+                # what is stored: covered updates dropped, a jump recorded as a gap
+                events = depth.pop(event.stream, None)
+                if events is not None:
+                    rebased.extend(with_version(e, 0) for e in continue_stream(events, through))
+            else:
+                rebased.append(with_version(event, 0))  # trades: skipped by their id
         result = await self.store.append(rebased)
         for stream in reached:
             last = await self.store.last_event(stream)

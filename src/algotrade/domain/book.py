@@ -265,3 +265,63 @@ class BookSynchronizer:
             received_update_id=diff.first_update_id,
         )
         return [gap]
+
+
+def continue_stream(events: Iterable[Event], through: int) -> list[Event]:
+    """Return one symbol's depth events to append after another writer's, stored through
+    update id ``through`` (a second collector taking over a stream, hot standby).
+
+    What the stored stream already covers is dropped; a jump past it (a diff starting
+    later, a snapshot ahead of it) is preceded by a gap event, so updates that only one
+    writer saw and neither stored are recorded as missing, never silently skipped. A gap
+    this writer saw starts where the stored stream ends; one the stored stream already
+    fills is dropped. Returned events keep their version (the caller renumbers them).
+    """
+    out: list[Event] = []
+    reached = through
+    for event in events:
+        if isinstance(event, SequenceGapDetected):
+            if event.received_update_id - 1 <= reached:
+                continue  # the other writer's data fills it
+            if out and isinstance(out[-1], SequenceGapDetected):
+                out[-1] = dataclasses.replace(out[-1], received_update_id=event.received_update_id)
+            else:
+                out.append(dataclasses.replace(event, expected_update_id=reached + 1))
+            reached = event.received_update_id - 1
+            continue
+        if isinstance(event, DepthDiffReceived):
+            first, last = event.first_update_id, event.final_update_id
+        elif isinstance(event, BookSnapshotTaken):
+            first, last = event.last_update_id + 1, event.last_update_id
+        else:
+            out.append(event)
+            continue
+        if last <= reached:
+            continue
+        if first > reached + 1:
+            _missing(out, event, reached + 1, first)
+        out.append(event)
+        reached = last
+    return out
+
+
+def _missing(
+    out: list[Event], at: DepthDiffReceived | BookSnapshotTaken, expected: int, received: int
+) -> None:
+    """Record updates ``expected .. received - 1`` as missing before ``at``."""
+    if out and isinstance(out[-1], SequenceGapDetected):
+        out[-1] = dataclasses.replace(out[-1], received_update_id=received)
+        return
+    out.append(
+        SequenceGapDetected(
+            stream=at.stream,
+            version=0,
+            exchange_ts=at.exchange_ts,
+            receive_ts=at.receive_ts,
+            exchange=at.exchange,
+            symbol=at.symbol,
+            reason=GapReason.RESTART,
+            expected_update_id=expected,
+            received_update_id=received,
+        )
+    )
