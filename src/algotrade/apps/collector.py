@@ -292,51 +292,71 @@ class Collector:
     async def _store_rebased(self, batch: list[Event]) -> AppendResult:
         """Store a batch after another collector wrote the same symbols first.
 
-        The append that met the other writer stored nothing. Market events go again with
-        versions left to the store (version 0). Depth events continue the stored stream
-        (:func:`continue_stream`): what it covers is dropped, a jump past it (this
-        collector's snapshot ahead of it) is a recorded gap, a gap this collector saw that
-        the other's data fills is dropped. Trades the other writer stored are skipped by
-        their id. Then each symbol's numbering continues from what is stored.
+        The append that met the other writer stored nothing. Each market stream is read
+        again and the batch continues it: depth events through :func:`continue_stream`
+        (what it covers is dropped, a jump past it, such as this collector's snapshot
+        ahead of it, is a recorded gap, a gap the other's data fills is dropped), trades
+        after its last trade id. The events get the stream's next versions explicitly, so
+        a writer slipping in between makes this append fail too, and it starts over
+        (versions left to the store would let the two interleave). Then each symbol's
+        numbering continues from what is stored.
         """
         self.stats.takeovers += 1
-        reached: dict[str, int] = {}
-        for stream in {e.stream for e in batch if e.stream.startswith(("depth-", "trades-"))}:
-            reached[stream] = _sequence_of(await self.store.last_event(stream))
-        depth: dict[str, list[Event]] = {}
-        for event in batch:
-            if event.stream.startswith("depth-"):
-                depth.setdefault(event.stream, []).append(event)
-        rebased: list[Event] = []
-        for event in batch:
-            through = reached.get(event.stream)
-            if through is None:
-                rebased.append(event)
-            elif event.stream.startswith("depth-"):
-                # each depth stream goes once, where its first event was, continued from
-                # what is stored: covered updates dropped, a jump recorded as a gap
-                events = depth.pop(event.stream, None)
-                if events is not None:
-                    rebased.extend(with_version(e, 0) for e in continue_stream(events, through))
-            else:
-                rebased.append(with_version(event, 0))  # trades: skipped by their id
-        result = await self.store.append(rebased)
-        for stream in reached:
-            last = await self.store.last_event(stream)
-            if last is None:
+        streams = {e.stream for e in batch if e.stream.startswith(("depth-", "trades-"))}
+        for attempt in range(1, 101):
+            last = {stream: await self.store.last_event(stream) for stream in streams}
+            rebased = self._continued(batch, last)
+            try:
+                result = await self.store.append(rebased)
+            except ConcurrencyError:
+                await anyio.sleep(min(0.01 * attempt, 0.5))  # another writer in between
+                continue
+            break
+        else:
+            raise ConcurrencyError(",".join(sorted(streams)), 0)
+        for stream in streams:
+            stored = await self.store.last_event(stream)
+            if stored is None:
                 continue
             symbol = stream.split("-", 1)[1]
             if stream.startswith("depth-") and symbol in self.books:
                 sync = self.books[symbol]
-                sync.version = last.version
-                sync.stored_through = max(sync.stored_through, _sequence_of(last))
+                sync.version = stored.version
+                sync.stored_through = max(sync.stored_through, _sequence_of(stored))
             elif stream.startswith("trades-") and symbol in self._trades:
                 _, last_id = self._trades[symbol]
-                self._trades[symbol] = (last.version, max(last_id, _sequence_of(last)))
+                self._trades[symbol] = (stored.version, max(last_id, _sequence_of(stored)))
         if self.stats.takeovers == 1 or self.stats.takeovers % 1000 == 0:  # not every batch
             log("collector", "another collector writes these symbols: continuing its streams",
-                streams=",".join(sorted(reached)), times=self.stats.takeovers)  # fmt: skip
+                streams=",".join(sorted(streams)), times=self.stats.takeovers)  # fmt: skip
         return result
+
+    @staticmethod
+    def _continued(batch: list[Event], last: dict[str, Event | None]) -> list[Event]:
+        """Return ``batch`` continuing the stored streams whose last events are ``last``."""
+        depth: dict[str, list[Event]] = {}
+        for event in batch:
+            if event.stream.startswith("depth-"):
+                depth.setdefault(event.stream, []).append(event)
+        versions = {stream: e.version if e is not None else 0 for stream, e in last.items()}
+        out: list[Event] = []
+
+        def numbered(event: Event) -> Event:
+            versions[event.stream] += 1
+            return with_version(event, versions[event.stream])
+
+        for event in batch:
+            if event.stream not in last:
+                out.append(event)
+            elif event.stream.startswith("depth-"):
+                # each depth stream goes once, where its first event was
+                events = depth.pop(event.stream, None)
+                if events is not None:
+                    through = _sequence_of(last[event.stream])
+                    out.extend(numbered(e) for e in continue_stream(events, through))
+            elif _sequence_of(event) > _sequence_of(last[event.stream]):
+                out.append(numbered(event))  # a trade after the last one stored
+        return out
 
     async def _sync(self, event: DepthDiffReceived | BookSnapshotTaken) -> BookSynchronizer:
         """Create a symbol's book, continuing the numbering of its stored depth stream."""

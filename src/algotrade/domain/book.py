@@ -287,8 +287,7 @@ def continue_stream(events: Iterable[Event], through: int) -> list[Event]:
                 out[-1] = dataclasses.replace(out[-1], received_update_id=event.received_update_id)
             else:
                 out.append(dataclasses.replace(event, expected_update_id=reached + 1))
-            reached = event.received_update_id - 1
-            continue
+            continue  # reached stays: the snapshot that follows extends this gap, and stays
         if isinstance(event, DepthDiffReceived):
             first, last = event.first_update_id, event.final_update_id
         elif isinstance(event, BookSnapshotTaken):
