@@ -9,7 +9,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
-SOURCES = ("src", "tests", "bench", "noxfile.py")
+SOURCES = ("src", "tests", "bench", "fuzz", "noxfile.py")
 
 
 def install(session: nox.Session, *extras: str) -> None:
@@ -58,6 +58,16 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks and rewrite docs/benchmarks.md with their results."""
     install(session, "test", "bench")  # Redis and MongoDB benchmarks start servers like the tests
     session.run("python", "bench/run_all.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of every parser: ``nox -s fuzz -- 120`` gives each 120 s."""
+    install(session, "test")
+    seconds = session.posargs[0] if session.posargs else "60"
+    for target in ("frame", "rest", "entry", "candle", "config"):
+        session.run("python", "fuzz/targets.py", target, f"-max_total_time={seconds}",
+                    "-max_len=2048")  # fmt: skip
 
 
 @nox.session(python=PYTHON)

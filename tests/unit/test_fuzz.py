@@ -191,3 +191,18 @@ def test_garbage_lines_in_a_replay_lose_no_valid_event(recording: Path, tmp_path
     assert feed.rejected >= spliced_in * 3 // 5  # the corrupt frames, set aside with reasons
     assert all(isinstance(e, DepthDiffReceived | BookSnapshotTaken | TradeReceived)
                for e in ReplayFeed(clean).events())  # fmt: skip
+
+
+@FAST
+@given(st.lists(st.text(max_size=24), min_size=0, max_size=14))
+def test_candle_rows_are_bars_or_rejected(fields: list[str]) -> None:
+    """Any row of a kline CSV file: a bar with sane prices, or InvalidInputError."""
+    from algotrade.adapters.candles import candle_bar
+
+    try:
+        bar, interval = candle_bar(fields, "BTCUSDT", None, 1)
+    except InvalidInputError:
+        return
+    assert bar.low <= bar.open <= bar.high
+    assert bar.low <= bar.close <= bar.high
+    assert bar.close_time - bar.open_time == interval.nanos > 0
