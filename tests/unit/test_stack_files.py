@@ -152,3 +152,17 @@ def test_the_image_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert user
     assert not user[-1].startswith(("root", "0"))
     assert re.search(r"^HEALTHCHECK .*", text, re.MULTILINE)
+
+
+def test_the_lock_file_pins_every_runtime_dependency() -> None:
+    """requirements.lock (nox -s lock, audited by nox -s audit) pins each dependency."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[\[<>=~! ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    locked = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
+    assert names - locked == set()
