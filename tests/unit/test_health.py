@@ -158,3 +158,14 @@ def test_secrets_stay_out_of_settings_reprs() -> None:
     )
     assert "p4ss" not in shown
     assert redact("mongodb://u:p4ss@h/x") == "mongodb://u:***@h/x"
+    # TLS URLs: an empty user, and secrets passed as query parameters
+    assert redact("rediss://:p4ss@h:6380/0?ssl_cert_reqs=required") == (
+        "rediss://:***@h:6380/0?ssl_cert_reqs=required"
+    )
+    assert redact(
+        "mongodb+srv://u:p4ss@c.example.net/btc_data?tls=true&tlsCertificateKeyFilePassword=k3y"
+        "&authSource=admin"
+    ) == (
+        "mongodb+srv://u:***@c.example.net/btc_data?tls=true&tlsCertificateKeyFilePassword=***"
+        "&authSource=admin"
+    )

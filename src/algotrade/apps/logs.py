@@ -26,9 +26,16 @@ _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):
 _SECRET_KEYS = ("password", "secret", "api_key", "token")
 
 
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&][^=&\s]*(?:password|secret|token|apikey|api_key)[^=&\s]*=)[^&\s]*", re.I
+)
+
+
 def redact(text: str) -> str:
-    """Return ``text`` with the password of every ``scheme://user:password@`` replaced."""
-    return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+    """Return ``text`` with the password of every ``scheme://user:password@`` replaced, and
+    the value of every URL query parameter naming a secret (``tlsCertificateKeyFilePassword``,
+    ``ssl_password``, ...)."""
+    return _QUERY_SECRET.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text))
 
 
 def _json_default(value: object) -> str:
