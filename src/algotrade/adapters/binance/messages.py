@@ -22,6 +22,7 @@ from algotrade.domain.events import (
     depth_stream,
     trade_stream,
 )
+from algotrade.domain.rules import SymbolRules
 
 EXCHANGE = "binance"
 T = TypeVar("T")
@@ -206,3 +207,43 @@ def parse_rest_agg_trades(symbol: str, body: str | bytes, receive_ts: int) -> li
             raise InvalidInputError(f"aggTrades item is not an object: {item!r}")
         out.append(parse_agg_trade({**item, "e": "aggTrade", "s": symbol}, receive_ts))
     return out
+
+
+def parse_symbol_rules(symbol: str, body: bytes | str) -> SymbolRules:
+    """Return one symbol's order filters from an ``/api/v3/exchangeInfo`` answer.
+
+    Raises:
+        InvalidInputError: the answer is malformed or does not list the symbol.
+    """
+    try:
+        info = orjson.loads(body)
+        entry = next(s for s in info["symbols"] if s["symbol"] == symbol)
+        filters = {f["filterType"]: f for f in entry["filters"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError, StopIteration):
+        raise InvalidInputError(f"exchangeInfo without the filters of {symbol}") from None
+
+    def number(kind: str, name: str) -> Decimal:
+        value = filters.get(kind, {}).get(name, "0")
+        try:
+            found = Decimal(str(value))
+        except InvalidOperation:
+            raise InvalidInputError(
+                f"exchangeInfo {kind}.{name} {value!r} is not a number"
+            ) from None
+        if not found.is_finite() or found < 0:
+            raise InvalidInputError(f"exchangeInfo {kind}.{name} {value!r} is not a number")
+        return found
+
+    notional = "NOTIONAL" if "NOTIONAL" in filters else "MIN_NOTIONAL"
+    return SymbolRules(
+        symbol=symbol,
+        tick_size=number("PRICE_FILTER", "tickSize"),
+        step_size=number("LOT_SIZE", "stepSize"),
+        min_qty=number("LOT_SIZE", "minQty"),
+        max_qty=number("LOT_SIZE", "maxQty"),
+        market_step_size=number("MARKET_LOT_SIZE", "stepSize"),
+        market_min_qty=number("MARKET_LOT_SIZE", "minQty"),
+        market_max_qty=number("MARKET_LOT_SIZE", "maxQty"),
+        min_notional=number(notional, "minNotional"),
+        max_notional=number("NOTIONAL", "maxNotional"),
+    )
