@@ -164,11 +164,16 @@ def test_nothing_lost_nothing_doubled_under_chaos(
                 signals = len(cli("signals", env=env))
                 return len(cli("orders", env=env)) >= signals and group_state(client)["lag"] == 0
 
-            wait_until(
-                drained,
-                120,
-                "every signal acted upon",
-            )
+            try:
+                wait_until(drained, 120, "every signal acted upon")
+            except AssertionError as e:  # say which signals and what the group holds
+                stored = {s["id"] for s in cli("signals", env=env)}
+                acted = {o["signal_id"] for o in cli("orders", env=env)}
+                raise AssertionError(
+                    f"{e}: signals without an order {sorted(stored - acted)}, "
+                    f"group {group_state(client)}, stream length "
+                    f"{client.xlen('trade_signals_stream')}"
+                ) from None
             for name in ("processor-1", "processor-2", "trader-1", "trader-2"):
                 assert running[name].stop() == 0, running[name].output()
             group = group_state(client)
