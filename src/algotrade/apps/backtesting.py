@@ -50,6 +50,8 @@ URL (``mongodb://...``, ``sqlite:///file.db``, a ``.db`` file), or closed bars."
 
 Kind = Literal["bars", "events"]
 CHUNK = 65_536
+MARKET_INTERVAL = Interval("1m", 60 * 1_000_000_000)
+"""Bars built from market events when no interval is given."""
 _STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
@@ -98,9 +100,9 @@ def load_history(
     """Read ``data`` into bars or stored market events for one symbol.
 
     Bars (candles, bars given) are resampled when ``interval`` is a multiple of theirs.
-    Market events (recordings, event stores) need ``interval``; the book of a recording is
-    rebuilt with the collector's synchronizer, so each depth event carries the top of book
-    the live collector would have stored.
+    Market events (recordings, event stores) make bars of ``interval`` (1m if ``None``);
+    the book of a recording is rebuilt with the collector's synchronizer, so each depth
+    event carries the top of book the live collector would have stored.
 
     Raises:
         ConfigurationError: the data cannot be read, or does not fit the options.
@@ -116,16 +118,12 @@ def load_history(
         return _bars_history(bars, name, found, wanted, "bars")
     text = str(data)
     if is_store_url(text):
-        if wanted is None:
-            raise ConfigurationError("interval", "a backtest over an event store needs --interval")
-        return anyio.run(_store_history, text, symbol, wanted)
+        return anyio.run(_store_history, text, symbol, wanted or MARKET_INTERVAL)
     path = Path(text)
     if not path.is_file():
         raise ConfigurationError("data", f"{path} is not a file")
     if _is_recording(path):
-        if wanted is None:
-            raise ConfigurationError("interval", "a backtest over a recording needs --interval")
-        return _recording_history(path, symbol, wanted)
+        return _recording_history(path, symbol, wanted or MARKET_INTERVAL)
     candles = read_candles(path, symbol=symbol)
     history = _bars_history(candles.bars, candles.symbol, candles.interval, wanted, str(path))
     history.rejected = candles.rejected
@@ -232,8 +230,8 @@ def backtest(
         data: kline CSV path, recorded session path, event store URL, closed bars, or a
             :class:`History` already loaded.
         symbol: the symbol to test when the data holds several (default: the first).
-        interval: bar length; needed for recordings and stores, optional for candles and
-            bars (a multiple of theirs resamples them).
+        interval: bar length: 1m by default for recordings and stores; for candles and
+            bars their own, or a multiple of it (resampled).
         fee: fee rate per fill, on the notional.
         initial_cash: quote currency at the start.
         quantity: fixed quantity per BUY; ``None`` invests all the cash.

@@ -51,6 +51,7 @@ from algotrade.apps.views import (
     order_view,
     position_view,
     signal_view,
+    trade_view,
 )
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError
@@ -866,12 +867,7 @@ def _history(
     interval: str | None,
     seed: int,
 ) -> Any:
-    from algotrade.apps.backtesting import (
-        _is_recording,
-        is_store_url,
-        load_history,
-        synthetic_history,
-    )
+    from algotrade.apps.backtesting import load_history, synthetic_history
 
     if (data is None) == (not synthetic):
         raise ConfigurationError("data", "give either --data PATH or --synthetic")
@@ -881,8 +877,7 @@ def _history(
         return synthetic_history(bars, interval=interval or "1d", symbol=symbol or "BTCUSDT",
                                  seed=seed)  # fmt: skip
     assert data is not None
-    market = is_store_url(data) or (Path(data).is_file() and _is_recording(Path(data)))
-    return load_history(data, symbol=symbol, interval=interval or ("1m" if market else None))
+    return load_history(data, symbol=symbol, interval=interval)
 
 
 def _report_rejects(history: Any) -> None:
@@ -944,20 +939,6 @@ def _run_backtest(history: Any, short: int, long: int, fee: str, cash: str,
         meter.finish()
 
 
-def trade_view(trade: Any) -> dict[str, Any]:
-    """Return the JSON object of one backtest fill."""
-    return {
-        "order_id": trade.order_id,
-        "signal_id": trade.signal_id,
-        "side": str(trade.side),
-        "time": iso(trade.time),
-        "price": str(trade.price),
-        "quantity": str(trade.quantity),
-        "fee": str(trade.fee),
-        "pnl": None if trade.pnl is None else str(trade.pnl),
-    }
-
-
 @app.command()
 def backtest(
     data: DataOpt = None,
@@ -1003,13 +984,10 @@ def backtest(
     for key in ("total_return", "max_drawdown", "win_rate"):
         if metrics[key] is not None:
             metrics[key] = f"{metrics[key]:.2%}"
-    metrics["first_bar"] = iso(result.times[0] - _bar_ns(result.interval)) if result.times else None
-    metrics["last_bar"] = iso(result.times[-1]) if result.times else None
+    if result.closed_bars:
+        metrics["first_bar"] = iso(result.closed_bars[0].open_time)
+        metrics["last_bar"] = iso(result.closed_bars[-1].open_time)
     print_summary(f"backtest of {history.source}", metrics, as_json=False)
-
-
-def _bar_ns(interval: str) -> int:
-    return Interval.parse(interval).nanos
 
 
 @app.command()

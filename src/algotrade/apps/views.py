@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from algotrade.domain.backtest import Trade
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -107,4 +108,18 @@ def gap_view(gap: SequenceGapDetected) -> dict[str, Any]:
         "detected_at": iso(gap.receive_ts),
         "stream": gap.stream,
         "version": gap.version,
+    }
+
+
+def trade_view(trade: Trade) -> dict[str, Any]:
+    """Return the JSON object of one backtest fill."""
+    return {
+        "order_id": trade.order_id,
+        "signal_id": trade.signal_id,
+        "side": str(trade.side),
+        "time": iso(trade.time),
+        "price": str(trade.price),
+        "quantity": str(trade.quantity),
+        "fee": str(trade.fee),
+        "pnl": None if trade.pnl is None else str(trade.pnl),
     }

@@ -184,16 +184,8 @@ class BookSynchronizer:
             self.version += 1
             self.gaps += 1
             out.append(
-                SequenceGapDetected(
-                    stream=snapshot.stream,
-                    version=self.version,
-                    exchange_ts=snapshot.exchange_ts,
-                    receive_ts=snapshot.receive_ts,
-                    exchange=self.exchange,
-                    symbol=self.symbol,
-                    reason=GapReason.RESTART,
-                    expected_update_id=self.stored_through + 1,
-                    received_update_id=last + 1,
+                gap_before(
+                    snapshot, GapReason.RESTART, self.stored_through + 1, last + 1, self.version
                 )
             )
         self._resumed = False
@@ -253,17 +245,7 @@ class BookSynchronizer:
         if diff.final_update_id <= self.stored_through:
             return []  # a gap inside what is already stored was recorded back then
         self.version += 1
-        gap = SequenceGapDetected(
-            stream=diff.stream,
-            version=self.version,
-            exchange_ts=diff.exchange_ts,
-            receive_ts=diff.receive_ts,
-            exchange=self.exchange,
-            symbol=self.symbol,
-            reason=reason,
-            expected_update_id=expected,
-            received_update_id=diff.first_update_id,
-        )
+        gap = gap_before(diff, reason, expected, diff.first_update_id, self.version)
         return [gap]
 
 
@@ -311,16 +293,25 @@ def _missing(
     if out and isinstance(out[-1], SequenceGapDetected):
         out[-1] = dataclasses.replace(out[-1], received_update_id=received)
         return
-    out.append(
-        SequenceGapDetected(
-            stream=at.stream,
-            version=0,
-            exchange_ts=at.exchange_ts,
-            receive_ts=at.receive_ts,
-            exchange=at.exchange,
-            symbol=at.symbol,
-            reason=GapReason.RESTART,
-            expected_update_id=expected,
-            received_update_id=received,
-        )
+    out.append(gap_before(at, GapReason.RESTART, expected, received, 0))
+
+
+def gap_before(
+    at: DepthDiffReceived | BookSnapshotTaken,
+    reason: GapReason,
+    expected: int,
+    received: int,
+    version: int,
+) -> SequenceGapDetected:
+    """Return the gap event recorded just before ``at`` (same stream, symbol and times)."""
+    return SequenceGapDetected(
+        stream=at.stream,
+        version=version,
+        exchange_ts=at.exchange_ts,
+        receive_ts=at.receive_ts,
+        exchange=at.exchange,
+        symbol=at.symbol,
+        reason=reason,
+        expected_update_id=expected,
+        received_update_id=received,
     )
