@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from algotrade.adapters import codec
+from algotrade.adapters.mongo import documents
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import (
     DepthDiffReceived,
@@ -13,12 +14,16 @@ from algotrade.domain.events import (
     OrderFilled,
     OrderPlaced,
     OrderRejected,
+    OrderStatus,
+    OrderUpdated,
     PositionChanged,
     SequenceGapDetected,
     Side,
     SignalEmitted,
     TopOfBook,
     TradeReceived,
+    TradingHalted,
+    TradingResumed,
 )
 from tests.support.builders import D, bar, diff, snapshot
 
@@ -112,6 +117,53 @@ EXAMPLES = [
         fees_paid=D("0.2"),
         order_id="o1",
     ),
+    OrderPlaced(
+        stream="o2",
+        version=1,
+        exchange_ts=1,
+        receive_ts=2,
+        order_id="o2",
+        signal_id="id2",
+        symbol="X",
+        side=Side.BUY,
+        quantity=D("0.2"),
+        limit_price=D("29970.00"),
+    ),
+    OrderUpdated(
+        stream="o2",
+        version=2,
+        exchange_ts=1,
+        receive_ts=2,
+        order_id="o2",
+        signal_id="id2",
+        symbol="X",
+        side=Side.BUY,
+        status=OrderStatus.PARTIALLY_FILLED,
+        executed_quantity=D("0.1"),
+        executed_quote=D("2997.000"),
+        fees=D("0"),
+        base_fees=D("0.0001"),
+        last_quantity=D("0.0999"),
+        last_price=D("29970.00"),
+        fee=D("2.997"),
+        exchange_order_id=12,
+        reason="",
+    ),
+    PositionChanged(
+        stream="p",
+        version=4,
+        exchange_ts=1,
+        receive_ts=2,
+        symbol="X",
+        quantity=D("0.0999"),
+        average_price=D("29970.00"),
+        realised_pnl=D("0"),
+        fees_paid=D("2.997"),
+        order_id="o2",
+        execution="0.1",
+    ),
+    TradingHalted(stream="control-trading", version=1, exchange_ts=1, receive_ts=2, reason="r"),
+    TradingResumed(stream="control-trading", version=2, exchange_ts=1, receive_ts=2),
 ]
 
 
@@ -138,6 +190,20 @@ def test_depth_top_round_trips() -> None:
     assert str(back.top.bid_price) == "1.10"
 
 
+def test_documents_stored_before_a_field_existed_read_its_default() -> None:
+    """An order stored before limit orders existed (no ``limit_price``) reads as a market
+    order; a missing field without a default is still malformed."""
+    order = EXAMPLES[6]
+    assert isinstance(order, OrderPlaced)
+    old = codec.to_dict(order)
+    del old["limit_price"]
+
+    assert codec.from_dict("OrderPlaced", order.stream, 1, old) == order
+    del old["quantity"]
+    with pytest.raises(InvalidInputError, match="quantity"):
+        codec.from_dict("OrderPlaced", order.stream, 1, old)
+
+
 def test_every_event_type_has_an_example() -> None:
     """The round-trip examples cover every stored type."""
     assert {type(e).__name__ for e in EXAMPLES} == set(codec.EVENT_TYPES)
@@ -151,3 +217,21 @@ def test_malformed_documents_raise_invalid_input(type_: str, data: bytes) -> Non
     """Unknown types, bad JSON and missing fields are InvalidInputError, never a crash."""
     with pytest.raises(InvalidInputError):
         codec.decode(type_, "s", 1, data)
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_mongo_documents_round_trip(event: Event) -> None:
+    """Every event type survives the trip through its MongoDB document."""
+    assert documents.from_document(documents.to_document(event, 7)) == event
+
+
+def test_mongo_documents_without_a_later_field_read_its_default() -> None:
+    """A MongoDB order document from before limit orders reads as a market order."""
+    order = EXAMPLES[6]
+    doc = documents.to_document(order, 3)
+    del doc["limit_price"]
+
+    assert documents.from_document(doc) == order
+    del doc["quantity"]
+    with pytest.raises(InvalidInputError, match="quantity"):
+        documents.from_document(doc)

@@ -36,7 +36,10 @@ EVENT_TYPES: dict[str, type[ev.Event]] = {
         ev.OrderPlaced,
         ev.OrderFilled,
         ev.OrderRejected,
+        ev.OrderUpdated,
         ev.PositionChanged,
+        ev.TradingHalted,
+        ev.TradingResumed,
     )
 }
 
@@ -76,14 +79,24 @@ def _same(x: Any) -> Any:
     return x
 
 
+def _opt_decimal_out(x: Decimal | None) -> str | None:
+    return None if x is None else str(x)
+
+
+def _opt_decimal_in(x: str | None) -> Decimal | None:
+    return None if x is None else Decimal(x)
+
+
 _BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
     Decimal: (str, Decimal),
+    Decimal | None: (_opt_decimal_out, _opt_decimal_in),
     int: (_same, int),
     float: (_same, float),
     str: (_same, str),
     bool: (_same, bool),
     ev.Side: (str, ev.Side),
     ev.GapReason: (str, ev.GapReason),
+    ev.OrderStatus: (str, ev.OrderStatus),
     tuple[ev.PriceLevel, ...]: (_levels_out, _levels_in),
     ev.TopOfBook | None: (_top_out, _top_in),
     tuple[tuple[str, int], ...]: (_params_out, _params_in),
@@ -118,18 +131,24 @@ KEYS: dict[type[ev.Event], dict[str, str]] = {
 class _Schema:
     cls: type[ev.Event]
     fields: tuple[tuple[str, str, _Conv, _Conv], ...]  # (field, document key, out, in)
+    defaults: dict[str, Any]  # document key -> default of the fields that have one
 
 
 def _schema(cls: type[ev.Event]) -> _Schema:
     hints = typing.get_type_hints(cls, vars(ev))
     keys = KEYS.get(cls, {})
     fields = []
+    defaults: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in _SKIP:
             continue
         out, inp = _BY_TYPE[hints[f.name]]
-        fields.append((f.name, keys.get(f.name, f.name), out, inp))
-    return _Schema(cls, tuple(fields))
+        key = keys.get(f.name, f.name)
+        fields.append((f.name, key, out, inp))
+        if f.default is not dataclasses.MISSING:
+            # A field added later has a default: documents stored before it still decode.
+            defaults[key] = out(f.default)
+    return _Schema(cls, tuple(fields), defaults)
 
 
 _SCHEMAS: dict[str, _Schema] = {name: _schema(cls) for name, cls in EVENT_TYPES.items()}
@@ -197,6 +216,8 @@ def from_dict(type_: str, stream: str, version: int, doc: dict[str, Any]) -> ev.
     if schema is None:
         raise InvalidInputError(f"unknown event type {type_!r}")
     try:
+        if schema.defaults:
+            doc = {**schema.defaults, **doc}
         kwargs = {name: inp(doc[key]) for name, key, _, inp in schema.fields}
         return schema.cls(stream=stream, version=version, **kwargs)
     except (KeyError, TypeError, ValueError, ArithmeticError) as e:

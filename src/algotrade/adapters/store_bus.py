@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import anyio
 
-from algotrade.domain.broker import paper_fill
+from algotrade.domain.broker import Position, paper_fill
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -80,11 +80,30 @@ class StoreQuoteSource:
 
 
 class PaperGateway:
-    """Fills market orders at the current top of book, charging ``fee_rate`` of the notional."""
+    """Fills orders at the current top of book, charging ``fee_rate`` of the notional.
 
-    def __init__(self, quotes: QuoteSource, *, fee_rate: Decimal = Decimal("0.001")) -> None:
+    ``cash`` is the paper account's starting quote balance, for sizing by a fraction of it.
+    """
+
+    def __init__(
+        self,
+        quotes: QuoteSource,
+        *,
+        fee_rate: Decimal = Decimal("0.001"),
+        cash: Decimal = Decimal("10000"),
+    ) -> None:
         self.quotes = quotes
         self.fee_rate = fee_rate
+        self.cash = cash
+
+    async def free_quote(self, symbol: str, position: Position) -> Decimal | None:
+        """Return the starting cash plus realised PnL, less fees and the open position's cost."""
+        return (
+            self.cash
+            + position.realised_pnl
+            - position.fees_paid
+            - position.quantity * position.average_price
+        )
 
     async def submit(self, order: OrderPlaced) -> OrderFilled | OrderRejected:
         """Fill ``order`` at the latest quote, or reject it when there is none."""

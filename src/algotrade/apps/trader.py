@@ -2,7 +2,15 @@
 
 Idempotent by construction: the order id derives from the signal id and an order's first
 event sits at version 1 of its own stream, so a redelivered signal (or a second trader
-racing the first) finds the order already stored and only acknowledges it.
+racing the first) finds the order already stored and only acknowledges it. The gateway is
+idempotent per order id too (Binance: the client order id), so a trader that placed an
+order and died before storing it finds that order on the exchange instead of placing it
+again.
+
+Before an order is sent: the kill switch (``algotrade trader --halt``: a
+:class:`TradingHalted` event in the store, seen by every trader within a second), the
+position sizing, and the maximum position. What blocks an order still stores it, rejected
+with the reason, so every signal keeps its one order.
 """
 
 from __future__ import annotations
@@ -13,10 +21,23 @@ from decimal import Decimal
 
 import anyio
 
+from algotrade.adapters.binance.trading import BinanceGateway
+from algotrade.adapters.binance.userstream import BinanceUserStream, ExecutionEvent
 from algotrade.adapters.memory import SystemClock
 from algotrade.apps.common import Observer, ignore
 from algotrade.apps.logs import log, warn
-from algotrade.domain.broker import Position, apply_fill, check_order, place_order, reject
+from algotrade.domain.broker import (
+    ExecutionReport,
+    Position,
+    Sizing,
+    SizingKind,
+    apply_execution,
+    apply_fill,
+    check_order,
+    order_update,
+    place_order,
+    reject,
+)
 from algotrade.domain.errors import (
     AlgotradeError,
     ConcurrencyError,
@@ -24,11 +45,17 @@ from algotrade.domain.errors import (
     StoreError,
 )
 from algotrade.domain.events import (
+    CONTROL_STREAM,
     Event,
     OrderFilled,
     OrderPlaced,
+    OrderRejected,
+    OrderUpdated,
     PositionChanged,
+    Side,
     SignalEmitted,
+    TradingHalted,
+    order_final,
     order_id_for,
     order_stream,
     position_stream,
@@ -48,6 +75,8 @@ class TraderStats:
     redeliveries: int = 0
     failed: int = 0
     acknowledged: int = 0
+    working: int = 0  # orders the exchange accepted without filling them at once
+    halted: int = 0  # orders refused by the kill switch
 
 
 class TraderService:
@@ -60,6 +89,9 @@ class TraderService:
         gateway: OrderGateway,
         *,
         quantity: Decimal = Decimal("0.01"),
+        sizing: Sizing | None = None,
+        max_position: Decimal | None = None,
+        limit_offset_bps: Decimal | None = None,
         batch_size: int = 100,
         clock: Clock | None = None,
         observe: Observer = ignore,
@@ -69,10 +101,24 @@ class TraderService:
         self.observe = observe
         self.consumer = consumer
         self.gateway = gateway
-        self.quantity = quantity
+        self.sizing = sizing or Sizing(SizingKind.QUANTITY, quantity)
+        self.max_position = max_position
+        self.limit_offset_bps = limit_offset_bps
+        """``None``: market orders; else limit orders at the signal's price, moved this many
+        basis points towards the order's side (a BUY below, a SELL above)."""
         self.batch_size = batch_size
         self.positions: dict[str, Position] = {}
+        self.working: dict[str, OrderPlaced] = {}  # orders the exchange may still change
         self.stats = TraderStats()
+        self._halt: tuple[float, TradingHalted | None] | None = None
+
+    async def halted(self) -> TradingHalted | None:
+        """Return the kill switch's event while it is set (read from the store, cached 1 s)."""
+        now = self.clock.monotonic()
+        if self._halt is None or now - self._halt[0] >= 1.0:
+            last = await self.store.last_event(CONTROL_STREAM)
+            self._halt = (now, last if isinstance(last, TradingHalted) else None)
+        return self._halt[1]
 
     async def position(self, symbol: str) -> Position:
         """Return the symbol's position, loading the last stored one on first use."""
@@ -167,13 +213,41 @@ class TraderService:
             return []
         batch_orders.add(order_id)
         position = await self.position(signal.symbol)
-        order = place_order(signal, position, self.quantity)
-        reason = check_order(order, position)
+        halt = await self.halted()
+        size: Decimal | str = self.sizing.value
+        if signal.side is Side.BUY and not halt:
+            free = None
+            if self.sizing.kind is SizingKind.FRACTION:
+                free = await self.gateway.free_quote(signal.symbol, position)
+            size = self.sizing.quantity(signal.price, free)
+        quantity = size if isinstance(size, Decimal) else Decimal(0)
+        order = place_order(signal, position, quantity, limit_price=self._limit_price(signal))
+        reason: str | None
+        if halt:
+            self.stats.halted += 1
+            reason = f"trading halted by the kill switch: {halt.reason}"
+        elif isinstance(size, str):
+            reason = f"cannot size the order: {size}"
+        else:
+            reason = check_order(order, position, max_position=self.max_position)
         outcome = reject(order, reason) if reason else await self.gateway.submit(order)
         if isinstance(outcome, OrderFilled):
             self.positions[signal.symbol], changed = apply_fill(position, outcome)
             return [order, outcome, changed]
+        if isinstance(outcome, OrderUpdated):
+            if not outcome.status.final:
+                self.working[order.order_id] = order
+            executed = apply_execution(position, outcome)
+            if executed is not None:
+                self.positions[signal.symbol], event = executed
+                return [order, outcome, event]
         return [order, outcome]
+
+    def _limit_price(self, signal: SignalEmitted) -> Decimal | None:
+        if self.limit_offset_bps is None:
+            return None
+        move = signal.price * self.limit_offset_bps / 10_000
+        return signal.price - move if signal.side is Side.BUY else signal.price + move
 
     def _record(self, produced: list[Event]) -> None:
         """Count and log one stored order (nothing when nothing was stored)."""
@@ -182,11 +256,19 @@ class TraderService:
         order, outcome = produced[0], produced[1]
         assert isinstance(order, OrderPlaced)
         self.stats.orders += 1
-        filled = isinstance(outcome, OrderFilled)
-        if filled:
-            self.stats.filled += 1
+        price: Decimal | None = None
+        if isinstance(outcome, OrderFilled):
+            status, price = "FILLED", outcome.price
+        elif isinstance(outcome, OrderUpdated):
+            status, price = str(outcome.status), outcome.average_price
         else:
+            status = "REJECTED"
+        if status == "FILLED":
+            self.stats.filled += 1
+        elif isinstance(outcome, OrderRejected) or status == "REJECTED":
             self.stats.rejected += 1
+        else:
+            self.stats.working += 1
         log(
             "trader",
             "order",
@@ -194,9 +276,10 @@ class TraderService:
             signal=order.signal_id,
             side=order.side,
             quantity=order.quantity,
-            status="FILLED" if filled else "REJECTED",
-            price=getattr(outcome, "price", None),
-            reason=getattr(outcome, "reason", None),
+            limit=order.limit_price,
+            status=status,
+            price=price,
+            reason=getattr(outcome, "reason", None) or None,
         )
 
     async def act(self, signal: SignalEmitted) -> None:
@@ -240,3 +323,183 @@ class TraderService:
                 break
         if drained is not None:
             drained.set()
+
+
+@dataclass
+class FollowerStats:
+    """What the order follower did."""
+
+    reports: int = 0
+    updates: int = 0
+    unknown: int = 0  # reports of orders this account placed outside algotrade
+    reconciled: int = 0
+    lookups: int = 0
+    failed: int = 0
+
+
+class OrderFollower:
+    """Keeps stored orders and positions in step with what the exchange reports.
+
+    Execution reports from the user data stream update the stored order (an
+    :class:`OrderUpdated` per change) and the position (a :class:`PositionChanged` per
+    execution), in one append. A report that does not follow the stored state (reports were
+    missed) and every (re)connection make the follower ask the exchange for the order's
+    cumulative state over REST instead, so a missed report is caught up in one step; working
+    orders are also reconciled every ``reconcile_every`` seconds.
+    """
+
+    def __init__(
+        self,
+        trader: TraderService,
+        gateway: BinanceGateway,
+        *,
+        reconcile_every: float = 60.0,
+    ) -> None:
+        self.trader = trader
+        self.store = trader.store
+        self.gateway = gateway
+        self.reconcile_every = reconcile_every
+        self.stats = FollowerStats()
+        self._loaded = False
+
+    async def load_working(self) -> None:
+        """Find the stored orders that are not final yet (once, at start-up)."""
+        latest: dict[str, Event] = {}
+        placed: dict[str, OrderPlaced] = {}
+        after = 0
+        kinds = (OrderPlaced, OrderUpdated, OrderFilled, OrderRejected)
+        while batch := await self.store.read_all(after, limit=1000, types=kinds):
+            for stored in batch:
+                event = stored.event
+                order_id = getattr(event, "order_id", "")
+                if isinstance(event, OrderPlaced):
+                    placed[order_id] = event
+                latest[order_id] = event
+            after = batch[-1].position
+        for order_id, order in placed.items():
+            if not order_final(latest.get(order_id)):
+                self.trader.working[order_id] = order
+        self._loaded = True
+
+    async def reconcile(self) -> None:
+        """Ask the exchange for the state of every working order and store what changed."""
+        if not self._loaded:
+            await self.load_working()
+        for order in list(self.trader.working.values()):
+            try:
+                report = await self.gateway.lookup(order)
+            except AlgotradeError as e:
+                self.stats.failed += 1
+                warn(
+                    "trader", "order not reconciled, retrying later", order=order.order_id, error=e
+                )
+                continue
+            self.stats.lookups += 1
+            if report is None:
+                continue  # placed and stored, yet unknown to the exchange: never sent
+            if await self.apply(order, report):
+                self.stats.reconciled += 1
+
+    async def on_report(self, event: ExecutionEvent) -> None:
+        """Store what one execution report changed."""
+        self.stats.reports += 1
+        order = self.trader.working.get(event.client_order_id)
+        if order is None:
+            first = await self.store.read_stream(order_stream(event.client_order_id), limit=1)
+            if not first or not isinstance(first[0], OrderPlaced):
+                self.stats.unknown += 1  # not ours, or not stored yet: reconciliation covers it
+                return
+            order = first[0]
+        try:
+            previous = await self.store.last_event(order_stream(order.order_id))
+            report = await self._cumulative(event, previous)
+            if report is None:
+                report = await self.gateway.lookup(order)
+            if report is not None:
+                await self.apply(order, report)
+        except AlgotradeError as e:
+            self.stats.failed += 1
+            warn("trader", "execution report not stored", order=order.order_id, error=e)
+
+    async def _cumulative(
+        self, event: ExecutionEvent, previous: Event | None
+    ) -> ExecutionReport | None:
+        """Return the order's cumulative report after ``event``, or ``None`` when reports
+        were missed since ``previous`` (the exchange must then be asked)."""
+        before = previous if isinstance(previous, OrderUpdated) else None
+        executed = before.executed_quantity if before else Decimal(0)
+        fees = before.fees if before else Decimal(0)
+        base_fees = before.base_fees if before else Decimal(0)
+        if event.executed_quantity != executed:
+            if event.executed_quantity - event.last_quantity != executed:
+                return None
+            info = await self.gateway.symbol_info(event.symbol)
+            if event.commission_asset == info.quote:
+                fees += event.commission
+            elif event.commission_asset == info.base:
+                base_fees += event.commission
+        return ExecutionReport(
+            client_order_id=event.client_order_id,
+            exchange_order_id=event.exchange_order_id,
+            symbol=event.symbol,
+            status=event.status,
+            executed_quantity=event.executed_quantity,
+            executed_quote=event.executed_quote,
+            fees=fees,
+            base_fees=base_fees,
+            exchange_ts=event.exchange_ts,
+            reason=event.reason,
+        )
+
+    async def apply(self, order: OrderPlaced, report: ExecutionReport) -> bool:
+        """Store the update ``report`` brings to ``order`` and its position change; return
+        whether anything changed."""
+        stream = order_stream(order.order_id)
+        for _ in range(5):
+            previous = await self.store.last_event(stream)
+            update = order_update(order, previous, report, self.trader.clock.now_ns())
+            if update is None:
+                if order_final(previous):
+                    self.trader.working.pop(order.order_id, None)
+                return False
+            position = await self.trader.position(order.symbol)
+            events: list[Event] = [update]
+            executed = apply_execution(position, update)
+            if executed is not None:
+                events.append(executed[1])
+            try:
+                await self.store.append(events)
+            except ConcurrencyError:
+                self.trader.positions.pop(order.symbol, None)  # moved meanwhile: reload
+                continue
+            if executed is not None:
+                self.trader.positions[order.symbol] = executed[0]
+            if update.status.final:
+                self.trader.working.pop(order.order_id, None)
+            self.stats.updates += 1
+            log(
+                "trader",
+                "order update",
+                id=order.order_id,
+                status=update.status,
+                executed=update.executed_quantity,
+                price=update.average_price,
+                reason=update.reason or None,
+            )
+            return True
+        raise ConcurrencyError(stream, 0)
+
+    async def run(self, stream: BinanceUserStream, stop: anyio.Event) -> None:
+        """Follow the user data stream, reconciling on every connection and periodically."""
+
+        async def periodic() -> None:
+            while not stop.is_set():
+                with anyio.move_on_after(self.reconcile_every):
+                    await stop.wait()
+                if not stop.is_set():
+                    await self.reconcile()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(periodic)
+            await stream.run(self.on_report, self.reconcile, stop)
+            tg.cancel_scope.cancel()

@@ -1,25 +1,32 @@
 """Trading core: from a signal to an order, a paper fill, and the position it changes.
 
-The trader is long-only (spot): a BUY opens a position of a fixed quantity when flat, a
-SELL closes the whole position. A signal that cannot be acted on (a SELL while flat, a BUY
-while already long, no quote to fill at) still produces one order, stored as rejected
-with the reason, so every signal maps to exactly one order.
+The trader is long-only (spot): a BUY opens a position when flat, sized by a
+:class:`Sizing` (a fixed quantity, a quote amount, or a fraction of the free quote
+balance), a SELL closes the whole position. A signal that cannot be acted on (a SELL while
+flat, a BUY while already long or beyond the maximum position, no quote to fill at, the
+kill switch set) still produces one order, stored as rejected with the reason, so every
+signal maps to exactly one order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
+from enum import StrEnum
 
 from algotrade.domain.events import (
+    Event,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
+    OrderStatus,
+    OrderUpdated,
     PositionChanged,
     Side,
     SignalEmitted,
     TopOfBook,
     fast_init,
+    order_final,
     order_id_for,
     order_stream,
     position_stream,
@@ -59,8 +66,57 @@ class Position:
         )
 
 
-def place_order(signal: SignalEmitted, position: Position, quantity: Decimal) -> OrderPlaced:
-    """Return the market order a signal asks for, given the current position."""
+class SizingKind(StrEnum):
+    """How a BUY's quantity is chosen."""
+
+    QUANTITY = "quantity"
+    """A fixed base quantity (``0.01`` BTC)."""
+    QUOTE = "quote"
+    """A fixed quote amount (``100`` USDT), divided by the price."""
+    FRACTION = "fraction"
+    """A fraction (0, 1] of the free quote balance, divided by the price."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """Position sizing of a BUY. SELLs always close the whole position."""
+
+    kind: SizingKind = SizingKind.QUANTITY
+    value: Decimal = Decimal("0.01")
+
+    def __post_init__(self) -> None:
+        if self.value <= 0:
+            raise ValueError(f"{self.kind} sizing must be positive, got {self.value}")
+        if self.kind is SizingKind.FRACTION and self.value > 1:
+            raise ValueError(f"fraction sizing must be at most 1, got {self.value}")
+
+    def quantity(self, price: Decimal, free_quote: Decimal | None) -> Decimal | str:
+        """Return the base quantity to buy at ``price``, or why none can be sized.
+
+        Quantities from quote amounts are cut to 8 decimals (Binance's precision); the
+        exchange rules round them further to the lot step.
+        """
+        if self.kind is SizingKind.QUANTITY:
+            return self.value
+        if price <= 0:
+            return "no price to size the order with"
+        amount = self.value
+        if self.kind is SizingKind.FRACTION:
+            if free_quote is None:
+                return "the gateway reports no balance to size a fraction of"
+            amount = free_quote * self.value
+        return (amount / price).quantize(Decimal("1e-8"), rounding=ROUND_DOWN)
+
+
+def place_order(
+    signal: SignalEmitted,
+    position: Position,
+    quantity: Decimal,
+    *,
+    limit_price: Decimal | None = None,
+) -> OrderPlaced:
+    """Return the order a signal asks for, given the current position: a market order, or
+    a limit order at ``limit_price``. A SELL is sized to the whole position."""
     order_id = order_id_for(signal.signal_id)
     if signal.side is Side.SELL and position.quantity > 0:
         quantity = position.quantity
@@ -74,17 +130,32 @@ def place_order(signal: SignalEmitted, position: Position, quantity: Decimal) ->
         symbol=signal.symbol,
         side=signal.side,
         quantity=quantity,
+        limit_price=limit_price,
     )
 
 
-def check_order(order: OrderPlaced, position: Position) -> str | None:
-    """Return why the order must not be sent, or ``None`` when it may."""
+def check_order(
+    order: OrderPlaced, position: Position, *, max_position: Decimal | None = None
+) -> str | None:
+    """Return why the order must not be sent, or ``None`` when it may.
+
+    ``max_position`` caps the base quantity held after a BUY.
+    """
     if order.quantity <= 0:
         return "order quantity must be positive"
     if order.side is Side.BUY and position.quantity > 0:
         return "already long: the position is open"
     if order.side is Side.SELL and position.quantity <= 0:
         return "no open position to close"
+    if (
+        order.side is Side.BUY
+        and max_position is not None
+        and position.quantity + order.quantity > max_position
+    ):
+        return (
+            f"maximum position {max_position} would be exceeded "
+            f"({position.quantity} held + {order.quantity})"
+        )
     return None
 
 
@@ -106,10 +177,17 @@ def reject(order: OrderPlaced, reason: str) -> OrderRejected:
 def paper_fill(
     order: OrderPlaced, quote: TopOfBook | None, fee_rate: Decimal
 ) -> OrderFilled | OrderRejected:
-    """Fill a market order at the top of book: BUY at the best ask, SELL at the best bid."""
+    """Fill an order at the top of book: BUY at the best ask, SELL at the best bid.
+
+    A limit order fills there only if its limit allows that price; otherwise it is
+    rejected (the paper broker fills at once or not at all, it keeps no resting orders).
+    """
     if quote is None:
         return reject(order, "no quote: the order book is empty")
     price = quote.ask_price if order.side is Side.BUY else quote.bid_price
+    limit = order.limit_price
+    if limit is not None and (price > limit if order.side is Side.BUY else price < limit):
+        return reject(order, f"limit {limit} not marketable at {price} (paper fills at once)")
     return OrderFilled(
         stream=order.stream,
         version=order.version + 1,
@@ -127,14 +205,45 @@ def paper_fill(
 
 def apply_fill(position: Position, fill: OrderFilled) -> tuple[Position, PositionChanged]:
     """Return the position after ``fill`` and the event that records it."""
+    return _apply(position, fill, fill.side, fill.quantity, fill.price, fill.fee, "")
+
+
+def apply_execution(
+    position: Position, update: OrderUpdated
+) -> tuple[Position, PositionChanged] | None:
+    """Return the position after what an exchange report executed, and the event that
+    records it; ``None`` when the report executed nothing."""
+    if update.last_quantity <= 0:
+        return None
+    execution = f"{update.executed_quantity}"
+    return _apply(
+        position,
+        update,
+        update.side,
+        update.last_quantity,
+        update.last_price,
+        update.fee,
+        execution,
+    )
+
+
+def _apply(
+    position: Position,
+    cause: OrderFilled | OrderUpdated,
+    side: Side,
+    quantity: Decimal,
+    price: Decimal,
+    fee: Decimal,
+    execution: str,
+) -> tuple[Position, PositionChanged]:
     qty, avg, realised = position.quantity, position.average_price, position.realised_pnl
-    if fill.side is Side.BUY:
-        new_qty = qty + fill.quantity
-        avg = (avg * qty + fill.price * fill.quantity) / new_qty
+    if side is Side.BUY:
+        new_qty = qty + quantity
+        avg = (avg * qty + price * quantity) / new_qty
     else:
-        closed = min(fill.quantity, qty)
-        realised += (fill.price - avg) * closed
-        new_qty = qty - fill.quantity
+        closed = min(quantity, qty)
+        realised += (price - avg) * closed
+        new_qty = qty - quantity
         if new_qty <= 0:
             avg = ZERO
     new = Position(
@@ -142,19 +251,88 @@ def apply_fill(position: Position, fill: OrderFilled) -> tuple[Position, Positio
         new_qty,
         avg,
         realised,
-        position.fees_paid + fill.fee,
+        position.fees_paid + fee,
         position.version + 1,
     )
     event = PositionChanged(
         stream=position_stream(position.symbol),
         version=new.version,
-        exchange_ts=fill.exchange_ts,
-        receive_ts=fill.receive_ts,
+        exchange_ts=cause.exchange_ts,
+        receive_ts=cause.receive_ts,
         symbol=new.symbol,
         quantity=new.quantity,
         average_price=new.average_price,
         realised_pnl=new.realised_pnl,
         fees_paid=new.fees_paid,
-        order_id=fill.order_id,
+        order_id=cause.order_id,
+        execution=execution,
     )
     return new, event
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionReport:
+    """What an exchange says of one order, cumulative over the order's life.
+
+    ``fees`` are the commissions paid in the quote asset and ``base_fees`` those taken in
+    the base asset (commissions in a third asset, such as BNB, are not counted).
+    """
+
+    client_order_id: str
+    exchange_order_id: int
+    symbol: str
+    status: OrderStatus
+    executed_quantity: Decimal
+    executed_quote: Decimal
+    fees: Decimal
+    base_fees: Decimal
+    exchange_ts: int
+    reason: str = ""
+
+
+def order_update(
+    placed: OrderPlaced, previous: Event | None, report: ExecutionReport, receive_ts: int
+) -> OrderUpdated | None:
+    """Return the update ``report`` brings to an order whose latest stored event is
+    ``previous`` (``placed`` when nothing else is stored yet).
+
+    Returns ``None`` when the report brings nothing new: a duplicate, a report older than
+    what is stored, or an order already final. What executed since the previous stored
+    report is the difference of the cumulative figures, so a report that follows missed
+    ones (after a reconnect) catches up in one step.
+    """
+    previous = previous or placed
+    if order_final(previous):
+        return None
+    before = previous if isinstance(previous, OrderUpdated) else None
+    executed = before.executed_quantity if before else ZERO
+    if report.executed_quantity < executed:
+        return None
+    if report.executed_quantity == executed and before and report.status is before.status:
+        return None
+    delta = report.executed_quantity - executed
+    quote_before = before.executed_quote if before else ZERO
+    fees_before = before.fees if before else ZERO
+    base_before = before.base_fees if before else ZERO
+    price = (report.executed_quote - quote_before) / delta if delta else ZERO
+    base_delta = report.base_fees - base_before
+    return OrderUpdated(
+        stream=placed.stream,
+        version=previous.version + 1,
+        exchange_ts=report.exchange_ts,
+        receive_ts=receive_ts,
+        order_id=placed.order_id,
+        signal_id=placed.signal_id,
+        symbol=placed.symbol,
+        side=placed.side,
+        status=report.status,
+        executed_quantity=report.executed_quantity,
+        executed_quote=report.executed_quote,
+        fees=report.fees,
+        base_fees=report.base_fees,
+        last_quantity=delta - base_delta if placed.side is Side.BUY else delta,
+        last_price=price,
+        fee=report.fees - fees_before + base_delta * price,
+        exchange_order_id=report.exchange_order_id,
+        reason=report.reason,
+    )

@@ -89,6 +89,22 @@ class Side(StrEnum):
     SELL = "SELL"
 
 
+class OrderStatus(StrEnum):
+    """An order's state as the exchange reports it (Binance's ``X`` / ``status``)."""
+
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def final(self) -> bool:
+        """Return whether nothing more can happen to an order in this state."""
+        return self not in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+
+
 class GapReason(StrEnum):
     """Why a symbol's order book lost its sync."""
 
@@ -184,6 +200,10 @@ def bar_stream(symbol: str, interval: str) -> str:
 def order_stream(order_id: str) -> str:
     """Return the stream of one order's life."""
     return f"order-{order_id}"
+
+
+#: The stream of the trading kill switch: :class:`TradingHalted` / :class:`TradingResumed`.
+CONTROL_STREAM = "control-trading"
 
 
 def position_stream(symbol: str) -> str:
@@ -335,13 +355,17 @@ class SignalEmitted(Event):
 @fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderPlaced(Event):
-    """The trader decided on a market order for a signal. ``order_id`` derives from it."""
+    """The trader decided on an order for a signal. ``order_id`` derives from it.
+
+    A market order by default; a limit order when ``limit_price`` is set.
+    """
 
     order_id: str
     signal_id: str
     symbol: str
     side: Side
     quantity: Decimal
+    limit_price: Decimal | None = None
 
     @property
     def id(self) -> str:
@@ -382,7 +406,56 @@ class OrderRejected(Event):
         return f"{self.order_id}:rejected"
 
 
-OrderEvent: TypeAlias = OrderPlaced | OrderFilled | OrderRejected
+@fast_init
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderUpdated(Event):
+    """The exchange reported an order's state: accepted, partly or wholly filled, cancelled,
+    expired or rejected.
+
+    ``executed_quantity`` (base), ``executed_quote`` (quote), ``fees`` (commissions in quote
+    currency) and ``base_fees`` (commissions taken in the base asset) are cumulative over
+    the order's life. ``last_quantity`` at ``last_price`` is what changed the position
+    since the previous report (net of base-asset commission; zero when nothing executed),
+    and ``fee`` the quote value of that part's commission. The id is (order, status,
+    executed quantity), so the same report arriving twice (in the order's REST answer and
+    on the user data stream) is stored once.
+    """
+
+    order_id: str
+    signal_id: str
+    symbol: str
+    side: Side
+    status: OrderStatus
+    executed_quantity: Decimal
+    executed_quote: Decimal
+    fees: Decimal
+    base_fees: Decimal
+    last_quantity: Decimal
+    last_price: Decimal
+    fee: Decimal
+    exchange_order_id: int = 0
+    reason: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.order_id}:{self.status}:{self.executed_quantity}"
+
+    @property
+    def average_price(self) -> Decimal | None:
+        """Return the average execution price so far (``None`` before any execution)."""
+        if not self.executed_quantity:
+            return None
+        return self.executed_quote / self.executed_quantity
+
+
+OrderEvent: TypeAlias = OrderPlaced | OrderFilled | OrderRejected | OrderUpdated
+
+
+def order_final(event: Event | None) -> bool:
+    """Return whether an order whose latest stored event is ``event`` can change no more."""
+    if isinstance(event, OrderFilled | OrderRejected):
+        return True
+    return isinstance(event, OrderUpdated) and event.status.final
 
 
 @fast_init
@@ -396,10 +469,38 @@ class PositionChanged(Event):
     realised_pnl: Decimal
     fees_paid: Decimal
     order_id: str
+    execution: str = ""
+    """Which execution of the order changed the position (empty for a whole fill)."""
 
     @property
     def id(self) -> str:
+        if self.execution:
+            return f"position:{self.symbol}:{self.order_id}:{self.execution}"
         return f"position:{self.symbol}:{self.order_id}"
+
+
+@fast_init
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradingHalted(Event):
+    """The kill switch was set: traders place no order until :class:`TradingResumed`."""
+
+    reason: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.stream}:{self.version}:halted"
+
+
+@fast_init
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradingResumed(Event):
+    """The kill switch was cleared: traders act on signals again."""
+
+    reason: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.stream}:{self.version}:resumed"
 
 
 def order_id_for(signal_id: str) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 from algotrade.domain.bars import Interval
+from algotrade.domain.broker import Position
 from algotrade.domain.events import (
     BarClosed,
     Event,
@@ -18,6 +20,7 @@ from algotrade.domain.events import (
     OrderFilled,
     OrderPlaced,
     OrderRejected,
+    OrderUpdated,
     SignalEmitted,
     TopOfBook,
     fast_init,
@@ -179,10 +182,25 @@ class QuoteSource(Protocol):
 
 
 class OrderGateway(Protocol):
-    """Where orders are executed: a paper broker or an exchange."""
+    """Where orders are executed: a paper broker or an exchange.
 
-    async def submit(self, order: OrderPlaced) -> OrderFilled | OrderRejected:
-        """Execute a market order; return its fill or its rejection."""
+    ``submit`` must be idempotent per ``order_id``: submitting an order the gateway has
+    already placed (a redelivered signal, a retry after a timeout) returns that order's
+    state and never places a second one.
+    """
+
+    async def submit(self, order: OrderPlaced) -> OrderFilled | OrderRejected | OrderUpdated:
+        """Execute an order; return its fill, its rejection, or the exchange's report of
+        it (accepted, partly filled, expired, ...).
+
+        Raises:
+            MessagingError: the gateway could not learn what became of the order; the
+                caller leaves the signal pending and submits again later.
+        """
+        ...
+
+    async def free_quote(self, symbol: str, position: Position) -> Decimal | None:
+        """Return the free balance of ``symbol``'s quote asset (``None`` when unknown)."""
         ...
 
 

@@ -47,11 +47,15 @@ TYPE_COLLECTIONS: dict[type[ev.Event], tuple[str, ...]] = {
     ev.OrderPlaced: ("orders",),
     ev.OrderFilled: ("orders",),
     ev.OrderRejected: ("orders",),
+    ev.OrderUpdated: ("orders",),
     ev.PositionChanged: ("positions",),
+    ev.TradingHalted: (OTHER,),
+    ev.TradingResumed: (OTHER,),
 }
 ALL_COLLECTIONS: tuple[str, ...] = (*dict.fromkeys(COLLECTIONS.values()), OTHER)
 
 #: ``status`` of the order documents, by event type.
+#: (``OrderUpdated`` documents carry the status the exchange reported.)
 ORDER_STATUS = {"OrderPlaced": "NEW", "OrderFilled": "FILLED", "OrderRejected": "REJECTED"}
 
 _UTC = dt.UTC
@@ -132,7 +136,10 @@ def _params_in(raw: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
 
 
 def _fields(cls: type[ev.Event]) -> tuple[tuple[str, _Conv, _Conv], ...]:
-    """Return (field, to document, from document) for the fields outside the envelope."""
+    """Return (field, to document, from document) for the fields outside the envelope.
+
+    A field with a default reads its default from a document stored before it existed.
+    """
     hints = typing.get_type_hints(cls, vars(ev))
     out: list[tuple[str, _Conv, _Conv]] = []
     for f in dataclasses.fields(cls):
@@ -141,12 +148,37 @@ def _fields(cls: type[ev.Event]) -> tuple[tuple[str, _Conv, _Conv], ...]:
         if cls is ev.SignalEmitted and f.name == "bar_time":
             continue  # stored as a BSON date and as nanoseconds, below
         hint = hints[f.name]
+        to_doc: _Conv
+        from_doc: _Conv
         if hint == tuple[tuple[str, int], ...]:
-            out.append((f.name, _params_out, _params_in))
+            to_doc, from_doc = _params_out, _params_in
         else:
             to_doc, from_doc = codec.converters(hint)
-            out.append((f.name, to_doc, from_doc))
+        if f.default is not dataclasses.MISSING:
+            from_doc = _or_default(from_doc, to_doc(f.default))
+        else:
+            from_doc = _required(f.name, from_doc)
+        out.append((f.name, to_doc, from_doc))
     return tuple(out)
+
+
+_MISSING = object()
+
+
+def _or_default(convert: _Conv, default: Any) -> _Conv:
+    def read(raw: Any) -> Any:
+        return convert(default if raw is _MISSING else raw)
+
+    return read
+
+
+def _required(name: str, convert: _Conv) -> _Conv:
+    def read(raw: Any) -> Any:
+        if raw is _MISSING:
+            raise KeyError(name)
+        return convert(raw)
+
+    return read
 
 
 _SCHEMAS: dict[str, tuple[type[ev.Event], tuple[tuple[str, _Conv, _Conv], ...]]] = {
@@ -201,7 +233,7 @@ def from_document(doc: Mapping[str, Any]) -> ev.Event:
         if schema is None:
             raise InvalidInputError(f"unknown event type {name!r} in document {doc.get('_id')!r}")
         cls, fields = schema
-        kwargs = {field: from_doc(doc[field]) for field, _, from_doc in fields}
+        kwargs = {field: from_doc(doc.get(field, _MISSING)) for field, _, from_doc in fields}
         if name == "SignalEmitted":
             kwargs["bar_time"] = int(doc["bar_time_ns"])
         if name == "BookSnapshotTaken":

@@ -1,0 +1,399 @@
+"""The Binance order gateway and the trader against the fake exchange's trading side."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+import pytest
+
+from algotrade.adapters.binance.signing import HmacSigner
+from algotrade.adapters.binance.trading import BinanceGateway
+from algotrade.adapters.binance.userstream import BinanceUserStream
+from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus
+from algotrade.apps.trader import OrderFollower, TraderService
+from algotrade.domain.broker import Sizing, SizingKind
+from algotrade.domain.events import (
+    CONTROL_STREAM,
+    Event,
+    OrderPlaced,
+    OrderRejected,
+    OrderStatus,
+    OrderUpdated,
+    PositionChanged,
+    Side,
+    SignalEmitted,
+    TradingHalted,
+    derived_id,
+    order_stream,
+    position_stream,
+)
+from tests.support.fake_binance import FakeBinance
+from tests.support.fake_trading import API_KEY, API_SECRET, FakeTrading
+
+pytestmark = pytest.mark.anyio
+D = Decimal
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until ``condition()`` holds (polling), failing after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.02)
+
+
+def signal(index: int, side: Side, price: str = "30000") -> SignalEmitted:
+    """Return the ``index``-th signal on BTCUSDT, with a uuid id as the processor makes."""
+    return SignalEmitted(
+        stream="signals-BTCUSDT",
+        version=index + 1,
+        exchange_ts=index,
+        receive_ts=index,
+        signal_id=derived_id("test-signal", index),
+        symbol="BTCUSDT",
+        interval="1m",
+        side=side,
+        price=D(price),
+        short_sma=1.0,
+        long_sma=2.0,
+        bar_time=index,
+        strategy="sma_crossover",
+    )
+
+
+def order_of(index: int, side: Side = Side.BUY, quantity: str = "0.01") -> OrderPlaced:
+    """Return the market order of the ``index``-th signal."""
+    order_id = derived_id("test-signal", index)
+    return OrderPlaced(
+        stream=order_stream(order_id),
+        version=1,
+        exchange_ts=index,
+        receive_ts=index,
+        order_id=order_id,
+        signal_id=order_id,
+        symbol="BTCUSDT",
+        side=side,
+        quantity=D(quantity),
+    )
+
+
+@dataclass
+class Exchange:
+    """The fake exchange (market and trading sides) and a gateway signed for it."""
+
+    market: FakeBinance
+    trading: FakeTrading
+    gateway: BinanceGateway
+
+    def user_stream(self) -> BinanceUserStream:
+        """Return a user data stream client for the fake account."""
+        return BinanceUserStream(self.trading.rest_url, self.trading.stream_url, API_KEY)
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[Exchange]:
+    """A fake exchange with 100,000 USDT, and a gateway that gives up on an answer after 1 s."""
+    async with (
+        FakeBinance(("BTCUSDT",), rate=20.0) as market,
+        FakeTrading(market, balances={"USDT": "100000"}) as trading,
+    ):
+        market.pause()  # a still book: fills are predictable
+        gateway = BinanceGateway(
+            trading.rest_url, API_KEY, HmacSigner(API_SECRET), timeout=1.0, attempts=5
+        )
+        try:
+            yield Exchange(market, trading, gateway)
+        finally:
+            await gateway.close()
+
+
+async def stored(store: InMemoryEventStore, order_id: str) -> list[Event]:
+    """Return an order's stored events."""
+    return await store.read_stream(order_stream(order_id))
+
+
+async def position(store: InMemoryEventStore) -> D:
+    """Return the stored BTCUSDT position quantity."""
+    last = await store.last_event(position_stream("BTCUSDT"))
+    return last.quantity if isinstance(last, PositionChanged) else D(0)
+
+
+async def test_each_signal_places_one_order_and_the_store_matches_the_exchange(
+    exchange: Exchange,
+) -> None:
+    """Alternating signals, delivered twice, place one order each; stored orders end in the
+    exchange's state and the stored position equals the exchange's BTC balance."""
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.01"))
+    signals = [signal(i, Side.BUY if i % 2 == 0 else Side.SELL) for i in range(6)]
+
+    await bus.publish(signals)
+    await trader.handle(await bus.receive(100, 0.1))
+    await bus.publish(signals)  # every signal again: a redelivery storm
+    await trader.handle(await bus.receive(100, 0.1))
+
+    assert len(exchange.trading.posts) == 6
+    for s in signals:
+        placed = exchange.trading.by_client_id(s.signal_id)
+        assert len(placed) == 1
+        events = await stored(store, s.signal_id)
+        last = events[-1]
+        assert isinstance(last, OrderUpdated)
+        assert (last.status, last.executed_quantity) == (OrderStatus.FILLED, placed[0].executed)
+        assert last.executed_quote == placed[0].quote
+    assert exchange.trading.balance("BTC") == await position(store) == D(0)
+    fills = [t for o in exchange.trading.orders.values() for t in o.trades]
+    paid = sum(D(t["commission"]) * (D(t["price"]) if t["commissionAsset"] == "BTC" else 1)
+               for t in fills)  # fmt: skip
+    last_position = await store.last_event(position_stream("BTCUSDT"))
+    assert isinstance(last_position, PositionChanged)
+    assert last_position.fees_paid == paid
+    assert trader.stats.redelivered == 6
+
+
+async def test_a_buy_receives_its_quantity_net_of_the_base_asset_commission(
+    exchange: Exchange,
+) -> None:
+    """A BUY paying its commission in BTC holds exactly what the exchange credited."""
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.5"))
+
+    await bus.publish([signal(0, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    assert await position(store) == exchange.trading.balance("BTC") == D("0.5") * D("0.999")
+
+
+async def test_a_timeout_after_the_exchange_accepted_places_no_second_order(
+    exchange: Exchange,
+) -> None:
+    """The exchange places the order and answers after the client gave up: the gateway
+    finds the order by its client id instead of placing it again."""
+    exchange.trading.stall_after_accept(3.0)
+
+    outcome = await exchange.gateway.submit(order_of(1))
+
+    assert isinstance(outcome, OrderUpdated)
+    assert outcome.status is OrderStatus.FILLED
+    assert len(exchange.trading.by_client_id(order_of(1).order_id)) == 1
+    assert len(exchange.trading.posts) == 1
+    assert exchange.gateway.stats.found == 1
+
+
+async def test_a_trader_that_died_before_storing_finds_the_placed_order(
+    exchange: Exchange,
+) -> None:
+    """An order placed by a trader that stopped before storing it is found, not repeated,
+    when the redelivered signal comes to the next trader."""
+    await exchange.gateway.submit(order_of(0))  # the first trader's last act
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway)
+
+    await bus.publish([signal(0, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    assert len(exchange.trading.posts) == 1
+    last = (await stored(store, order_of(0).order_id))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert last.status is OrderStatus.FILLED
+
+
+@pytest.mark.parametrize(
+    ("quantity", "reason"),
+    [("0.000001", "below the minimum 0.00001"), ("0.0001", "notional 3.0000")],
+)
+async def test_an_order_outside_the_filters_is_rejected_without_a_request(
+    exchange: Exchange, quantity: str, reason: str
+) -> None:
+    """Lot size and minimum notional are checked before sending: rejected with the reason,
+    and no order request reaches the exchange."""
+    outcome = await exchange.gateway.submit(order_of(2, quantity=quantity))
+
+    assert isinstance(outcome, OrderRejected)
+    assert outcome.reason.startswith("exchange rules: ")
+    assert reason in outcome.reason
+    assert exchange.trading.posts == []
+
+
+async def test_a_clock_out_of_the_recv_window_is_resynchronised(exchange: Exchange) -> None:
+    """A -1021 (our timestamp 20 s ahead of the server) re-reads the server time and the
+    order goes through."""
+    await exchange.gateway.sync_time()
+    exchange.trading.skew(-20_000)
+
+    outcome = await exchange.gateway.submit(order_of(3))
+
+    assert isinstance(outcome, OrderUpdated)
+    assert outcome.status is OrderStatus.FILLED
+    assert exchange.gateway.stats.resyncs == 2
+    assert abs(exchange.gateway.offset_ms + 20_000) < 1_000
+
+
+async def test_insufficient_balance_is_a_rejection_with_binance_s_reason(
+    exchange: Exchange,
+) -> None:
+    """-2010 rejects the order with Binance's code and message."""
+    outcome = await exchange.gateway.submit(order_of(4, quantity="10"))
+
+    assert isinstance(outcome, OrderRejected)
+    assert outcome.reason == (
+        "binance -2010: Account has insufficient balance for requested action."
+    )
+
+
+async def test_a_429_waits_retry_after_and_retries(exchange: Exchange) -> None:
+    """Rate limited: the gateway waits Retry-After, then places the order once."""
+    exchange.trading.fail_next(429, retry_after=0.5, times=2)
+
+    outcome = await exchange.gateway.submit(order_of(5))
+
+    assert isinstance(outcome, OrderUpdated)
+    assert outcome.status is OrderStatus.FILLED
+    assert exchange.gateway.stats.rate_limited == 2
+    assert len(exchange.trading.posts) == 1
+
+
+async def test_bad_credentials_leave_the_signal_pending(exchange: Exchange) -> None:
+    """A refused signature is not the order's fault: the trader stores nothing and does
+    not acknowledge, so the signal comes back once the keys are fixed."""
+    gateway = BinanceGateway(exchange.trading.rest_url, API_KEY, HmacSigner("wrong"))
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, gateway)
+    try:
+        await bus.publish([signal(6, Side.BUY)])
+        await trader.handle(await bus.receive(10, 0.1))
+    finally:
+        await gateway.close()
+
+    assert await stored(store, signal(6, Side.BUY).signal_id) == []
+    assert bus.pending == 1
+    assert trader.stats.failed == 1
+
+
+async def test_the_kill_switch_rejects_orders_without_sending_them(exchange: Exchange) -> None:
+    """With trading halted, each signal's order is stored rejected with the halt's reason."""
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    await store.append(
+        [TradingHalted(stream=CONTROL_STREAM, version=1, exchange_ts=0, receive_ts=0,
+                       reason="manual stop")]
+    )  # fmt: skip
+    trader = TraderService(store, bus, exchange.gateway)
+
+    await bus.publish([signal(7, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    last = (await stored(store, signal(7, Side.BUY).signal_id))[-1]
+    assert isinstance(last, OrderRejected)
+    assert last.reason == "trading halted by the kill switch: manual stop"
+    assert exchange.trading.posts == []
+
+
+async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnect(
+    exchange: Exchange,
+) -> None:
+    """A resting limit BUY is stored NEW; a partial fill arrives on the user data stream;
+    the stream is cut and the order fills meanwhile; after the reconnect the stored order
+    is FILLED and the stored position equals the exchange's BTC balance."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"),
+                           limit_offset_bps=D(10))  # fmt: skip
+    follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600)
+    stream = exchange.user_stream()
+    stop = anyio.Event()
+    order_id = signal(8, Side.BUY).signal_id
+
+    async def last_status() -> OrderStatus | None:
+        last = (await stored(store, order_id))[-1]
+        return last.status if isinstance(last, OrderUpdated) else None
+
+    statuses: list[OrderStatus | None] = []
+
+    async def poll() -> None:
+        statuses.append(await last_status())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follower.run, stream, stop)
+        await eventually(lambda: stream.stats.connections == 1)
+        await bus.publish([signal(8, Side.BUY)])
+        await trader.handle(await bus.receive(10, 0.1))
+        assert await last_status() is OrderStatus.NEW
+        placed = exchange.trading.by_client_id(order_id)[0]
+        assert placed.price == D("29970.00")  # 10 bps under the signal's price
+
+        exchange.trading.fill_resting(fraction=D("0.5"))
+        await eventually(lambda: follower.stats.updates >= 1)
+        assert await last_status() is OrderStatus.PARTIALLY_FILLED
+        assert await position(store) == D("0.1") * D("0.999")
+
+        exchange.trading.user_streams_down = True
+        exchange.trading.drop_user_streams()
+        exchange.trading.fill_resting()  # nobody listens
+        await anyio.sleep(0.5)
+        assert await last_status() is OrderStatus.PARTIALLY_FILLED
+        exchange.trading.user_streams_down = False
+        await eventually(lambda: stream.stats.connections == 2)
+        await eventually(lambda: follower.stats.reconciled >= 1)
+        stop.set()
+
+    assert await last_status() is OrderStatus.FILLED
+    assert await position(store) == exchange.trading.balance("BTC") == D("0.2") * D("0.999")
+    assert trader.working == {}
+    await stream.close()
+
+
+async def test_a_cancel_on_the_exchange_is_stored(exchange: Exchange) -> None:
+    """An order cancelled outside algotrade ends CANCELED in the store."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(5))
+    follower = OrderFollower(trader, exchange.gateway)
+    stream = exchange.user_stream()
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follower.run, stream, stop)
+        await eventually(lambda: stream.stats.connections == 1)
+        await bus.publish([signal(9, Side.BUY)])
+        await trader.handle(await bus.receive(10, 0.1))
+        exchange.trading.cancel(exchange.trading.by_client_id(signal(9, Side.BUY).signal_id)[0])
+        await eventually(lambda: follower.stats.updates == 1)
+        stop.set()
+    last = (await stored(store, signal(9, Side.BUY).signal_id))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert last.status is OrderStatus.CANCELED
+    assert exchange.trading.balance("USDT") == D("100000")
+    await stream.close()
+
+
+async def test_a_restarted_follower_reconciles_stored_working_orders(exchange: Exchange) -> None:
+    """Working orders are found in the store at start-up and brought up to date."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    first = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
+    await bus.publish([signal(10, Side.BUY)])
+    await first.handle(await bus.receive(10, 0.1))
+    exchange.trading.fill_resting()  # while no trader runs
+
+    second = TraderService(store, bus, exchange.gateway)
+    follower = OrderFollower(second, exchange.gateway)
+    await follower.reconcile()
+
+    last = (await stored(store, signal(10, Side.BUY).signal_id))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert last.status is OrderStatus.FILLED
+    assert await position(store) == exchange.trading.balance("BTC")
+
+
+async def test_fraction_sizing_reads_the_account_balance(exchange: Exchange) -> None:
+    """A BUY sized at 1 % of the free USDT buys 1,000 USDT worth at the signal's price,
+    rounded down to the lot step."""
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    sizing = Sizing(SizingKind.FRACTION, D("0.01"))
+    trader = TraderService(store, bus, exchange.gateway, sizing=sizing)
+
+    await bus.publish([signal(11, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    assert [p["quantity"] for p in exchange.trading.posts] == ["0.03333"]
