@@ -16,6 +16,13 @@ import typer
 from redis.exceptions import RedisError
 
 from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
+from algotrade.adapters.binance.trading import (
+    PRODUCTION_REST_URL,
+    PRODUCTION_STREAM_URL,
+    TESTNET_REST_URL,
+    TESTNET_STREAM_URL,
+    is_production_url,
+)
 from algotrade.adapters.redis import SIGNAL_GROUP, SIGNAL_STREAM
 from algotrade.apps.common import (
     DEFAULT_STORE,
@@ -32,6 +39,7 @@ from algotrade.apps.logs import configure_logging
 from algotrade.apps.runner import bootstrap_run, run_pipeline
 from algotrade.apps.settings import (
     DEFAULT_PORTS,
+    BinanceTradingSettings,
     CollectorSettings,
     FeedSettings,
     FlowBounds,
@@ -54,6 +62,7 @@ from algotrade.apps.views import (
     trade_view,
 )
 from algotrade.domain.bars import Interval
+from algotrade.domain.broker import Sizing, SizingKind
 from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError
 from algotrade.domain.events import (
     BarClosed,
@@ -63,6 +72,7 @@ from algotrade.domain.events import (
     OrderFilled,
     OrderPlaced,
     OrderRejected,
+    OrderUpdated,
     PositionChanged,
     SequenceGapDetected,
     SignalEmitted,
@@ -370,8 +380,82 @@ def _redis(
     )
 
 
-def _trading(quantity: str, fee: str) -> TradingSettings:
-    return TradingSettings(_decimal("quantity", quantity, positive=True), _decimal("fee", fee))
+def _trading(
+    quantity: str,
+    fee: str,
+    *,
+    quote_amount: str | None = None,
+    balance_fraction: str | None = None,
+    max_position: str | None = None,
+    limit_offset_bps: str | None = None,
+    binance: BinanceTradingSettings | None = None,
+) -> TradingSettings:
+    sizing = None
+    if quote_amount is not None and balance_fraction is not None:
+        raise ConfigurationError("quote_amount", "choose it or --balance-fraction, not both")
+    if quote_amount is not None:
+        sizing = Sizing(SizingKind.QUOTE, _decimal("quote_amount", quote_amount, positive=True))
+    if balance_fraction is not None:
+        fraction = _decimal("balance_fraction", balance_fraction, positive=True)
+        if fraction > 1:
+            raise ConfigurationError("balance_fraction", f"must be at most 1, got {fraction}")
+        sizing = Sizing(SizingKind.FRACTION, fraction)
+    offset = None
+    if limit_offset_bps is not None:
+        offset = _decimal("limit_offset_bps", limit_offset_bps)
+        if offset >= 10_000:
+            raise ConfigurationError("limit_offset_bps", "must be below 10000 (100 %)")
+    return TradingSettings(
+        _decimal("quantity", quantity, positive=True),
+        _decimal("fee", fee),
+        sizing=sizing,
+        max_position=None
+        if max_position is None
+        else _decimal("max_position", max_position, positive=True),
+        limit_offset_bps=offset,
+        binance=binance,
+    )
+
+
+def _binance_trading(
+    gateway: str,
+    api_key: str | None,
+    api_secret: str | None,
+    private_key: Path | None,
+    rest_url: str | None,
+    stream_url: str | None,
+    *,
+    production: bool,
+    reconcile_every: str,
+) -> BinanceTradingSettings | None:
+    if gateway not in ("paper", "binance"):
+        raise ConfigurationError("gateway", f"{gateway!r} is not paper or binance")
+    if gateway == "paper":
+        return None
+    if not api_key:
+        raise ConfigurationError("binance_api_key", "is required with --gateway binance")
+    if not api_secret and private_key is None:
+        raise ConfigurationError(
+            "binance_api_secret", "is required with --gateway binance (or --binance-private-key)"
+        )
+    if private_key is not None and not private_key.is_file():
+        raise ConfigurationError("binance_private_key", f"{private_key} is not a file")
+    rest = rest_url or (PRODUCTION_REST_URL if production else TESTNET_REST_URL)
+    stream = stream_url or (PRODUCTION_STREAM_URL if production else TESTNET_STREAM_URL)
+    for name, url in (("binance_trading_url", rest), ("binance_user_stream_url", stream)):
+        if is_production_url(url) and not production:
+            raise ConfigurationError(
+                name, f"{url} is Binance's production API (real money): add --production"
+            )
+    return BinanceTradingSettings(
+        api_key,
+        api_secret,
+        private_key,
+        rest,
+        stream,
+        production,
+        reconcile_every=parse_duration(reconcile_every, name="reconcile_every"),
+    )
 
 
 def execute(main: Callable[[], Coroutine[Any, Any, T]], *, logs_on_stdout: bool = False) -> T:
@@ -599,14 +683,146 @@ def trader(
     max_pending: MaxPendingOpt = 1_000,
     duration: DurationOpt = None,
     as_json: JsonOpt = False,
+    gateway: Annotated[
+        str,
+        typer.Option(
+            "--gateway",
+            envvar="ALGOTRADE_GATEWAY",
+            help="Where orders go: paper (the default) or binance.",
+        ),
+    ] = "paper",
+    quote_amount: Annotated[
+        str | None,
+        typer.Option(
+            "--quote-amount",
+            envvar="ALGOTRADE_QUOTE_AMOUNT",
+            help="Size each BUY as this quote amount (100 = 100 USDT) at the "
+            "signal's price, instead of --quantity.",
+        ),
+    ] = None,
+    balance_fraction: Annotated[
+        str | None,
+        typer.Option(
+            "--balance-fraction",
+            envvar="ALGOTRADE_BALANCE_FRACTION",
+            help="Size each BUY as this fraction (0-1] of the free quote balance.",
+        ),
+    ] = None,
+    max_position: Annotated[
+        str | None,
+        typer.Option(
+            "--max-position",
+            envvar="ALGOTRADE_MAX_POSITION",
+            help="Largest position to hold, in base units; a BUY beyond it is rejected.",
+        ),
+    ] = None,
+    limit_offset_bps: Annotated[
+        str | None,
+        typer.Option(
+            "--limit-offset-bps",
+            envvar="ALGOTRADE_LIMIT_OFFSET_BPS",
+            help="Send limit orders this many basis points better than the "
+            "signal's price instead of market orders.",
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--binance-api-key",
+            envvar="ALGOTRADE_BINANCE_API_KEY",
+            help="Binance API key (--gateway binance).",
+            show_default=False,
+        ),
+    ] = None,
+    api_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--binance-api-secret",
+            envvar="ALGOTRADE_BINANCE_API_SECRET",
+            help="Binance HMAC secret (never logged).",
+            show_default=False,
+        ),
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--binance-private-key",
+            envvar="ALGOTRADE_BINANCE_PRIVATE_KEY",
+            help="Ed25519 private key (PEM file) to sign with instead of the secret.",
+        ),
+    ] = None,
+    trading_url: Annotated[
+        str | None,
+        typer.Option(
+            "--binance-trading-url",
+            envvar="ALGOTRADE_BINANCE_TRADING_URL",
+            help="Binance REST base URL for orders (default: the Spot Testnet, "
+            "https://testnet.binance.vision).",
+        ),
+    ] = None,
+    user_stream_url: Annotated[
+        str | None,
+        typer.Option(
+            "--binance-user-stream-url",
+            envvar="ALGOTRADE_BINANCE_USER_STREAM_URL",
+            help="Binance user data stream base URL (default: the Spot Testnet's).",
+        ),
+    ] = None,
+    production: Annotated[
+        bool,
+        typer.Option(
+            "--production",
+            envvar="ALGOTRADE_BINANCE_PRODUCTION",
+            help="Trade on Binance's production API: real money.",
+        ),
+    ] = False,
+    reconcile_every: Annotated[
+        str,
+        typer.Option(
+            "--reconcile-every",
+            envvar="ALGOTRADE_RECONCILE_EVERY",
+            help="How often working orders are checked against the exchange.",
+        ),
+    ] = "60s",
+    halt: Annotated[
+        bool,
+        typer.Option(
+            "--halt",
+            help="Set the kill switch: every trader on --store stops "
+            "placing orders (their signals are stored rejected), then exit.",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Clear the kill switch, then exit.")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the kill switch is set or cleared.")
+    ] = "",
 ) -> None:
-    """Place one paper order for each signal: from the Redis group, or following the store.
+    """Place one order for each signal: from the Redis group, or following the store.
 
-    Serves /healthcheck, /livez, /readyz and /metrics on --port (8083) while it runs.
+    Orders go to the paper broker, or to Binance with --gateway binance (the Spot Testnet
+    unless --production). Serves /healthcheck, /livez, /readyz and /metrics on --port
+    (8083) while it runs. --halt / --resume set or clear the kill switch and exit.
     """
+    if halt or resume:
+        if halt and resume:
+            fail("--halt and --resume: choose one")
+        from algotrade.apps.services import run_kill_switch
+
+        summary = execute(lambda: run_kill_switch(store, halt=halt, reason=reason or "manual"))
+        print_summary("kill switch", summary, as_json)
+        return
     settings = checked(
         lambda: TraderSettings(
-            trading=_trading(quantity, fee),
+            trading=_trading(
+                quantity, fee, quote_amount=quote_amount, balance_fraction=balance_fraction,
+                max_position=max_position, limit_offset_bps=limit_offset_bps,
+                binance=_binance_trading(
+                    gateway, api_key, api_secret, private_key, trading_url, user_stream_url,
+                    production=production, reconcile_every=reconcile_every,
+                ),
+            ),
             service=_service(
                 "trader", store, port, host, duration, max_lag=max_lag, max_pending=max_pending
             ),
@@ -711,8 +927,13 @@ def orders(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
 
     async def main() -> list[dict[str, Any]]:
         placed = await _read_all(store, OrderPlaced)
-        outcomes: dict[str, OrderFilled | OrderRejected] = {}
-        for outcome in await _read_all(store, OrderFilled) + await _read_all(store, OrderRejected):
+        outcomes: dict[str, OrderFilled | OrderRejected | OrderUpdated] = {}
+        found: list[OrderFilled | OrderRejected | OrderUpdated] = [
+            *await _read_all(store, OrderFilled),
+            *await _read_all(store, OrderRejected),
+            *await _read_all(store, OrderUpdated),
+        ]
+        for outcome in sorted(found, key=lambda e: e.version):  # the latest state wins
             outcomes[outcome.order_id] = outcome
         return [order_view(p, outcomes.get(p.order_id)) for p in placed]
 

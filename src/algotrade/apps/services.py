@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 
 from algotrade.adapters.binance.feed import BinanceFeed
 from algotrade.adapters.binance.klines import BinanceKlines
+from algotrade.adapters.binance.trading import BinanceGateway
+from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.redis import RedisSignalConsumer
@@ -42,7 +44,7 @@ from algotrade.apps.settings import (
     ServiceSettings,
     TraderSettings,
 )
-from algotrade.apps.trader import TraderService
+from algotrade.apps.trader import OrderFollower, TraderService, set_kill_switch
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import Event
 from algotrade.domain.ports import (
@@ -50,6 +52,7 @@ from algotrade.domain.ports import (
     Clock,
     EventStore,
     MarketFeed,
+    OrderGateway,
     SignalConsumer,
     StoredEvent,
     Tracking,
@@ -593,17 +596,41 @@ def trader_figures(trader: TraderService, consumer: SignalConsumer, backlog: _Ba
 
 
 async def run_trader(settings: TraderSettings) -> dict[str, Any]:
-    """Run the trader: the Redis group's signals (or the store's) into orders, until stopped."""
+    """Run the trader: the Redis group's signals (or the store's) into orders, until stopped.
+
+    With ``--gateway binance`` the orders go to Binance and an :class:`OrderFollower` keeps
+    the stored orders and position in step with the account's user data stream.
+    """
     clock = SystemClock()
     service_settings = settings.service
+    trading = settings.trading
     store = open_store(service_settings.store)
-    gateway = PaperGateway(StoreQuoteSource(store), fee_rate=settings.trading.fee)
+    binance = trading.binance
+    gateway: OrderGateway
+    exchange: BinanceGateway | None = None
+    if binance is not None:
+        exchange = BinanceGateway(
+            binance.rest_url, binance.api_key, binance.signer(), clock=clock,
+            recv_window_ms=binance.recv_window_ms,
+        )  # fmt: skip
+        gateway = exchange
+    else:
+        gateway = PaperGateway(StoreQuoteSource(store), fee_rate=trading.fee)
     redis = settings.redis
     client = redis.client() if redis is not None else None
     consumer: SignalConsumer = StoreSignalConsumer(store)
     if redis is not None and client is not None:
         consumer = redis.consumer_for(client)
-    trader = TraderService(store, consumer, gateway, quantity=settings.trading.quantity)
+    trader = TraderService(
+        store, consumer, gateway, quantity=trading.quantity, sizing=trading.sizing,
+        max_position=trading.max_position, limit_offset_bps=trading.limit_offset_bps,
+    )  # fmt: skip
+    follower: OrderFollower | None = None
+    stream: BinanceUserStream | None = None
+    if exchange is not None and binance is not None:
+        follower = OrderFollower(trader, exchange, reconcile_every=binance.reconcile_every)
+        stream = BinanceUserStream(binance.rest_url, binance.stream_url, binance.api_key)
+        log("trader", "trading on Binance", url=binance.rest_url, production=binance.production)
     backlog = _Backlog()
     dependencies = dependency_checks(store, service_settings.store, client)
     observed = observability(
@@ -615,26 +642,57 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     )
     trader.observe = observed.metrics.observe
     t = trader.stats
+
+    async def work(stop: anyio.Event) -> None:
+        if follower is None or stream is None:
+            await trader.run(stop)
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.run, stream, stop)
+            await trader.run(stop)
+
     async with closing(store, client):
-        await serve(
-            "trader",
-            trader.run,
-            lambda e: (
-                f"[trader] {e:6.1f}s signals={t.received} orders={t.orders}"
-                f" filled={t.filled} rejected={t.rejected} redelivered={t.redelivered}"
-            ),
-            clock,
-            settings=service_settings,
-            observed=observed,
-        )
-    return {
+        try:
+            await serve(
+                "trader",
+                work,
+                lambda e: (
+                    f"[trader] {e:6.1f}s signals={t.received} orders={t.orders}"
+                    f" filled={t.filled} working={t.working} rejected={t.rejected}"
+                    f" redelivered={t.redelivered}"
+                ),
+                clock,
+                settings=service_settings,
+                observed=observed,
+            )
+        finally:
+            if exchange is not None:
+                await exchange.close()
+            if stream is not None:
+                await stream.close()
+    summary: dict[str, Any] = {
         "signals": t.received,
         "orders": t.orders,
         "filled": t.filled,
+        "working": t.working,
         "rejected": t.rejected,
+        "halted": t.halted,
         "redelivered": t.redelivered,
         "failed": t.failed,
     }
+    if follower is not None:
+        summary["order_updates"] = follower.stats.updates
+    return summary
+
+
+async def run_kill_switch(store_url: str, *, halt: bool, reason: str) -> dict[str, Any]:
+    """Set or clear the kill switch in the store every trader reads."""
+    store = open_store(store_url, patient=False)
+    try:
+        event = await set_kill_switch(store, halt=halt, reason=reason)
+    finally:
+        await store.close()
+    return {"halted": halt, "reason": reason, "version": event.version}
 
 
 # --- record --------------------------------------------------------------------------------

@@ -8,10 +8,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
+from algotrade.adapters.binance.signing import Ed25519Signer, HmacSigner, Signer
+from algotrade.adapters.binance.trading import TESTNET_REST_URL, TESTNET_STREAM_URL
 from algotrade.adapters.redis import (
     DEAD_LETTER_STREAM,
     SIGNAL_GROUP,
@@ -21,6 +24,7 @@ from algotrade.adapters.redis import (
 )
 from algotrade.apps.common import DEFAULT_STORE, SourceSpec
 from algotrade.domain.bars import Interval
+from algotrade.domain.broker import Sizing
 from algotrade.domain.processing import Processor
 from algotrade.domain.strategy import SmaCrossover
 
@@ -54,11 +58,42 @@ class StrategySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BinanceTradingSettings:
+    """Where and as whom the trader trades on Binance (``--gateway binance``).
+
+    The URLs default to the Spot Testnet; production URLs need ``production``.
+    """
+
+    api_key: str = field(repr=False)
+    api_secret: str | None = field(default=None, repr=False)
+    private_key: Path | None = None
+    """An Ed25519 private key (PEM) to sign with instead of the HMAC secret."""
+    rest_url: str = TESTNET_REST_URL
+    stream_url: str = TESTNET_STREAM_URL
+    production: bool = False
+    recv_window_ms: int = 5000
+    reconcile_every: float = 60.0
+
+    def signer(self) -> Signer:
+        """Return the request signer: Ed25519 when a private key is set, else HMAC."""
+        if self.private_key is not None:
+            return Ed25519Signer(self.private_key.read_bytes())
+        return HmacSigner(self.api_secret or "")
+
+
+@dataclass(frozen=True, slots=True)
 class TradingSettings:
-    """The paper trader's order size and fee."""
+    """Order size, limits and the gateway that executes the orders."""
 
     quantity: Decimal = Decimal("0.01")
     fee: Decimal = Decimal("0.001")
+    sizing: Sizing | None = None
+    """How a BUY is sized; ``None``: ``quantity``."""
+    max_position: Decimal | None = None
+    limit_offset_bps: Decimal | None = None
+    """``None``: market orders; else limit orders this far from the signal's price."""
+    binance: BinanceTradingSettings | None = None
+    """``None``: the paper broker."""
 
 
 @dataclass(frozen=True, slots=True)

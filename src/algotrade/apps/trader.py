@@ -55,6 +55,7 @@ from algotrade.domain.events import (
     Side,
     SignalEmitted,
     TradingHalted,
+    TradingResumed,
     order_final,
     order_id_for,
     order_stream,
@@ -503,3 +504,33 @@ class OrderFollower:
             tg.start_soon(periodic)
             await stream.run(self.on_report, self.reconcile, stop)
             tg.cancel_scope.cancel()
+
+
+async def set_kill_switch(
+    store: EventStore, *, halt: bool, reason: str, clock: Clock | None = None
+) -> TradingHalted | TradingResumed:
+    """Set (``halt``) or clear the kill switch for every trader on ``store``; return the
+    stored event. Running traders see it within a second."""
+    clock = clock or SystemClock()
+    for _ in range(5):
+        last = await store.last_event(CONTROL_STREAM)
+        version = (last.version if last else 0) + 1
+        now = clock.now_ns()
+        event: TradingHalted | TradingResumed = (
+            TradingHalted(
+                stream=CONTROL_STREAM, version=version, exchange_ts=now, receive_ts=now,
+                reason=reason,
+            )
+            if halt
+            else TradingResumed(
+                stream=CONTROL_STREAM, version=version, exchange_ts=now, receive_ts=now,
+                reason=reason,
+            )
+        )  # fmt: skip
+        try:
+            await store.append([event])
+        except ConcurrencyError:
+            continue  # someone else switched at the same moment: switch after them
+        log("trader", "kill switch", halted=halt, reason=reason, version=version)
+        return event
+    raise ConcurrencyError(CONTROL_STREAM, 0)

@@ -12,6 +12,7 @@ from algotrade.domain.events import (
     OrderFilled,
     OrderPlaced,
     OrderRejected,
+    OrderUpdated,
     PositionChanged,
     SequenceGapDetected,
     SignalEmitted,
@@ -41,14 +42,19 @@ def signal_view(signal: SignalEmitted) -> dict[str, Any]:
     }
 
 
-def order_view(placed: OrderPlaced, outcome: OrderFilled | OrderRejected | None) -> dict[str, Any]:
-    """Return the JSON object of an order and its latest state."""
+def order_view(
+    placed: OrderPlaced, outcome: OrderFilled | OrderRejected | OrderUpdated | None
+) -> dict[str, Any]:
+    """Return the JSON object of an order and its latest state (``price`` is the average
+    execution price, ``fee`` every commission in quote currency)."""
     view: dict[str, Any] = {
         "id": placed.order_id,
         "signal_id": placed.signal_id,
         "symbol": placed.symbol,
         "side": str(placed.side),
         "quantity": str(placed.quantity),
+        "limit_price": None if placed.limit_price is None else str(placed.limit_price),
+        "executed": None,
         "price": None,
         "fee": None,
         "status": "NEW",
@@ -56,9 +62,24 @@ def order_view(placed: OrderPlaced, outcome: OrderFilled | OrderRejected | None)
         "time": iso(placed.exchange_ts),
     }
     if isinstance(outcome, OrderFilled):
-        view.update(status="FILLED", price=str(outcome.price), fee=str(outcome.fee))
+        view.update(
+            status="FILLED",
+            executed=str(outcome.quantity),
+            price=str(outcome.price),
+            fee=str(outcome.fee),
+        )
     elif isinstance(outcome, OrderRejected):
         view.update(status="REJECTED", reason=outcome.reason)
+    elif isinstance(outcome, OrderUpdated):
+        average = outcome.average_price
+        view.update(
+            status=str(outcome.status),
+            executed=str(outcome.executed_quantity),
+            price=None if average is None else str(average),
+            fee=str(outcome.fees + outcome.base_fees * (average or 0)),
+            reason=outcome.reason or None,
+            exchange_order_id=outcome.exchange_order_id,
+        )
     return view
 
 

@@ -65,6 +65,13 @@ TESTNET_STREAM_URL = "wss://stream.testnet.binance.vision"
 PRODUCTION_REST_URL = "https://api.binance.com"
 PRODUCTION_STREAM_URL = "wss://stream.binance.com:9443"
 
+
+def is_production_url(url: str) -> bool:
+    """Return whether ``url`` points at Binance's production API (real money)."""
+    host = (httpx.URL(url).host or "").lower()
+    return host == "binance.com" or host.endswith((".binance.com", ".binance.us"))
+
+
 #: Error codes that reject the order itself (Binance's "11xx request issues" and "NEW_ORDER_
 #: REJECTED"); any other code says nothing about the order, which is then looked up again.
 REJECTING = frozenset({-1013, -1100, -1101, -1102, -1104, -1106, -1111, -1112, -1115, -1116,
