@@ -19,6 +19,7 @@ from algotrade.domain.events import Side, SignalEmitted, derived_id
 from tests.e2e.test_cli import algotrade
 from tests.support.fake_binance import FakeBinance
 from tests.support.fake_trading import API_KEY, API_SECRET, FakeTrading
+from tests.support.processes import start_service, wait_until
 
 
 @dataclass
@@ -156,3 +157,23 @@ def test_unsafe_or_malformed_trading_options_exit_2(
     assert result.returncode == 2, result.stderr
     assert named in result.stderr
     assert "--binance-api-secret s" not in result.stderr
+
+
+def test_the_trader_service_reports_exchange_metrics_and_stops_cleanly(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """A running Binance trader shows its orders, the exchange requests and the user data
+    stream in /metrics, and SIGTERM stops it with status 0."""
+    db = tmp_path / "service.db"
+    store_signals(db, 2)
+    trader = start_service("trader", ["--store", str(db)], exchange.env(), tmp_path)
+    try:
+        wait_until(lambda: trader.figure("algotrade_orders_total") == 2, 60, "two orders")
+        figures = trader.metrics()
+        assert figures["algotrade_exchange_requests_total"] >= 4
+        assert figures["algotrade_user_stream_connections_total"] >= 1
+        assert figures["algotrade_working_orders"] == 0
+        assert trader.stop() == 0
+    finally:
+        trader.close()
+    assert API_SECRET not in trader.output()

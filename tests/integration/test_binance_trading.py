@@ -8,16 +8,20 @@ from decimal import Decimal
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 
 from algotrade.adapters.binance.signing import HmacSigner
 from algotrade.adapters.binance.trading import BinanceGateway
 from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus
+from algotrade.adapters.redis import RedisSignalConsumer, RedisSignalPublisher
 from algotrade.apps.trader import OrderFollower, TraderService
-from algotrade.domain.broker import Sizing, SizingKind
+from algotrade.domain.broker import Position, Sizing, SizingKind
+from algotrade.domain.errors import MessagingError
 from algotrade.domain.events import (
     CONTROL_STREAM,
     Event,
+    OrderFilled,
     OrderPlaced,
     OrderRejected,
     OrderStatus,
@@ -397,3 +401,69 @@ async def test_fraction_sizing_reads_the_account_balance(exchange: Exchange) -> 
     await trader.handle(await bus.receive(10, 0.1))
 
     assert [p["quantity"] for p in exchange.trading.posts] == ["0.03333"]
+
+
+class CrashAfterPlacing:
+    """A gateway that places each order, then fails as a trader killed before storing."""
+
+    def __init__(self, gateway: BinanceGateway) -> None:
+        self.gateway = gateway
+
+    async def submit(self, order: OrderPlaced) -> OrderRejected | OrderUpdated | OrderFilled:
+        await self.gateway.submit(order)
+        raise MessagingError("killed after the exchange accepted the order")
+
+    async def free_quote(self, symbol: str, position: Position) -> Decimal | None:
+        return None
+
+
+async def test_signals_over_redis_survive_a_trader_killed_after_placing(
+    exchange: Exchange, redis_url: str
+) -> None:
+    """Signals on the Redis stream: a first trader places an order and dies before storing
+    it; a second trader in the group takes the other entries, claims the orphan, finds its
+    order on the exchange instead of placing it again, and stores it FILLED. Every signal
+    has one stored order, at most one exchange order, and the stored state is the
+    exchange's. (The claimed entry comes after newer ones, so some of them meet another
+    position than in stream order and are rejected: at-least-once delivery reorders.)"""
+    client = Redis.from_url(redis_url)
+    store = InMemoryEventStore()
+    signals = [signal(20 + i, Side.BUY if i % 2 == 0 else Side.SELL) for i in range(4)]
+    try:
+        await RedisSignalPublisher(client).publish(signals)
+        crashing = TraderService(
+            store,
+            RedisSignalConsumer(client, consumer="t1", claim_idle=0.3, claim_every=0.1),
+            CrashAfterPlacing(exchange.gateway),
+        )
+        await crashing.handle(await crashing.consumer.receive(1, 1.0))
+        survivor_consumer = RedisSignalConsumer(
+            client, consumer="t2", claim_idle=0.3, claim_every=0.1
+        )
+        survivor = TraderService(store, survivor_consumer, exchange.gateway)
+        deadline = anyio.current_time() + 20
+        while survivor.stats.acknowledged < len(signals) and anyio.current_time() < deadline:
+            deliveries = await survivor_consumer.receive(10, 0.2)
+            if deliveries:
+                await survivor.handle(deliveries)
+    finally:
+        await client.aclose()
+
+    assert survivor.stats.acknowledged == len(signals)
+    for s in signals:
+        on_exchange = exchange.trading.by_client_id(s.signal_id)
+        last = (await stored(store, s.signal_id))[-1]
+        assert len(on_exchange) <= 1
+        if on_exchange:
+            assert isinstance(last, OrderUpdated)
+            assert (last.status, last.executed_quantity) == (
+                OrderStatus.FILLED,
+                on_exchange[0].executed,
+            )
+        else:
+            assert isinstance(last, OrderRejected)
+    orphan = (await stored(store, signals[0].signal_id))[-1]
+    assert isinstance(orphan, OrderUpdated)
+    assert exchange.gateway.stats.found == 1
+    assert len(exchange.trading.posts) == len(exchange.trading.orders)
+    assert await position(store) == exchange.trading.balance("BTC")

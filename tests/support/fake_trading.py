@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
 from quart import Quart, Response, request, websocket
 
 from algotrade.apps.http import listen, serve_http
@@ -118,7 +119,7 @@ class FakeTrading:
         self._port = 0
         self._stop = anyio.Event()
         self._stack = contextlib.AsyncExitStack()
-        self._queues: list[anyio.abc.ObjectSendStream[dict[str, Any]]] = []
+        self._queues: list[MemoryObjectSendStream[dict[str, Any]]] = []
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -559,15 +559,24 @@ def trader_checks(
     return [Check("consumer", "flow", consuming)]
 
 
-def trader_figures(trader: TraderService, consumer: SignalConsumer, backlog: _Backlog) -> Figures:
-    """Return the trader's counters and gauges."""
+def trader_figures(
+    trader: TraderService,
+    consumer: SignalConsumer,
+    backlog: _Backlog,
+    exchange: BinanceGateway | None = None,
+    follower: OrderFollower | None = None,
+    stream: BinanceUserStream | None = None,
+) -> Figures:
+    """Return the trader's counters and gauges (and the exchange's, when trading on one)."""
 
     def figures() -> list[Figure]:
         t = trader.stats
         out = [
             Figure("signals_received", "counter", "Signal deliveries received.", t.received),
             Figure("orders", "counter", "Orders stored, by outcome.", labels=("status",),
-                   values=[(("filled",), t.filled), (("rejected",), t.rejected)]),
+                   values=[(("filled",), t.filled), (("rejected",), t.rejected),
+                           (("working",), t.working)]),
+            Figure("halted_orders", "counter", "Orders refused by the kill switch.", t.halted),
             Figure("redeliveries", "counter", "Deliveries of a signal after its first.",
                    t.redeliveries),
             Figure("duplicate_signals", "counter", "Signals whose order already existed.",
@@ -589,6 +598,34 @@ def trader_figures(trader: TraderService, consumer: SignalConsumer, backlog: _Ba
                        backlog.lag),
                 Figure("consumer_pending", "gauge", "Entries delivered, not acknowledged.",
                        backlog.pending),
+            ]  # fmt: skip
+        if exchange is not None:
+            g = exchange.stats
+            out += [
+                Figure("exchange_requests", "counter", "REST requests to the exchange.",
+                       g.requests),
+                Figure("exchange_duplicates_prevented", "counter",
+                       "Orders a lookup found already placed.", g.found),
+                Figure("exchange_uncertain", "counter", "Timeouts and 5xx answers.",
+                       g.uncertain),
+                Figure("exchange_clock_resyncs", "counter", "Exchange clock measurements.",
+                       g.resyncs),
+                Figure("exchange_rate_limited", "counter", "Rate-limit waits.", g.rate_limited),
+                Figure("exchange_rejections", "counter", "Orders rejected, by whom.",
+                       labels=("by",), values=[(("rules",), g.rejected_by_rules),
+                                               (("exchange",), g.rejected_by_exchange)]),
+                Figure("working_orders", "gauge", "Orders the exchange may still change.",
+                       len(trader.working)),
+            ]  # fmt: skip
+        if follower is not None:
+            out.append(Figure("order_updates", "counter", "Exchange reports stored.",
+                              follower.stats.updates))  # fmt: skip
+        if stream is not None:
+            out += [
+                Figure("user_stream_connections", "counter", "User data stream connections.",
+                       stream.stats.connections),
+                Figure("user_stream_rejected", "counter", "Malformed reports set aside.",
+                       stream.stats.rejected),
             ]  # fmt: skip
         return out
 
@@ -637,7 +674,7 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
         "trader",
         service_settings,
         [*dependencies, *trader_checks(consumer, service_settings, backlog)],
-        [trader_figures(trader, consumer, backlog)],
+        [trader_figures(trader, consumer, backlog, exchange, follower, stream)],
         ["published_to_acked_seconds", "exchange_to_acked_seconds"],
     )
     trader.observe = observed.metrics.observe
