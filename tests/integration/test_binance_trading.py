@@ -416,6 +416,9 @@ class CrashAfterPlacing:
     async def free_quote(self, symbol: str, position: Position) -> Decimal | None:
         return None
 
+    async def dust(self, symbol: str) -> Decimal:
+        return await self.gateway.dust(symbol)
+
 
 async def test_signals_over_redis_survive_a_trader_killed_after_placing(
     exchange: Exchange, redis_url: str
@@ -467,3 +470,34 @@ async def test_signals_over_redis_survive_a_trader_killed_after_placing(
     assert exchange.gateway.stats.found == 1
     assert len(exchange.trading.posts) == len(exchange.trading.orders)
     assert await position(store) == exchange.trading.balance("BTC")
+
+
+async def test_dust_left_by_a_sell_does_not_block_the_next_buy(exchange: Exchange) -> None:
+    """A BUY sized by quote amount pays its commission in BTC, so the SELL rounded down to
+    the lot step leaves dust; the next BUY still opens a position."""
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    sizing = Sizing(SizingKind.QUOTE, D("1000"))
+    trader = TraderService(store, bus, exchange.gateway, sizing=sizing)
+
+    await bus.publish([signal(30, Side.BUY), signal(31, Side.SELL), signal(32, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    assert [p["side"] for p in exchange.trading.posts] == ["BUY", "SELL", "BUY"]
+    assert exchange.trading.posts[1]["quantity"] == "0.03329"  # 0.03333 less 0.1 %, stepped
+    assert await position(store) == exchange.trading.balance("BTC")
+
+
+async def test_no_new_order_while_one_is_working(exchange: Exchange) -> None:
+    """While a limit BUY rests on the book, the next signal's order is stored rejected
+    with the working order's id, and nothing is sent."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
+
+    await bus.publish([signal(33, Side.BUY), signal(34, Side.SELL)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    last = (await stored(store, signal(34, Side.SELL).signal_id))[-1]
+    assert isinstance(last, OrderRejected)
+    assert last.reason == f"order {signal(33, Side.BUY).signal_id} is still working on the exchange"
+    assert len(exchange.trading.posts) == 1

@@ -149,3 +149,16 @@ def test_an_update_s_id_is_its_order_status_and_executed_quantity() -> None:
     assert isinstance(a, OrderUpdated)
     assert b is not None
     assert a.id == b.id == "s1:FILLED:1"
+
+
+def test_a_position_of_dust_counts_as_flat() -> None:
+    """At most ``dust`` held: a BUY may open, a SELL has nothing to close (and says why)."""
+    dusty = Position("BTCUSDT", quantity=D("0.000006"))
+    buy = place_order(signal(Side.BUY), dusty, D("0.01"))
+    sell = place_order(signal(Side.SELL), dusty, D("0.01"))
+
+    assert check_order(buy, dusty, dust=D("0.00001")) is None
+    assert check_order(sell, dusty, dust=D("0.00001")) == (
+        "no open position to close (only 0.000006 of dust)"
+    )
+    assert check_order(buy, dusty) == "already long: the position is open"

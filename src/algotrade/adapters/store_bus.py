@@ -96,6 +96,10 @@ class PaperGateway:
         self.fee_rate = fee_rate
         self.cash = cash
 
+    async def dust(self, symbol: str) -> Decimal:
+        """Return zero: the paper broker trades any quantity."""
+        return Decimal(0)
+
     async def free_quote(self, symbol: str, position: Position) -> Decimal | None:
         """Return the starting cash plus realised PnL, less fees and the open position's cost."""
         return (

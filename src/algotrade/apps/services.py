@@ -684,6 +684,7 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
         if follower is None or stream is None:
             await trader.run(stop)
             return
+        await follower.load_working()  # before any signal: no second order beside one working
         async with anyio.create_task_group() as tg:
             tg.start_soon(follower.run, stream, stop)
             await trader.run(stop)

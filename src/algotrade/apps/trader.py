@@ -229,8 +229,11 @@ class TraderService:
             reason = f"trading halted by the kill switch: {halt.reason}"
         elif isinstance(size, str):
             reason = f"cannot size the order: {size}"
+        elif working := self._working_on(signal.symbol):
+            reason = f"order {working} is still working on the exchange"
         else:
-            reason = check_order(order, position, max_position=self.max_position)
+            dust = await self.gateway.dust(signal.symbol)
+            reason = check_order(order, position, max_position=self.max_position, dust=dust)
         outcome = reject(order, reason) if reason else await self.gateway.submit(order)
         if isinstance(outcome, OrderFilled):
             self.positions[signal.symbol], changed = apply_fill(position, outcome)
@@ -243,6 +246,10 @@ class TraderService:
                 self.positions[signal.symbol], event = executed
                 return [order, outcome, event]
         return [order, outcome]
+
+    def _working_on(self, symbol: str) -> str | None:
+        """Return the id of an order on ``symbol`` the exchange may still fill, if any."""
+        return next((o.order_id for o in self.working.values() if o.symbol == symbol), None)
 
     def _limit_price(self, signal: SignalEmitted) -> Decimal | None:
         if self.limit_offset_bps is None:

@@ -203,6 +203,11 @@ class OrderGateway(Protocol):
         """Return the free balance of ``symbol``'s quote asset (``None`` when unknown)."""
         ...
 
+    async def dust(self, symbol: str) -> Decimal:
+        """Return the largest quantity of ``symbol`` that cannot be sold (under the lot step
+        or the minimum quantity): a position holding no more than that is flat."""
+        ...
+
 
 class Clock(Protocol):
     """Wall and monotonic time, injected so that the core never reads a clock itself."""

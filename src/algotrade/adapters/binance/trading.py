@@ -206,6 +206,13 @@ class BinanceGateway:
         info = await self.symbol_info(symbol)
         return (await self.balances()).get(info.quote, Decimal(0))
 
+    async def dust(self, symbol: str) -> Decimal:
+        """Return the quantity below which a position cannot be sold: under the market lot
+        step or the minimum quantity (what a SELL rounded down to the step leaves behind)."""
+        rules = (await self.symbol_info(symbol)).rules
+        step = rules.market_step_size or rules.step_size
+        return max(step, rules.market_min_qty, rules.min_qty)
+
     # --- reads ----------------------------------------------------------------------------
 
     async def report(self, order: OrderPlaced) -> ExecutionReport | None:
