@@ -442,10 +442,8 @@ class OrderFollower:
             if event.executed_quantity - event.last_quantity != executed:
                 return None
             info = await self.gateway.symbol_info(event.symbol)
-            if event.commission_asset == info.quote:
-                fees += event.commission
-            elif event.commission_asset == info.base:
-                base_fees += event.commission
+            quote, base = info.commission(event.commission, event.commission_asset)
+            fees, base_fees = fees + quote, base_fees + base
         return ExecutionReport(
             client_order_id=event.client_order_id,
             exchange_order_id=event.exchange_order_id,

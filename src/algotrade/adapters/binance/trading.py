@@ -100,6 +100,15 @@ class SymbolInfo:
     base: str
     quote: str
 
+    def commission(self, amount: Decimal, asset: str | None) -> tuple[Decimal, Decimal]:
+        """Return a commission as (paid in the quote asset, taken in the base asset); one
+        in a third asset (BNB) counts in neither."""
+        if asset == self.quote:
+            return amount, Decimal(0)
+        if asset == self.base:
+            return Decimal(0), amount
+        return Decimal(0), Decimal(0)
+
 
 @dataclass
 class GatewayStats:
@@ -424,11 +433,8 @@ class BinanceGateway:
         """Return the commissions paid in the quote asset and in the base asset."""
         fees = base_fees = Decimal(0)
         for trade in trades:
-            amount = Decimal(trade["commission"])
-            if trade["commissionAsset"] == info.quote:
-                fees += amount
-            elif trade["commissionAsset"] == info.base:
-                base_fees += amount
+            quote, base = info.commission(Decimal(trade["commission"]), trade["commissionAsset"])
+            fees, base_fees = fees + quote, base_fees + base
         return fees, base_fees
 
     def _outcome(self, order: OrderPlaced, report: ExecutionReport) -> OrderRejected | OrderUpdated:
