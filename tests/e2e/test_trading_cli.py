@@ -19,7 +19,7 @@ from algotrade.domain.events import Side, SignalEmitted, derived_id
 from tests.e2e.test_cli import algotrade
 from tests.support.fake_binance import FakeBinance
 from tests.support.fake_trading import API_KEY, API_SECRET, FakeTrading
-from tests.support.processes import start_service, wait_until
+from tests.support.processes import down_naming, start_service, up, wait_until
 
 
 @dataclass
@@ -163,7 +163,8 @@ def test_the_trader_service_reports_exchange_metrics_and_stops_cleanly(
     exchange: Exchange, tmp_path: Path
 ) -> None:
     """A running Binance trader shows its orders, the exchange requests and the user data
-    stream in /metrics, and SIGTERM stops it with status 0."""
+    stream in /metrics; /healthcheck names binance DOWN while the user data stream is cut
+    and UP once it is back; SIGTERM stops it with status 0."""
     db = tmp_path / "service.db"
     store_signals(db, 2)
     trader = start_service("trader", ["--store", str(db)], exchange.env(), tmp_path)
@@ -173,6 +174,16 @@ def test_the_trader_service_reports_exchange_metrics_and_stops_cleanly(
         assert figures["algotrade_exchange_requests_total"] >= 4
         assert figures["algotrade_user_stream_connections_total"] >= 1
         assert figures["algotrade_working_orders"] == 0
+        wait_until(lambda: up(trader, "/healthcheck"), 30, "binance UP")
+
+        def cut() -> None:
+            exchange.trading.user_streams_down = True
+            exchange.trading.drop_user_streams()
+
+        exchange.portal.call(cut)
+        wait_until(lambda: down_naming(trader, "/healthcheck", "binance"), 30, "binance DOWN")
+        exchange.trading.user_streams_down = False
+        wait_until(lambda: up(trader, "/healthcheck"), 60, "binance UP again")
         assert trader.stop() == 0
     finally:
         trader.close()

@@ -375,6 +375,10 @@ class FakeTrading:
                 response.headers["Retry-After"] = str(e.retry_after)
             return response
 
+        @app.get("/api/v3/ping")
+        async def ping() -> dict[str, Any]:
+            return {}
+
         @app.get("/api/v3/time")
         async def server_time() -> dict[str, Any]:
             return {"serverTime": self._now()}

@@ -559,6 +559,19 @@ def trader_checks(
     return [Check("consumer", "flow", consuming)]
 
 
+def exchange_checks(exchange: BinanceGateway, stream: BinanceUserStream) -> list[Check]:
+    """Return the Binance dependency check: the REST API answers and the user data stream
+    is connected (without it, order updates would wait for the next reconciliation)."""
+
+    async def binance() -> str:
+        await exchange.ping()
+        if not stream.stats.connected:
+            raise UnhealthyError(f"user data stream not connected: {stream.stats.last_error}")
+        return f"REST answers, user data stream connected ({stream.stats.events} reports)"
+
+    return [Check("binance", "dependency", binance)]
+
+
 def trader_figures(
     trader: TraderService,
     consumer: SignalConsumer,
@@ -673,7 +686,11 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     observed = observability(
         "trader",
         service_settings,
-        [*dependencies, *trader_checks(consumer, service_settings, backlog)],
+        [
+            *dependencies,
+            *trader_checks(consumer, service_settings, backlog),
+            *(exchange_checks(exchange, stream) if exchange and stream else []),
+        ],
         [trader_figures(trader, consumer, backlog, exchange, follower, stream)],
         ["published_to_acked_seconds", "exchange_to_acked_seconds"],
     )

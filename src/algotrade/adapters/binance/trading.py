@@ -303,6 +303,14 @@ class BinanceGateway:
         self._symbols[symbol] = found
         return found
 
+    async def ping(self) -> None:
+        """Check, once, that the REST API answers (``GET /api/v3/ping``).
+
+        Raises:
+            MessagingError: it does not.
+        """
+        await self._public("/api/v3/ping", {})
+
     async def sync_time(self) -> None:
         """Measure the offset of the exchange's clock from ours (``GET /api/v3/time``).
 

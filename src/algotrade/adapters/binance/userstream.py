@@ -87,6 +87,7 @@ class UserStreamStats:
     """What the stream did: for logs, metrics and tests."""
 
     connections: int = 0
+    connected: bool = False
     events: int = 0
     rejected: int = 0
     expired_keys: int = 0
@@ -160,6 +161,7 @@ class BinanceUserStream:
             ws: AsyncWebSocketSession
             async with aconnect_ws(url, self._http) as ws, anyio.create_task_group() as tg:
                 self.stats.connections += 1
+                self.stats.connected = True
                 tg.start_soon(self._keep_alive, key)
                 await connected()
                 reconciled = True
@@ -176,6 +178,8 @@ class BinanceUserStream:
                 tg.cancel_scope.cancel()
         except Exception as e:  # any failure of a connection means "reconnect"
             self.stats.last_error = f"{type(e).__name__}: {e}"
+        finally:
+            self.stats.connected = False
         return reconciled
 
     async def _on_frame(
