@@ -8,9 +8,11 @@ from decimal import Decimal
 
 import anyio
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from redis.asyncio import Redis
 
-from algotrade.adapters.binance.signing import HmacSigner
+from algotrade.adapters.binance.signing import Ed25519Signer, HmacSigner
 from algotrade.adapters.binance.trading import BinanceGateway
 from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus
@@ -35,7 +37,7 @@ from algotrade.domain.events import (
     position_stream,
 )
 from tests.support.fake_binance import FakeBinance
-from tests.support.fake_trading import API_KEY, API_SECRET, FakeTrading
+from tests.support.fake_trading import API_KEY, API_SECRET, ED25519_API_KEY, FakeTrading
 
 pytestmark = pytest.mark.anyio
 D = Decimal
@@ -501,3 +503,31 @@ async def test_no_new_order_while_one_is_working(exchange: Exchange) -> None:
     assert isinstance(last, OrderRejected)
     assert last.reason == f"order {signal(33, Side.BUY).signal_id} is still working on the exchange"
     assert len(exchange.trading.posts) == 1
+
+
+async def test_an_ed25519_key_signs_orders_the_exchange_verifies() -> None:
+    """With an Ed25519 key (Binance's recommended type) the order is signed in base64 and
+    the fake exchange verifies it with the registered public key; a wrong key is refused."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    async with (
+        FakeBinance(("BTCUSDT",), rate=20.0) as market,
+        FakeTrading(market, ed25519_public_key=key.public_key()) as trading,
+    ):
+        market.pause()
+        good = BinanceGateway(trading.rest_url, ED25519_API_KEY, Ed25519Signer(pem))
+        other = Ed25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        )
+        bad = BinanceGateway(trading.rest_url, ED25519_API_KEY, Ed25519Signer(other))
+        try:
+            outcome = await good.submit(order_of(40))
+            with pytest.raises(MessagingError, match="-1022"):
+                await bad.submit(order_of(41))
+        finally:
+            await good.close()
+            await bad.close()
+
+    assert isinstance(outcome, OrderUpdated)
+    assert outcome.status is OrderStatus.FILLED
+    assert [p["newClientOrderId"] for p in trading.posts] == [order_of(40).order_id]

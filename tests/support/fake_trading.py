@@ -2,7 +2,7 @@
 stream, on 127.0.0.1, filling orders against the market side's book.
 
 It checks what Binance checks, as Binance documents it: the ``X-MBX-APIKEY`` header (-2015),
-the HMAC-SHA256 ``signature`` over the query string (-1022), ``timestamp`` within
+the HMAC-SHA256 (or Ed25519) ``signature`` over the query string (-1022), ``timestamp`` within
 ``recvWindow`` and at most 1 s ahead of the server (-1021), the symbol's filters (-1013),
 the free balance (-2010 "Account has insufficient balance for requested action."), and a
 ``newClientOrderId`` already used by an open order (-2010 "Duplicate order sent."). Fills:
@@ -22,6 +22,7 @@ One Quart app (hypercorn) serves REST and the user data WebSocket on one port.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -29,11 +30,13 @@ import time
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from quart import Quart, Response, request, websocket
 
 from algotrade.apps.http import listen, serve_http
@@ -41,6 +44,7 @@ from tests.support.fake_binance import FakeBinance
 
 API_KEY = "fake-api-key"
 API_SECRET = "fake-api-secret"
+ED25519_API_KEY = "fake-ed25519-api-key"  # signs with Ed25519 when a public key is given
 SYMBOL_RULES = {  # Binance's BTCUSDT filters, abridged
     "PRICE_FILTER": {"minPrice": "0.01", "maxPrice": "1000000.00", "tickSize": "0.01"},
     "LOT_SIZE": {"minQty": "0.00001", "maxQty": "9000.00000000", "stepSize": "0.00001"},
@@ -99,8 +103,10 @@ class FakeTrading:
         *,
         balances: dict[str, str] | None = None,
         fee_rate: Decimal = Decimal("0.001"),
+        ed25519_public_key: Ed25519PublicKey | None = None,
     ) -> None:
         self.market = market
+        self.ed25519_public_key = ed25519_public_key
         self.fee_rate = fee_rate
         self.free = {k: Decimal(v) for k, v in (balances or {"USDT": "100000"}).items()}
         self.locked: dict[str, Decimal] = {}
@@ -323,7 +329,8 @@ class FakeTrading:
     def _authenticate(self, *, signed: bool) -> dict[str, str]:
         """Check the API key (and signature and timestamp); return the parameters."""
         self.requests.append(f"{request.method} {request.path}")
-        if request.headers.get("X-MBX-APIKEY") != API_KEY:
+        key = request.headers.get("X-MBX-APIKEY")
+        if key != API_KEY and (key != ED25519_API_KEY or self.ed25519_public_key is None):
             raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
         raw = request.query_string.decode()
         params = dict(parse_qsl(raw))
@@ -333,8 +340,7 @@ class FakeTrading:
             status, code, retry_after = self.failures.pop(0)
             raise ApiError(status, code, f"injected {status}", retry_after)
         payload, _, signature = raw.rpartition("&signature=")
-        expected = hmac.new(API_SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(signature, expected):
+        if not self._signed_by(key, payload, unquote(signature)):
             raise ApiError(400, -1022, "Signature for this request is not valid.")
         try:
             timestamp = int(params["timestamp"])
@@ -350,6 +356,17 @@ class FakeTrading:
         if now - timestamp > window:
             raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
         return params
+
+    def _signed_by(self, key: str | None, payload: str, signature: str) -> bool:
+        """Check an HMAC-SHA256 (hex) or, for the Ed25519 key, an Ed25519 (base64) signature."""
+        if key == ED25519_API_KEY and self.ed25519_public_key is not None:
+            try:
+                self.ed25519_public_key.verify(base64.b64decode(signature), payload.encode())
+            except (InvalidSignature, ValueError):
+                return False
+            return True
+        expected = hmac.new(API_SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature, expected)
 
     def _find(self, params: dict[str, str]) -> FakeOrder:
         client_id = params.get("origClientOrderId")
