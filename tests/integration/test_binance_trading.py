@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -531,3 +532,33 @@ async def test_an_ed25519_key_signs_orders_the_exchange_verifies() -> None:
     assert isinstance(outcome, OrderUpdated)
     assert outcome.status is OrderStatus.FILLED
     assert [p["newClientOrderId"] for p in trading.posts] == [order_of(40).order_id]
+
+
+async def test_a_report_that_overtakes_the_storing_of_its_order_is_caught_up(
+    exchange: Exchange,
+) -> None:
+    """A fill reported before its order is stored is looked at again once the order is
+    stored, within seconds, not at the next periodic reconciliation."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway)
+    follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600)
+    stream = exchange.user_stream()
+    stop = anyio.Event()
+    order = dataclasses.replace(order_of(50, quantity="0.1"), limit_price=D("29990.00"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follower.run, stream, stop)
+        await eventually(lambda: stream.stats.connections == 1)
+        accepted = await exchange.gateway.submit(order)  # placed, not stored yet
+        exchange.trading.fill_resting()
+        await eventually(lambda: follower.stats.unknown >= 2)  # NEW and TRADE: too early
+        await store.append([order, accepted])  # what the trader stores a moment later
+        trader.working[order.order_id] = order
+        await eventually(lambda: follower.stats.updates == 1, timeout=10)
+        stop.set()
+
+    last = (await stored(store, order.order_id))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert last.status is OrderStatus.FILLED
+    assert await position(store) == exchange.trading.balance("BTC")
+    await stream.close()

@@ -369,6 +369,7 @@ class OrderFollower:
         self.reconcile_every = reconcile_every
         self.stats = FollowerStats()
         self._loaded = False
+        self._early: dict[str, float] = {}  # reports of orders not stored yet: id -> seen
 
     async def load_working(self) -> None:
         """Find the stored orders that are not final yet (once, at start-up)."""
@@ -408,6 +409,19 @@ class OrderFollower:
             if await self.apply(order, report):
                 self.stats.reconciled += 1
 
+    async def _reconcile_early(self, now: float) -> None:
+        """Reconcile the orders whose reports arrived before the orders were stored."""
+        for order_id, seen in list(self._early.items()):
+            order = self.trader.working.get(order_id)
+            if order is None and now - seen < 30.0:
+                continue  # not stored yet (or not ours): look again in a second
+            del self._early[order_id]
+            if order is None:
+                continue
+            report = await self.gateway.lookup(order)
+            if report is not None:
+                await self.apply(order, report)
+
     async def on_report(self, event: ExecutionEvent) -> None:
         """Store what one execution report changed."""
         self.stats.reports += 1
@@ -415,7 +429,10 @@ class OrderFollower:
         if order is None:
             first = await self.store.read_stream(order_stream(event.client_order_id), limit=1)
             if not first or not isinstance(first[0], OrderPlaced):
-                self.stats.unknown += 1  # not ours, or not stored yet: reconciliation covers it
+                # Not ours, or a report that overtook the storing of its order: looked at
+                # again for a while, and reconciled once the order is stored.
+                self.stats.unknown += 1
+                self._early[event.client_order_id] = self.trader.clock.monotonic()
                 return
             order = first[0]
         try:
@@ -499,11 +516,22 @@ class OrderFollower:
         """Follow the user data stream, reconciling on every connection and periodically."""
 
         async def periodic() -> None:
+            last = self.trader.clock.monotonic()
             while not stop.is_set():
-                with anyio.move_on_after(self.reconcile_every):
+                with anyio.move_on_after(1.0):
                     await stop.wait()
-                if not stop.is_set():
-                    await self.reconcile()
+                if stop.is_set():
+                    break
+                now = self.trader.clock.monotonic()
+                try:
+                    if now - last >= self.reconcile_every:
+                        last = now
+                        await self.reconcile()
+                    else:
+                        await self._reconcile_early(now)
+                except AlgotradeError as e:
+                    self.stats.failed += 1
+                    warn("trader", "reconciliation failed, retrying later", error=e)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(periodic)
