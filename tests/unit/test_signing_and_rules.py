@@ -92,3 +92,27 @@ def test_orders_are_fitted_to_the_filters_or_rejected_with_the_reason() -> None:
     )  # fmt: skip
     assert "tick size" in str(fit_limit_order(rules, Decimal(1), Decimal("0.001")))
     assert fit_market_order(SymbolRules("X"), Decimal("0.3"), Decimal(1)) == Decimal("0.3")
+
+
+def test_trading_settings_and_clients_never_show_the_keys() -> None:
+    """The Binance settings, gateway and user stream hide the API key and secret."""
+    from algotrade.adapters.binance.trading import BinanceGateway, is_production_url
+    from algotrade.adapters.binance.userstream import BinanceUserStream
+    from algotrade.apps.settings import BinanceTradingSettings
+
+    settings = BinanceTradingSettings("the-api-key", SECRET)
+    shown = " ".join(
+        [
+            repr(settings),
+            repr(BinanceGateway(settings.rest_url, settings.api_key, settings.signer())),
+            repr(BinanceUserStream(settings.rest_url, settings.stream_url, settings.api_key)),
+        ]
+    )
+
+    assert "the-api-key" not in shown
+    assert SECRET not in shown
+    assert "testnet.binance.vision" in shown
+    assert is_production_url("https://api.binance.com")
+    assert is_production_url("wss://stream.binance.com:9443")
+    assert not is_production_url(settings.rest_url)
+    assert not is_production_url("http://127.0.0.1:8000")
