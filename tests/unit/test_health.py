@@ -10,6 +10,7 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from algotrade.apps import logs
 from algotrade.apps.health import Check, Monitor, UnhealthyError
 from algotrade.apps.logs import configure_logging, log, redact
 from algotrade.apps.metrics import Figure, ServiceMetrics
@@ -149,6 +150,25 @@ def test_logs_are_json_lines_without_credentials() -> None:
     assert first["url"] == "mongodb://user:***@db:27017/x"
     assert second["password"] == "***"
     assert "pw" not in second["error"]
+
+
+def test_the_direct_json_path_writes_structlog_s_line() -> None:
+    """``log`` writes JSON lines itself; they equal structlog's, field for field, in order."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    configure_logging(out)
+    try:
+        fields = {"id": "abc", "url": "mongodb://u:s3cret@h/x", "price": None, "n": 3}
+        log("trader", "order", **fields)
+        logs._write = None  # what every other level and the console renderer go through
+        log("trader", "order", **fields)
+    finally:
+        configure_logging(sys.stderr)
+    direct, through = (json.loads(line) for line in raw.getvalue().decode().splitlines())
+    assert direct.pop("timestamp").endswith("Z")
+    assert through.pop("timestamp").endswith("Z")
+    assert list(direct.items()) == list(through.items())
+    assert direct["url"] == "mongodb://u:***@h/x"
 
 
 def test_secrets_stay_out_of_settings_reprs() -> None:

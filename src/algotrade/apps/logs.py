@@ -16,7 +16,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import orjson
@@ -105,6 +105,16 @@ def configure_logging(
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         factory = structlog.PrintLoggerFactory(stream)
+    global _write
+    _write = None
+    if as_json and logging.getLevelNamesMapping()[level.upper()] <= logging.INFO:
+        buffer = stream.buffer
+
+        def write(line: bytes) -> None:
+            buffer.write(line)
+            buffer.flush()
+
+        _write = write
     structlog.configure(
         processors=[*shared, renderer],
         logger_factory=factory,
@@ -120,8 +130,20 @@ _logger: Any = structlog.get_logger()
 _stream: TextIO | None = None
 
 
+_write: Callable[[bytes], None] | None = None
+
+
 def log(app: str, message: str, **fields: object) -> None:
-    """Log one unit of work: ``message`` as the event, with the app's name and ``fields``."""
+    """Log one unit of work: ``message`` as the event, with the app's name and ``fields``.
+
+    JSON lines at the info level take a direct path: the same processors and the same line
+    structlog would write, without its dispatch (a trader logs every order: this path is
+    about a fifth of a paper order's cost).
+    """
+    if _write is not None:
+        event: dict[str, Any] = {"app": app, **fields, "event": message, "level": "info"}
+        _write(_serialize(_scrub(None, "", _timestamp(None, "", event))) + b"\n")
+        return
     _logger.info(message, app=app, **fields)
 
 
