@@ -18,10 +18,6 @@ from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import Side, SignalEmitted
 
 SCHEMA_VERSION = "1"
-_REQUIRED = (
-    "schema", "signal_id", "symbol", "side", "price", "short_sma", "long_sma", "bar_time",
-    "emitted_at", "received_at", "interval", "strategy", "params", "stream", "version",
-)  # fmt: skip
 
 
 def signal_to_fields(signal: SignalEmitted) -> dict[str, str]:
@@ -45,30 +41,48 @@ def signal_to_fields(signal: SignalEmitted) -> dict[str, str]:
     }
 
 
-def _text(fields: dict[str, str], key: str) -> str:
-    value = fields.get(key)
-    if value is None:
-        raise InvalidInputError(f"missing field {key!r}")
-    return value
+_INTS = ("version", "emitted_at", "received_at", "bar_time")
+_FLOATS = ("short_sma", "long_sma")
+_SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
 
 
-def _int(fields: dict[str, str], key: str) -> int:
-    text = _text(fields, key)
+def _texts(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    """Return the entry with text keys and values (as they come from a decoding client)."""
+    if all(k.__class__ is str and v.__class__ is str for k, v in raw.items()):
+        return raw  # type: ignore[return-value]  # checked just above: all text
     try:
-        return int(text)
-    except ValueError:
-        raise InvalidInputError(f"field {key!r} is not an integer: {text!r}") from None
+        return {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+    except UnicodeDecodeError:
+        raise InvalidInputError("entry is not UTF-8 text") from None
 
 
-def _float(fields: dict[str, str], key: str) -> float:
-    text = _text(fields, key)
+def _numbers(fields: dict[str, str]) -> tuple[list[int], list[float]]:
+    """Return the integer and float fields, or say which one is not a number."""
     try:
-        value = float(text)
+        ints = [int(fields[k]) for k in _INTS]
     except ValueError:
-        raise InvalidInputError(f"field {key!r} is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise InvalidInputError(f"field {key!r} is not finite: {text!r}")
-    return value
+        for key in _INTS:
+            try:
+                int(fields[key])
+            except ValueError:
+                raise InvalidInputError(
+                    f"field {key!r} is not an integer: {fields[key]!r}"
+                ) from None
+        raise  # pragma: no cover - one of them failed above
+    floats = []
+    for key in _FLOATS:
+        text = fields[key]
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidInputError(f"field {key!r} is not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise InvalidInputError(f"field {key!r} is not finite: {text!r}")
+        floats.append(value)
+    return ints, floats
 
 
 def signal_from_fields(raw: dict[bytes | str, bytes | str]) -> SignalEmitted:
@@ -77,48 +91,46 @@ def signal_from_fields(raw: dict[bytes | str, bytes | str]) -> SignalEmitted:
     Raises:
         InvalidInputError: a missing field, a bad number, an unknown side or schema version.
     """
+    fields = _texts(raw)
     try:
-        fields = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
-        }
-    except UnicodeDecodeError:
-        raise InvalidInputError("entry is not UTF-8 text") from None
-    schema = _text(fields, "schema")
-    if schema != SCHEMA_VERSION:
-        raise InvalidInputError(f"unknown schema version {schema!r} (this trader reads 1)")
-    side = _text(fields, "side")
-    if side not in (Side.BUY, Side.SELL):
-        raise InvalidInputError(f"unknown side {side!r}")
-    try:
-        price = Decimal(_text(fields, "price"))
-    except InvalidOperation:
-        raise InvalidInputError(
-            f"field 'price' is not a decimal: {_text(fields, 'price')!r}"
-        ) from None
-    if not price.is_finite() or price <= 0:
-        raise InvalidInputError(f"field 'price' must be positive, got {price}")
-    try:
-        params = orjson.loads(_text(fields, "params"))
-        pairs = tuple((str(k), int(v)) for k, v in params.items())
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        raise InvalidInputError("field 'params' is not a JSON object of integers") from None
-    signal_id = _text(fields, "signal_id")
-    if not signal_id:
-        raise InvalidInputError("field 'signal_id' is empty")
-    return SignalEmitted(
-        stream=_text(fields, "stream"),
-        version=_int(fields, "version"),
-        exchange_ts=_int(fields, "emitted_at"),
-        receive_ts=_int(fields, "received_at"),
-        signal_id=signal_id,
-        symbol=_text(fields, "symbol"),
-        interval=_text(fields, "interval"),
-        side=Side(side),
-        price=price,
-        short_sma=_float(fields, "short_sma"),
-        long_sma=_float(fields, "long_sma"),
-        bar_time=_int(fields, "bar_time"),
-        strategy=_text(fields, "strategy"),
-        params=pairs,
-    )
+        schema = fields["schema"]
+        if schema != SCHEMA_VERSION:
+            raise InvalidInputError(f"unknown schema version {schema!r} (this trader reads 1)")
+        side = _SIDES.get(fields["side"])
+        if side is None:
+            raise InvalidInputError(f"unknown side {fields['side']!r}")
+        try:
+            price = Decimal(fields["price"])
+        except InvalidOperation:
+            raise InvalidInputError(
+                f"field 'price' is not a decimal: {fields['price']!r}"
+            ) from None
+        if not price.is_finite() or price <= 0:
+            raise InvalidInputError(f"field 'price' must be positive, got {price}")
+        try:
+            params = orjson.loads(fields["params"])
+            pairs = tuple((str(k), int(v)) for k, v in params.items())
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            raise InvalidInputError("field 'params' is not a JSON object of integers") from None
+        signal_id = fields["signal_id"]
+        if not signal_id:
+            raise InvalidInputError("field 'signal_id' is empty")
+        (version, emitted_at, received_at, bar_time), (short_sma, long_sma) = _numbers(fields)
+        return SignalEmitted(
+            stream=fields["stream"],
+            version=version,
+            exchange_ts=emitted_at,
+            receive_ts=received_at,
+            signal_id=signal_id,
+            symbol=fields["symbol"],
+            interval=fields["interval"],
+            side=side,
+            price=price,
+            short_sma=short_sma,
+            long_sma=long_sma,
+            bar_time=bar_time,
+            strategy=fields["strategy"],
+            params=pairs,
+        )
+    except KeyError as e:
+        raise InvalidInputError(f"missing field {e.args[0]!r}") from None
