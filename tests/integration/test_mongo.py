@@ -5,15 +5,18 @@ The event store contract itself runs in ``tests/contract`` against every adapter
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -352,3 +355,64 @@ async def test_a_write_whose_answer_is_lost_is_stored_once(
     assert [e.version for e in events] == [1, 2, 3]
     for s in (store, reader):
         await s.close()
+
+
+@asynccontextmanager
+async def freezable_proxy(upstream: str) -> AsyncIterator[tuple[int, list[bool]]]:
+    """Relay TCP to ``host:port``; while ``frozen[0]`` holds, the server's answers are
+    swallowed: connections stay open and say nothing (a server that hangs)."""
+    host, port = upstream.rsplit(":", 1)
+    frozen = [False]
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def relay(
+        source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream, answers: bool
+    ) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            async for chunk in source:
+                if not (answers and frozen[0]):
+                    await sink.send(chunk)
+
+    async def serve(client: anyio.abc.ByteStream) -> None:
+        with contextlib.suppress(Exception):
+            async with (
+                client,
+                await anyio.connect_tcp(host, int(port)) as server,
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(relay, client, server, False)
+                tg.start_soon(relay, server, client, True)
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield bound, frozen
+        tg.cancel_scope.cancel()
+
+
+async def test_a_server_that_stops_answering_is_an_outage_not_a_hang(mongo_url: str) -> None:
+    """Connections open but silent (a hung or half-restarted server): the append times out,
+    is retried, and completes once the server answers again; stored once."""
+    address = mongo_url.split("://", 1)[1].split("/", 1)[0].split("@")[-1]
+    async with freezable_proxy(address) as (port, frozen):
+        url = mongo_url.replace(address, f"127.0.0.1:{port}", 1)
+        store = mongo(url, socket_timeout=1.0, server_timeout=1.0, retry_max_delay=0.2)
+        await store.append([diff(1, 1)])
+        frozen[0] = True
+        async with anyio.create_task_group() as tg:
+
+            async def thaw() -> None:
+                await anyio.sleep(3.0)
+                frozen[0] = False
+
+            tg.start_soon(thaw)
+            with anyio.fail_after(30):  # without a socket timeout: for ever
+                result = await store.append([diff(2, 2)])
+        with anyio.fail_after(30):  # readers wait out the aborted attempt's range first
+            while len(stored := await everything(store)) < 2:
+                await anyio.sleep(0.1)
+        await store.close()
+
+    assert store.stats.retries > 0
+    assert [s.event.id for s in result.stored] == [diff(2, 2).id]
+    assert [e.id for e in stored] == [diff(1, 1).id, diff(2, 2).id]

@@ -157,6 +157,7 @@ class MongoEventStore:
         retry_max_delay: float = 2.0,
         give_up_after: float | None = None,
         server_timeout: float = 2.0,
+        socket_timeout: float = 20.0,
         on_retry: OnRetry | None = None,
         on_problem: OnProblem | None = None,
     ) -> None:
@@ -168,6 +169,11 @@ class MongoEventStore:
                 url,
                 serverSelectionTimeoutMS=int(server_timeout * 1000),
                 connectTimeoutMS=int(server_timeout * 1000),
+                # No answer on an open connection for this long is a network error (retried),
+                # never a wait without end. (A silent server is caught by pymongo's monitor
+                # already; this also bounds one operation a server leaves unanswered while
+                # it still answers the monitor's heartbeats.)
+                socketTimeoutMS=int(socket_timeout * 1000),
                 tz_aware=True,
             )
         except (InvalidURI, MongoConfigurationError, ValueError, TypeError) as e:
