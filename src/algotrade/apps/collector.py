@@ -309,6 +309,9 @@ class Collector:
             try:
                 result = await self.store.append(rebased)
             except ConcurrencyError:
+                if attempt in (10, 30, 60, 100):  # a stretch worth seeing in the logs
+                    warn("collector", "another collector keeps writing in between",
+                         streams=",".join(sorted(streams)), attempts=attempt)  # fmt: skip
                 await anyio.sleep(min(0.01 * attempt, 0.5))  # another writer in between
                 continue
             break
