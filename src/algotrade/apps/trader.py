@@ -229,7 +229,7 @@ class TraderService:
             reason = f"trading halted by the kill switch: {halt.reason}"
         elif isinstance(size, str):
             reason = f"cannot size the order: {size}"
-        elif working := self._working_on(signal.symbol):
+        elif self.working and (working := self._working_on(signal.symbol)):
             reason = f"order {working} is still working on the exchange"
         else:
             dust = await self.gateway.dust(signal.symbol)

@@ -85,13 +85,14 @@ def _numbers(fields: dict[str, str]) -> tuple[list[int], list[float]]:
     return ints, floats
 
 
-def signal_from_fields(raw: dict[bytes | str, bytes | str]) -> SignalEmitted:
-    """Rebuild a signal from a stream entry (keys and values as bytes or text).
+def signal_from_fields(raw: dict[bytes | str, bytes | str], *, text: bool = False) -> SignalEmitted:
+    """Rebuild a signal from a stream entry (keys and values as bytes or text; ``text``:
+    the caller knows them to be text, as a decoding Redis client returns them).
 
     Raises:
         InvalidInputError: a missing field, a bad number, an unknown side or schema version.
     """
-    fields = _texts(raw)
+    fields: dict[str, str] = raw if text else _texts(raw)  # type: ignore[assignment]
     try:
         schema = fields["schema"]
         if schema != SCHEMA_VERSION:

@@ -85,6 +85,8 @@ class RedisSignalConsumer:
         claim_every: float | None = None,
     ) -> None:
         self.client = client
+        # A decoding client hands entries over as text: nothing to check or convert.
+        self._text = bool(client.connection_pool.connection_kwargs.get("decode_responses"))
         self.stream = stream
         self.group = group
         self.consumer = consumer or default_consumer_name()
@@ -178,7 +180,7 @@ class RedisSignalConsumer:
     async def _decode(self, entry_id: Any, fields: Fields, *, attempt: int) -> Delivery | None:
         token = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         try:
-            signal = signal_from_fields(fields)
+            signal = signal_from_fields(fields, text=self._text)
         except InvalidInputError as e:
             await self._dead_letter(token, fields, f"malformed entry: {e}", attempt)
             return None
