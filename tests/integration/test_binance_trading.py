@@ -562,3 +562,22 @@ async def test_a_report_that_overtakes_the_storing_of_its_order_is_caught_up(
     assert last.status is OrderStatus.FILLED
     assert await position(store) == exchange.trading.balance("BTC")
     await stream.close()
+
+
+async def test_a_sell_while_flat_is_rejected_without_a_made_up_quantity(
+    exchange: Exchange,
+) -> None:
+    """With quote-amount sizing, a SELL with nothing to close is stored rejected with the
+    reason and quantity 0 (not the 1,000 USDT meant for BUYs), and nothing is sent."""
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, sizing=Sizing(SizingKind.QUOTE, D(1000)))
+
+    await bus.publish([signal(60, Side.SELL)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    placed, rejected = await stored(store, signal(60, Side.SELL).signal_id)
+    assert isinstance(placed, OrderPlaced)
+    assert placed.quantity == 0
+    assert isinstance(rejected, OrderRejected)
+    assert rejected.reason == "no open position to close"
+    assert exchange.trading.posts == []

@@ -215,20 +215,20 @@ class TraderService:
         batch_orders.add(order_id)
         position = await self.position(signal.symbol)
         halt = await self.halted()
-        size: Decimal | str = self.sizing.value
-        if signal.side is Side.BUY and not halt:
+        quantity, unsized = Decimal(0), None  # a SELL closes the position: place_order sizes it
+        if signal.side is Side.BUY:
             free = None
-            if self.sizing.kind is SizingKind.FRACTION:
+            if self.sizing.kind is SizingKind.FRACTION and not halt:
                 free = await self.gateway.free_quote(signal.symbol, position)
-            size = self.sizing.quantity(signal.price, free)
-        quantity = size if isinstance(size, Decimal) else Decimal(0)
+            sized = self.sizing.quantity(signal.price, free)
+            quantity, unsized = (sized, None) if isinstance(sized, Decimal) else (Decimal(0), sized)
         order = place_order(signal, position, quantity, limit_price=self._limit_price(signal))
         reason: str | None
         if halt:
             self.stats.halted += 1
             reason = f"trading halted by the kill switch: {halt.reason}"
-        elif isinstance(size, str):
-            reason = f"cannot size the order: {size}"
+        elif unsized is not None:
+            reason = f"cannot size the order: {unsized}"
         elif self.working and (working := self._working_on(signal.symbol)):
             reason = f"order {working} is still working on the exchange"
         else:
@@ -339,7 +339,7 @@ class FollowerStats:
 
     reports: int = 0
     updates: int = 0
-    unknown: int = 0  # reports of orders this account placed outside algotrade
+    unknown: int = 0  # reports of orders not stored (yet): placed outside algotrade, or early
     reconciled: int = 0
     lookups: int = 0
     failed: int = 0
@@ -441,7 +441,7 @@ class OrderFollower:
             if report is None:
                 report = await self.gateway.lookup(order)
             if report is not None:
-                await self.apply(order, report)
+                await self.apply(order, report, previous=previous)
         except AlgotradeError as e:
             self.stats.failed += 1
             warn("trader", "execution report not stored", order=order.order_id, error=e)
@@ -474,12 +474,16 @@ class OrderFollower:
             reason=event.reason,
         )
 
-    async def apply(self, order: OrderPlaced, report: ExecutionReport) -> bool:
+    async def apply(
+        self, order: OrderPlaced, report: ExecutionReport, *, previous: Event | None = None
+    ) -> bool:
         """Store the update ``report`` brings to ``order`` and its position change; return
-        whether anything changed."""
+        whether anything changed. ``previous``: the order's latest stored event, when the
+        caller just read it."""
         stream = order_stream(order.order_id)
         for _ in range(5):
-            previous = await self.store.last_event(stream)
+            if previous is None:
+                previous = await self.store.last_event(stream)
             update = order_update(order, previous, report, self.trader.clock.now_ns())
             if update is None:
                 if order_final(previous):
@@ -494,6 +498,7 @@ class OrderFollower:
                 await self.store.append(events)
             except ConcurrencyError:
                 self.trader.positions.pop(order.symbol, None)  # moved meanwhile: reload
+                previous = None
                 continue
             if executed is not None:
                 self.trader.positions[order.symbol] = executed[0]

@@ -146,14 +146,14 @@ def check_order(
     ``max_position`` caps the base quantity held after a BUY. A position of at most ``dust``
     (what the exchange's lot step leaves after a SELL) counts as flat.
     """
-    if order.quantity <= 0:
-        return "order quantity must be positive"
     if order.side is Side.BUY and position.quantity > dust:
         return "already long: the position is open"
     if order.side is Side.SELL and position.quantity <= dust:
         if position.quantity > 0:
             return f"no open position to close (only {position.quantity} of dust)"
         return "no open position to close"
+    if order.quantity <= 0:
+        return "order quantity must be positive"
     if (
         order.side is Side.BUY
         and max_position is not None

@@ -191,7 +191,7 @@ class BinanceGateway:
         last: Exception | None = None
         for _ in range(self.attempts):
             try:
-                found = await self.report(order)
+                found = await self._report(order)
                 if found is not None:
                     self.stats.found += 1
                     return self._outcome(order, found)
@@ -224,7 +224,7 @@ class BinanceGateway:
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def report(self, order: OrderPlaced) -> ExecutionReport | None:
+    async def _report(self, order: OrderPlaced) -> ExecutionReport | None:
         """Return the exchange's cumulative report of ``order`` (``None``: never placed).
 
         Raises:
@@ -253,7 +253,7 @@ class BinanceGateway:
         return report
 
     async def lookup(self, order: OrderPlaced) -> ExecutionReport | None:
-        """Return :meth:`report`, retrying through timeouts, clock skew and rate limits.
+        """Return :meth:`_report`, retrying through timeouts, clock skew and rate limits.
 
         Raises:
             MessagingError: the exchange would not say after ``attempts`` tries.
@@ -261,7 +261,7 @@ class BinanceGateway:
         last: Exception | None = None
         for _ in range(self.attempts):
             try:
-                return await self.report(order)
+                return await self._report(order)
             except _UncertainError as e:
                 last = e
                 await anyio.sleep(0.2)
