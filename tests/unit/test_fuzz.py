@@ -111,6 +111,29 @@ def test_a_valid_frame_with_any_field_replaced_is_parsed_or_rejected(
         assert event.quantity.is_finite()
 
 
+@pytest.mark.parametrize(
+    "level",
+    [[57000.01, "0.5"], ["57000.01", 0.5], [57000, "1"], ["NaN", "1"], ["57000", "Infinity"],
+     ["57000", "-inf"], ["57000", "1e"], ["57000"], ["57000", "1", "2"], [["57000"], "1"],
+     "57000"],
+)  # fmt: skip
+def test_a_level_that_is_not_two_finite_decimal_strings_is_rejected(level: Any) -> None:
+    """JSON numbers would be floats (inexact), NaN and infinities are no prices: a level
+    must be two finite decimal strings, whether its texts were seen before or not."""
+    good = mutate(DEPTH, ("data", "b"), [["57000.01", "0.5"]])
+    assert isinstance(parse_frame(good, 1), DepthDiffReceived)  # the texts are now interned
+    for levels in ([level], [["57000.01", "0.5"], level]):
+        with pytest.raises(InvalidInputError, match=r"^b (has a malformed level|must be)"):
+            parse_frame(mutate(DEPTH, ("data", "b"), levels), 1)
+
+
+@pytest.mark.parametrize("field", ["p", "q"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-inf", 57000.5, "1e"])
+def test_a_trade_price_or_quantity_must_be_a_finite_decimal_string(field: str, value: Any) -> None:
+    with pytest.raises(InvalidInputError, match=f"field '{field}'"):
+        parse_frame(mutate(TRADE, ("data", field), value), 1)
+
+
 @FAST
 @given(JSON.map(orjson.dumps) | st.binary(max_size=200))
 def test_rest_bodies_are_parsed_or_rejected(body: bytes) -> None:

@@ -213,8 +213,10 @@ class BookSynchronizer:
             gap = self._gap(GapReason.GAP, self.last_update_id + 1, diff)
             self._buffer.append(diff)
             return gap
-        self.book.apply(diff.bids, diff.asks)
-        if self.book.is_crossed():
+        book = self.book
+        book.apply(diff.bids, diff.asks)
+        top = book.top()
+        if top is not None and top.bid_price >= top.ask_price:
             return self._gap(GapReason.CROSSED, diff.final_update_id + 1, diff)
         self._first_after_snapshot = False
         final = self.last_update_id = diff.final_update_id
@@ -234,7 +236,7 @@ class BookSynchronizer:
                 final_update_id=diff.final_update_id,
                 bids=diff.bids,
                 asks=diff.asks,
-                top=self.book.top(),
+                top=top,
             )
         ]
 

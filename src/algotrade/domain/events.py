@@ -121,6 +121,7 @@ class GapReason(StrEnum):
     between were never received (the snapshot's book includes them)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TopOfBook:
     """Best bid and best ask with their quantities."""

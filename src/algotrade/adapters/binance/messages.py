@@ -39,32 +39,35 @@ _DECIMALS: dict[str, Decimal] = {}
 _MAX_INTERNED = 500_000
 
 
-def _decimal_of(text: str) -> Decimal:
+def _intern(text: object) -> Decimal:
+    """Return one price or quantity, interned; only finite decimal strings are exact."""
+    known: Decimal | None = _DECIMALS.get(text)  # type: ignore[call-overload]  # any hashable
+    if known is not None:
+        return known
+    if type(text) is not str:
+        raise TypeError(f"a price or quantity must be a decimal string, got {text!r}")
+    value = Decimal(text)
+    if not value.is_finite():
+        raise InvalidOperation(f"{text!r} is not a finite number")
     if len(_DECIMALS) >= _MAX_INTERNED:
         _DECIMALS.clear()
-    value = _DECIMALS[text] = Decimal(text)
+    _DECIMALS[text] = value
     return value
 
 
 def _levels(raw: Any, what: str) -> tuple[PriceLevel, ...]:
-    if not isinstance(raw, list):
+    if type(raw) is not list:
         raise InvalidInputError(
             f"{what} must be a list of [price, quantity], got {type(raw).__name__}"
         )
-    get = _DECIMALS.get
-    out = []
+    cache = _DECIMALS
     try:
-        for p, q in raw:
-            price = get(p)
-            if price is None:
-                price = _decimal_of(p)
-            qty = get(q)
-            if qty is None:
-                qty = _decimal_of(q)
-            out.append((price, qty))
+        try:  # the common case: every text seen before, one C-level lookup each
+            return tuple([(cache[p], cache[q]) for p, q in raw])
+        except KeyError:  # a text not seen yet (or not a text: _intern says so)
+            return tuple([(_intern(p), _intern(q)) for p, q in raw])
     except (ValueError, TypeError, InvalidOperation) as e:
         raise InvalidInputError(f"{what} has a malformed level: {e!r}") from e
-    return tuple(out)
 
 
 def _int(data: dict[str, Any], key: str) -> int:
@@ -79,9 +82,12 @@ def _decimal(data: dict[str, Any], key: str) -> Decimal:
     if not isinstance(value, str):
         raise InvalidInputError(f"field {key!r} must be a decimal string, got {value!r}")
     try:
-        return Decimal(value)
+        number = Decimal(value)
     except InvalidOperation as e:
         raise InvalidInputError(f"field {key!r} is not a decimal: {value!r}") from e
+    if not number.is_finite():
+        raise InvalidInputError(f"field {key!r} is not a finite decimal: {value!r}")
+    return number
 
 
 def _symbol(data: dict[str, Any]) -> str:
@@ -117,18 +123,30 @@ def parse_frame(text: str | bytes, receive_ts: int) -> MarketEvent | None:
     raise InvalidInputError(f"unknown stream {stream!r}")
 
 
+#: Depth stream names by symbol (one string per symbol, not one per frame).
+_DEPTH_STREAMS: dict[str, str] = {}
+
+
 def parse_depth_update(data: dict[str, Any], receive_ts: int) -> DepthDiffReceived:
     """Translate a ``depthUpdate`` payload."""
     if data.get("e") != "depthUpdate":
         raise InvalidInputError(f"expected a depthUpdate event, got {data.get('e')!r}")
-    symbol = _symbol(data)
-    first, final = _int(data, "U"), _int(data, "u")
+    symbol: str = data.get("s")  # type: ignore[assignment]  # checked below
+    stream = _DEPTH_STREAMS.get(symbol) if type(symbol) is str else None
+    if stream is None:
+        symbol = _symbol(data)
+        if len(_DEPTH_STREAMS) >= 10_000:
+            _DEPTH_STREAMS.clear()
+        stream = _DEPTH_STREAMS[symbol] = depth_stream(symbol)
+    first, final, exchange_ms = data.get("U"), data.get("u"), data.get("E")
+    if type(first) is not int or type(final) is not int or type(exchange_ms) is not int:
+        first, final, exchange_ms = _int(data, "U"), _int(data, "u"), _int(data, "E")
     if first > final:
         raise InvalidInputError(f"first update id {first} is above final update id {final}")
     return DepthDiffReceived(
-        stream=depth_stream(symbol),
+        stream=stream,
         version=0,
-        exchange_ts=_int(data, "E") * _MS,
+        exchange_ts=exchange_ms * _MS,
         receive_ts=receive_ts,
         exchange=EXCHANGE,
         symbol=symbol,
