@@ -56,6 +56,9 @@ async def prepared(client: AsyncMongoClient[dict[str, Any]], name: str) -> Any:
         await db[collection].create_index(
             [("stream", ASCENDING), ("version", ASCENDING)], unique=True
         )
+        info = await client.admin.command("buildInfo")
+        if info.get("process") == "nx_27017":  # the store adds this one on the stand-in
+            await db[collection].create_index([("stream", ASCENDING)])
     return db
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
@@ -168,11 +168,16 @@ async def test_collector_survives_mongodb_going_away(
     assert_contiguous(stored)
 
 
-async def test_a_dead_writers_leftovers_neither_hide_nor_double_an_event(mongo_url: str) -> None:
+@pytest.mark.parametrize("names_its_range", [True, False], ids=["current", "older-document"])
+async def test_a_dead_writers_leftovers_neither_hide_nor_double_an_event(
+    mongo_url: str, names_its_range: bool
+) -> None:
     """A writer that died between inserting and committing leaves a pending range behind.
 
     Readers wait for it at most ``gap_timeout`` seconds and never show its documents; a
-    second writer storing the same event is not fooled into calling it a duplicate.
+    second writer storing the same event is not fooled into calling it a duplicate. The
+    same whether the leftover names its range's record (``commit``, as documents do now)
+    or was written before documents did.
     """
     first = mongo(mongo_url, gap_timeout=0.5)
     await first.append([diff(1, 1)])
@@ -180,7 +185,10 @@ async def test_a_dead_writers_leftovers_neither_hide_nor_double_an_event(mongo_u
     db = raw_db(mongo_url)
     await db.counters.update_one({"_id": "position"}, {"$inc": {"value": 2}})
     await db.commits.insert_one({"_id": 2, "last": 3, "state": "pending"})
-    await db.depth.insert_one(documents.to_document(with_version(diff(2, 2), 2), 2))
+    leftover = documents.to_document(with_version(diff(2, 2), 2), 2)
+    if names_its_range:
+        leftover["commit"] = 2
+    await db.depth.insert_one(leftover)
 
     reader = mongo(mongo_url, gap_timeout=0.5)
     assert [s.position for s in await reader.read_all(0)] == [1]  # not the pending document
@@ -201,6 +209,48 @@ async def test_a_dead_writers_leftovers_neither_hide_nor_double_an_event(mongo_u
     await db.client.close()
 
 
+class _Finds(monitoring.CommandListener):
+    """Records the filter of every ``find`` on the ``commits`` collection."""
+
+    def __init__(self) -> None:
+        self.filters: list[dict[str, Any]] = []
+        self.active = True  # registered for good (pymongo has no unregister): muted after
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.active and event.command_name == "find" and event.command.get("find") == "commits":
+            self.filters.append(dict(event.command.get("filter", {})))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_ranges_are_looked_up_by_id_never_scanned(mongo_url: str) -> None:
+    """Readers and writers find a range's record by its ``_id``: a range query over
+    ``commits`` costs a scan of every range ever written on some servers (nx-27017 took
+    90 ms a query at 8,000 ranges), and readers poll for the head many times a second."""
+    finds = _Finds()
+    monitoring.register(finds)  # applies to clients created from now on
+    writer, reader = mongo(mongo_url), mongo(mongo_url)
+    for n in range(1, 41):
+        await writer.append([diff(n, n)])
+        if n % 10 == 0:
+            await reader.head()
+    events = await everything(reader)
+    await writer.append([diff(40, 40)])  # a duplicate: checked against the stored one
+    await writer.append([with_version(diff(41, 41), 0)])
+    finds.active = False
+    assert len(events) == 40
+    by_id = [f for f in finds.filters if set(f) == {"_id"} and isinstance(f["_id"], int)]
+    at_start = [f for f in finds.filters if f == {"state": "aborted"}]  # once per store
+    assert len(by_id) > 40
+    assert len(by_id) + len(at_start) == len(finds.filters), finds.filters
+    for s in (writer, reader):
+        await s.close()
+
+
 async def test_a_reader_waits_for_a_slow_writer_instead_of_skipping_it(mongo_url: str) -> None:
     """A range still pending blocks readers at it, so no later range is read past it."""
     slow = mongo(mongo_url, gap_timeout=30.0)
@@ -216,6 +266,20 @@ async def test_a_reader_waits_for_a_slow_writer_instead_of_skipping_it(mongo_url
     for s in (slow, fast):
         await s.close()
     await db.client.close()
+
+
+async def test_the_stand_in_gets_an_index_for_its_stream_queries(mongo_url: str) -> None:
+    """nx-27017 scans a collection for a stream's highest versions unless ``stream`` has an
+    index of its own; a real mongod uses ``(stream, version)`` and gets no extra index."""
+    store = mongo(mongo_url)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    stand_in = (await client.admin.command("buildInfo")).get("process") == "nx_27017"
+    await client.close()
+    for name in documents.ALL_COLLECTIONS:
+        keys = [dict(i["key"]) for i in await store.indexes(name)]
+        assert {"stream": 1, "version": 1} in keys
+        assert ({"stream": 1} in keys) == stand_in
+    await store.close()
 
 
 async def test_ttl_index_is_on_a_field_every_depth_document_has(mongo_url: str) -> None:
