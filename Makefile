@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean stack-build stack-up stack-scale stack-down
+.PHONY: run test audit lint typecheck bench clean stack-build stack-up stack-scale stack-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 ## test: lint, type check and the test suite, each in its own nox virtualenv
 test: $(STAMP)
 	$(BIN)/nox -s lint typecheck tests
+
+## audit: known vulnerabilities of the locked runtime dependencies (PyPI must answer)
+audit: $(STAMP)
+	$(BIN)/nox -s audit
 
 bench: $(STAMP)
 	$(BIN)/nox -s bench
