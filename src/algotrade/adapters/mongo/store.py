@@ -597,48 +597,57 @@ class MongoEventStore:
     async def _advance(self) -> int:
         """Move the resolved mark over every contiguous committed or aborted range.
 
-        Ranges are contiguous from the position counter, so the record after the mark is
-        always the one whose ``_id`` is ``mark + 1``: each step is a lookup by ``_id``,
-        cheap on any server however many ranges exist (a range scan sorted by ``_id`` costs
-        a full scan on some MongoDB stand-ins). Only a hole, positions taken from the
-        counter and not recorded, needs a scan for the next record, after ``gap_timeout``.
+        Near the head, where readers poll many times a second, the next record is looked
+        up by ``_id``: ranges are contiguous from the position counter, so it is always
+        ``mark + 1``, one index lookup on any server however many ranges exist (a range
+        query sorted by ``_id`` is a full scan on some MongoDB stand-ins). A reader far
+        behind (starting, or catching up) reads pages of records in one query each. Only
+        a hole, positions taken from the counter and not recorded, needs the next record
+        by range, after ``gap_timeout``.
         """
         mark = self._mark
         commits = self._coll("commits")
-        for _ in range(_PAGE):
-            commit = await commits.find_one({"_id": mark + 1})
-            if commit is None:
-                counter = await self._coll("counters").find_one({"_id": "position"})
-                if (
-                    counter is None
-                    or int(counter["value"]) <= mark
-                    or not self._waited_out(mark + 1)
-                ):
-                    break  # caught up, or a writer between taking and recording its range
-                later = await commits.find_one({"_id": {"$gt": mark}}, sort=[("_id", ASCENDING)])
-                if later is None:
-                    break  # nothing recorded after the hole yet: its end is unknown
-                end = int(later["_id"]) - 1  # taken from the counter but never recorded
-                try:
-                    await commits.insert_one(
-                        {"_id": mark + 1, "last": end, "state": "aborted", "by": "reader"}
+        counter = await self._coll("counters").find_one({"_id": "position"})
+        top = int(counter["value"]) if counter is not None else 0
+        blocked = False
+        while mark < top and not blocked:
+            page: list[Doc]
+            if top - mark > _PAGE:
+                found = commits.find({"_id": {"$gt": mark}}).sort("_id", 1).limit(_PAGE)
+                page = [d async for d in found]
+            else:
+                record = await commits.find_one({"_id": mark + 1})
+                if record is None and self._waited_out(mark + 1):  # a hole: where it ends
+                    record = await commits.find_one(
+                        {"_id": {"$gt": mark}}, sort=[("_id", ASCENDING)]
                     )
-                except DuplicateKeyError:
-                    break  # its writer recorded it just now: read again
-                self._add_aborted(mark + 1, end)
-                self.stats.ranges_declared_dead += 1
-                mark = end
+                page = [record] if record is not None else []
+            if not page:
+                break  # a writer between taking its range and recording it, or caught up
+            for commit in page:
+                first, last, state = int(commit["_id"]), int(commit["last"]), commit["state"]
+                if first > mark + 1:  # taken from the counter but never recorded
+                    if not self._waited_out(mark + 1):
+                        blocked = True
+                        break
+                    try:
+                        await commits.insert_one(
+                            {"_id": mark + 1, "last": first - 1, "state": "aborted", "by": "reader"}
+                        )
+                    except DuplicateKeyError:
+                        blocked = True  # its writer recorded it just now: read again
+                        break
+                    self._add_aborted(mark + 1, first - 1)
+                    self.stats.ranges_declared_dead += 1
+                if state == "pending":
+                    if not (self._waited_out(first) and await self._declare_dead(first, last)):
+                        blocked = True
+                        break
+                    state = "aborted"
+                if state == "aborted":
+                    self._add_aborted(first, last)
+                mark = last
                 self._hole = None
-                continue
-            first, last, state = int(commit["_id"]), int(commit["last"]), commit["state"]
-            if state == "pending":
-                if not (self._waited_out(first) and await self._declare_dead(first, last)):
-                    break
-                state = "aborted"
-            if state == "aborted":
-                self._add_aborted(first, last)
-            mark = last
-            self._hole = None
         if mark > self._mark:
             self._mark = mark
             if mark - self._checkpointed >= 10_000:
