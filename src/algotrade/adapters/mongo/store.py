@@ -264,7 +264,10 @@ class MongoEventStore:
 
     async def _is_stand_in(self) -> bool:
         """Return whether the server is the nx-27017 stand-in (its ``buildInfo`` says so)."""
-        info = await self._client.admin.command("buildInfo")
+        try:
+            info = await self._client.admin.command("buildInfo")
+        except OperationFailure:  # a server that does not say: not the stand-in
+            return False
         return bool(info.get("process") == "nx_27017")
 
     @staticmethod
