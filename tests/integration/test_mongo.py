@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
@@ -291,6 +293,27 @@ async def test_the_stand_in_gets_an_index_for_its_stream_queries(mongo_url: str)
         assert {"stream": 1, "version": 1} in keys
         assert ({"stream": 1} in keys) == stand_in
     await store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), max_size=30), st.integers(0, 60))
+def test_a_position_is_aborted_exactly_when_a_known_aborted_range_holds_it(
+    lengths: list[int], gap: int
+) -> None:
+    """The binary search over aborted ranges agrees with looking at every range, whatever
+    order the ranges became known in (no server needed: the client connects lazily)."""
+    store = MongoEventStore("mongodb://127.0.0.1:1/x")
+    ranges, first = [], 1
+    for n, length in enumerate(lengths):
+        if n % 2 == 0:  # every other range aborted, the others committed
+            ranges.append((first, first + length - 1))
+        first += length + (gap if n % 3 == 0 else 0)
+    for a, b in reversed(ranges):
+        store._add_aborted(a, b)
+        store._add_aborted(a, b)  # learnt twice, kept once
+    assert store._aborted == sorted(ranges)
+    for position in range(first + 2):
+        assert store._is_aborted(position) == any(a <= position <= b for a, b in ranges)
 
 
 async def test_ttl_index_is_on_a_field_every_depth_document_has(mongo_url: str) -> None:

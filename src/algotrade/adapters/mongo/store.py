@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import random
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -86,6 +87,7 @@ _MARKET_TYPES = [cls.__name__ for cls in SEQUENCE]
 #: Server error codes that mean "try again" (primary stepped down, shutting down, timeouts).
 _RETRYABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 _PAGE = 500
+_NO_END = 2**63  # above any position: (position, _NO_END) sorts after every range at it
 
 
 class _RetryError(Exception):
@@ -582,12 +584,17 @@ class MongoEventStore:
     # --- reading ---------------------------------------------------------------------------
 
     def _add_aborted(self, first: int, last: int) -> None:
-        if (first, last) not in self._aborted:
-            self._aborted.append((first, last))
-            self._aborted.sort()
+        aborted = self._aborted  # sorted, disjoint (ranges come from one counter)
+        i = bisect_left(aborted, (first, last))
+        if i == len(aborted) or aborted[i] != (first, last):
+            aborted.insert(i, (first, last))
 
     def _is_aborted(self, position: int) -> bool:
-        return any(a <= position <= b for a, b in self._aborted)
+        """Return whether ``position`` lies in a range known to be aborted: a binary search,
+        since every document read asks and aborted ranges accumulate over a store's life."""
+        aborted = self._aborted
+        i = bisect_right(aborted, (position, _NO_END)) - 1  # the last range starting <= position
+        return i >= 0 and aborted[i][1] >= position
 
     def _waited_out(self, position: int) -> bool:
         """Start or check the timer of the unresolved range starting at ``position``."""
