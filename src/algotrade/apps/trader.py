@@ -213,13 +213,8 @@ class TraderService:
             self.stats.redelivered += 1
             return []
         batch_orders.add(order_id)
-        # The cached position and kill-switch state without a coroutine each (per signal).
-        position = self.positions.get(signal.symbol) or await self.position(signal.symbol)
-        cached = self._halt
-        if cached is not None and self.clock.monotonic() - cached[0] < 1.0:
-            halt = cached[1]
-        else:
-            halt = await self.halted()
+        position = await self.position(signal.symbol)
+        halt = await self.halted()
         quantity, unsized = Decimal(0), None  # a SELL closes the position: place_order sizes it
         if signal.side is Side.BUY:
             free = None

@@ -123,30 +123,18 @@ def parse_frame(text: str | bytes, receive_ts: int) -> MarketEvent | None:
     raise InvalidInputError(f"unknown stream {stream!r}")
 
 
-#: Depth stream names by symbol (one string per symbol, not one per frame).
-_DEPTH_STREAMS: dict[str, str] = {}
-
-
 def parse_depth_update(data: dict[str, Any], receive_ts: int) -> DepthDiffReceived:
     """Translate a ``depthUpdate`` payload."""
     if data.get("e") != "depthUpdate":
         raise InvalidInputError(f"expected a depthUpdate event, got {data.get('e')!r}")
-    symbol: str = data.get("s")  # type: ignore[assignment]  # checked below
-    stream = _DEPTH_STREAMS.get(symbol) if type(symbol) is str else None
-    if stream is None:
-        symbol = _symbol(data)
-        if len(_DEPTH_STREAMS) >= 10_000:
-            _DEPTH_STREAMS.clear()
-        stream = _DEPTH_STREAMS[symbol] = depth_stream(symbol)
-    first, final, exchange_ms = data.get("U"), data.get("u"), data.get("E")
-    if type(first) is not int or type(final) is not int or type(exchange_ms) is not int:
-        first, final, exchange_ms = _int(data, "U"), _int(data, "u"), _int(data, "E")
+    symbol = _symbol(data)
+    first, final = _int(data, "U"), _int(data, "u")
     if first > final:
         raise InvalidInputError(f"first update id {first} is above final update id {final}")
     return DepthDiffReceived(
-        stream=stream,
+        stream=depth_stream(symbol),
         version=0,
-        exchange_ts=exchange_ms * _MS,
+        exchange_ts=_int(data, "E") * _MS,
         receive_ts=receive_ts,
         exchange=EXCHANGE,
         symbol=symbol,

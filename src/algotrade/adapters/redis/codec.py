@@ -61,17 +61,12 @@ def _texts(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
 
 def _numbers(fields: dict[str, str]) -> tuple[list[int], list[float]]:
     """Return the integer and float fields, or say which one is not a number."""
-    try:
-        ints = [int(fields[k]) for k in _INTS]
-    except ValueError:
-        for key in _INTS:
-            try:
-                int(fields[key])
-            except ValueError:
-                raise InvalidInputError(
-                    f"field {key!r} is not an integer: {fields[key]!r}"
-                ) from None
-        raise  # pragma: no cover - one of them failed above
+    ints = []
+    for key in _INTS:
+        try:
+            ints.append(int(fields[key]))
+        except ValueError:
+            raise InvalidInputError(f"field {key!r} is not an integer: {fields[key]!r}") from None
     floats = []
     for key in _FLOATS:
         text = fields[key]
