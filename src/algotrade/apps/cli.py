@@ -458,14 +458,20 @@ def _binance_trading(
     )
 
 
-def execute(main: Callable[[], Coroutine[Any, Any, T]], *, logs_on_stdout: bool = False) -> T:
+def execute(
+    main: Callable[[], Coroutine[Any, Any, T]],
+    *,
+    logs_on_stdout: bool = False,
+    latency: bool = False,
+) -> T:
     """Run a coroutine; report algotrade errors in one line with exit status 1.
 
     Services log on stdout (``logs_on_stdout``); commands that print results, or were asked
-    for ``--json``, log on stderr.
+    for ``--json``, log on stderr. ``latency``: a service signals pass through (see
+    :func:`~algotrade.apps.common.tune_gc`).
     """
     configure_logging(sys.stdout if logs_on_stdout else sys.stderr)
-    tune_gc()
+    tune_gc(latency=latency)
     try:
         return anyio.run(main)
     except ConfigurationError as e:
@@ -662,7 +668,7 @@ def processor(
     )  # fmt: skip
     from algotrade.apps.services import run_processor  # the HTTP stack: services only
 
-    summary = execute(lambda: run_processor(settings), logs_on_stdout=not as_json)
+    summary = execute(lambda: run_processor(settings), logs_on_stdout=not as_json, latency=True)
     print_summary("processor summary", summary, as_json)
 
 
@@ -834,7 +840,7 @@ def trader(
     )  # fmt: skip
     from algotrade.apps.services import run_trader  # the HTTP stack: services only
 
-    summary = execute(lambda: run_trader(settings), logs_on_stdout=not as_json)
+    summary = execute(lambda: run_trader(settings), logs_on_stdout=not as_json, latency=True)
     print_summary("trader summary", summary, as_json)
 
 

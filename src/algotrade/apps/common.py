@@ -251,13 +251,26 @@ def peak_rss_mib() -> float | None:
     return None
 
 
-def tune_gc() -> None:
-    """Tune the cyclic garbage collector for a long-running, allocation-heavy service.
+THROUGHPUT_GC = (50_000, 20, 100)
+"""Collector thresholds for services that move market data in bulk (``run``, collector)."""
+LATENCY_GC = (700, 10, 10)
+"""Python's own thresholds, for the services a signal passes through (processor, trader)."""
 
-    Market events are short-lived and acyclic, so collections find almost nothing; at the
-    default threshold (700 allocations) they still run thousands of times a second. Freezing
-    what start-up built and collecting the youngest generation every 50,000 allocations
-    measured about 7% more events per second (see docs/benchmarks.md).
+
+def tune_gc(*, latency: bool = False) -> None:
+    """Tune the cyclic garbage collector for a long-running service.
+
+    Freezing what start-up built keeps it out of every later collection. Market events are
+    short-lived and acyclic, so collections find almost nothing; at the default threshold
+    (700 allocations) they still run thousands of times a second in a bulk market-data
+    pipeline: collecting the youngest generation every 50,000 allocations instead measured
+    about 7% more events per second (``run``, see docs/benchmarks.md).
+
+    A young collection's pause grows with the objects alive since the last one, and a
+    signal waits for it: at 50,000 a pause measured 20-30 ms, which set the p99 of the
+    append-to-acknowledgement latency (20-27 ms against 3-5 ms with Python's thresholds,
+    ``bench/signals.py``), and the trader's throughput did not change. So ``latency=True``
+    (the processor, which relays signals, and the trader) keeps Python's thresholds.
     """
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*(LATENCY_GC if latency else THROUGHPUT_GC))
