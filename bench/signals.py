@@ -177,8 +177,9 @@ async def latency_apart(
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay.run, stop)
             appended = await _relay_at_rate(store, relay, count, rate)
-            while relay.published < count:
-                await anyio.sleep(0.01)
+            with anyio.fail_after(30):
+                while relay.published < count:
+                    await anyio.sleep(0.01)
             stop.set()
         out, _ = await anyio.to_thread.run_sync(lambda: child.communicate(timeout=60))
         if child.returncode:
