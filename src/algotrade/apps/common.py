@@ -252,9 +252,9 @@ def peak_rss_mib() -> float | None:
 
 
 THROUGHPUT_GC = (50_000, 20, 100)
-"""Collector thresholds for services that move market data in bulk (``run``, collector)."""
+"""GC thresholds for the commands that move market data in bulk (``run``, collector)."""
 LATENCY_GC = (700, 10, 10)
-"""Python's own thresholds, for the services a signal passes through (processor, trader)."""
+"""Python's own GC thresholds, for the services a signal passes through (processor, trader)."""
 
 
 def tune_gc(*, latency: bool = False) -> None:
@@ -269,8 +269,9 @@ def tune_gc(*, latency: bool = False) -> None:
     A young collection's pause grows with the objects alive since the last one, and a
     signal waits for it: at 50,000 a pause measured 20-30 ms, which set the p99 of the
     append-to-acknowledgement latency (20-27 ms against 3-5 ms with Python's thresholds,
-    ``bench/signals.py``), and the trader's throughput did not change. So ``latency=True``
-    (the processor, which relays signals, and the trader) keeps Python's thresholds.
+    ``bench/signals.py``); the trader's throughput and the processor's catch-up rate did not
+    change. So ``latency=True`` (the processor, which relays signals, and the trader) keeps
+    Python's thresholds.
     """
     gc.freeze()
     gc.set_threshold(*(LATENCY_GC if latency else THROUGHPUT_GC))
