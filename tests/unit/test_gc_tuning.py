@@ -29,8 +29,7 @@ def test_bulk_services_collect_rarely_and_signal_services_keep_pythons_threshold
     tune_gc()
     assert gc.get_threshold() == THROUGHPUT_GC
     tune_gc(latency=True)
-    assert gc.get_threshold() == LATENCY_GC == (700, 10, 10)
-    assert THROUGHPUT_GC[0] > 10 * LATENCY_GC[0]
+    assert gc.get_threshold() == LATENCY_GC == (700, 10, 10)  # Python's own, as documented
 
 
 @pytest.mark.parametrize(
