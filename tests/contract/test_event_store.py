@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from algotrade.adapters.memory import InMemoryEventStore
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
-from algotrade.domain.errors import ConcurrencyError
+from algotrade.domain.errors import ConcurrencyError, StoreError
 from algotrade.domain.events import (
     BarClosed,
     DepthDiffReceived,
@@ -161,6 +163,29 @@ async def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:
     result = await second.append([trade(3)])
     assert result.stored[0].position == 3
     await second.close()
+
+
+def test_sqlite_store_refuses_another_schema_and_keeps_nothing_open(tmp_path: Path) -> None:
+    """A file of another store schema is refused by name, and the refused store leaves no
+    connection behind (the file can be removed and created again at once)."""
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 999")
+    db.close()
+    with pytest.raises(StoreError, match="has store schema 999"):
+        SqliteEventStore(path)
+    connections = [o for o in gc.get_objects() if type(o) is sqlite3.Connection]
+    assert [c for c in connections if _open_on(c) == str(path)] == []
+    path.unlink()
+    anyio.run(SqliteEventStore(path).close)
+
+
+def _open_on(connection: sqlite3.Connection) -> str | None:
+    """Return the file an open connection reads (``None`` once closed)."""
+    try:
+        return str(connection.execute("PRAGMA database_list").fetchone()[2])
+    except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
+        return None
 
 
 async def test_mixed_kinds_keep_one_order(store: EventStore) -> None:

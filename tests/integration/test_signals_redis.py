@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +52,25 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def market_store(tmp_path: Path, events: int = 100_000) -> EventStore:
-    """Return a SQLite store holding ``events`` synthetic market events."""
-    store = SqliteEventStore(tmp_path / "market.db")
-    feed = SyntheticFeed(["BTCUSDT"], seed=11, limit=events)
-    await Collector(feed, store, SystemClock()).run(anyio.Event())
-    return store
+MarketStore = Callable[..., Awaitable[EventStore]]
+
+
+@pytest.fixture
+async def market_store(tmp_path: Path) -> AsyncIterator[MarketStore]:
+    """Yield ``make(events=100_000)``: a SQLite store holding that many synthetic market
+    events. The stores are closed after the test (Python 3.13 warns of an unclosed one)."""
+    opened: list[EventStore] = []
+
+    async def make(events: int = 100_000) -> EventStore:
+        store = SqliteEventStore(tmp_path / f"market-{len(opened)}.db")
+        opened.append(store)
+        feed = SyntheticFeed(["BTCUSDT"], seed=11, limit=events)
+        await Collector(feed, store, SystemClock()).run(anyio.Event())
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
 
 
 async def stored(store: EventStore, kind: type) -> list:  # type: ignore[type-arg]
@@ -105,9 +118,11 @@ async def process_and_relay(store: EventStore, redis: Redis) -> list[SignalEmitt
     return await stored(store, SignalEmitted)
 
 
-async def test_processor_and_trader_tasks_n_signals_n_orders(tmp_path: Path, redis: Redis) -> None:
+async def test_processor_and_trader_tasks_n_signals_n_orders(
+    market_store: MarketStore, redis: Redis
+) -> None:
     """Processor and trader as separate tasks: N crossovers in, N orders out, nothing left."""
-    store = await market_store(tmp_path)
+    store = await market_store()
     processor = ProcessorService(store, STRATEGY.processor())
     relay = OutboxRelay(store, RedisSignalPublisher(redis))
     the_trader = trader(store, consumer(redis, "t1"))
@@ -136,10 +151,10 @@ async def test_processor_and_trader_tasks_n_signals_n_orders(tmp_path: Path, red
 
 
 async def test_trader_killed_before_ack_loses_and_doubles_nothing(
-    tmp_path: Path, redis: Redis
+    market_store: MarketStore, redis: Redis
 ) -> None:
     """A trader cancelled after acting but before acknowledging: the next one finishes it."""
-    store = await market_store(tmp_path)
+    store = await market_store()
     signals = await process_and_relay(store, redis)
     first = trader(store, consumer(redis, "doomed"))
     deliveries = await first.consumer.receive(100, 1.0)
@@ -186,9 +201,11 @@ class CrashAfterPublish:
         return await self.store.append(events, tracking=tracking)  # type: ignore[arg-type]
 
 
-async def test_processor_killed_between_store_and_publish(tmp_path: Path, redis: Redis) -> None:
+async def test_processor_killed_between_store_and_publish(
+    market_store: MarketStore, redis: Redis
+) -> None:
     """Signals stored but not (or not knowingly) published go out on restart: one order each."""
-    store = await market_store(tmp_path)
+    store = await market_store()
     processor = ProcessorService(store, STRATEGY.processor())
     await processor.catch_up()  # signals stored; the process "dies" before relaying
     signals = await stored(store, SignalEmitted)
@@ -218,9 +235,11 @@ async def test_processor_killed_between_store_and_publish(tmp_path: Path, redis:
     assert the_trader.stats.redelivered == len(signals)
 
 
-async def test_two_traders_share_the_work_and_act_once(tmp_path: Path, redis: Redis) -> None:
+async def test_two_traders_share_the_work_and_act_once(
+    market_store: MarketStore, redis: Redis
+) -> None:
     """Two traders in one group: every signal handled once in total."""
-    store = await market_store(tmp_path, events=200_000)
+    store = await market_store(events=200_000)
     signals = await process_and_relay(store, redis)
     a = trader(store, consumer(redis, "a"), batch=2)
     b = trader(store, consumer(redis, "b"), batch=2)
@@ -253,9 +272,11 @@ class FailingTrader(TraderService):
         return await super()._decide(signal, batch_orders)
 
 
-async def test_poison_and_repeated_failure_go_to_dead_letters(tmp_path: Path, redis: Redis) -> None:
+async def test_poison_and_repeated_failure_go_to_dead_letters(
+    market_store: MarketStore, redis: Redis
+) -> None:
     """A malformed entry and an entry failing every time both end in the dead letters."""
-    store = await market_store(tmp_path)
+    store = await market_store()
     signals = await process_and_relay(store, redis)
     await redis.xadd(SIGNAL_STREAM, {"schema": "1", "side": "HOLD", "price": "x"})
     await redis.xadd(SIGNAL_STREAM, {"schema": "99", "signal_id": "from-the-future"})
@@ -312,9 +333,11 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-async def test_redis_outage_loses_nothing(tmp_path: Path, own_redis: RedisServer) -> None:
+async def test_redis_outage_loses_nothing(
+    market_store: MarketStore, own_redis: RedisServer
+) -> None:
     """Redis stops while signals are produced; once it is back every signal gets its order."""
-    store = await market_store(tmp_path, events=150_000)
+    store = await market_store(events=150_000)
     market = await store.read_all(0, limit=10**9)
     client = Redis.from_url(own_redis.url, decode_responses=True)
     processor = ProcessorService(store, STRATEGY.processor())

@@ -103,9 +103,11 @@ class SqliteEventStore:
         self.poll_interval = poll_interval
         if self.path == ":memory:":
             raise StoreError("the SQLite store needs a file; use the in-memory store instead")
+        opened: list[sqlite3.Connection] = []
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
+            opened.append(self._db)
             (found,) = self._db.execute("PRAGMA user_version").fetchone()
             if found not in (0, SCHEMA_VERSION):
                 raise StoreError(
@@ -114,8 +116,12 @@ class SqliteEventStore:
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._reader = self._connect()
-        except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open SQLite store {self.path!r}: {e}") from e
+        except BaseException as e:
+            for db in opened:  # a store that failed to open leaves no connection behind
+                db.close()
+            if isinstance(e, sqlite3.Error | OSError):
+                raise StoreError(f"cannot open SQLite store {self.path!r}: {e}") from e
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
