@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test audit lint typecheck bench clean stack-build stack-up stack-scale stack-down
+.PHONY: run test compat audit lint typecheck bench clean stack-build stack-up stack-scale stack-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 ## test: lint, type check and the test suite, each in its own nox virtualenv
 test: $(STAMP)
 	$(BIN)/nox -s lint typecheck tests
+
+## compat: the test suite on Python 3.12 and 3.13 (found on PATH, or through pyenv)
+compat: $(STAMP)
+	PATH="$$(for v in 3.12 3.13; do p=$$(pyenv prefix $$(pyenv latest $$v 2>/dev/null) 2>/dev/null) && printf '%s/bin:' "$$p"; done)$$PATH" \
+		$(BIN)/nox -s compat
 
 ## audit: known vulnerabilities of the locked runtime dependencies (PyPI must answer)
 audit: $(STAMP)

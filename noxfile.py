@@ -42,6 +42,21 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+#: The newer Pythons algotrade supports; `make test` (and CI) runs PYTHON, the oldest.
+NEWER_PYTHONS = ["3.12", "3.13"]
+
+
+@nox.session(python=NEWER_PYTHONS)
+def compat(session: nox.Session) -> None:
+    """The test suite on Python 3.12 and 3.13 (``make compat`` finds them through pyenv).
+
+    The chaos test runs in the tests session (3.11) only: it proves the services, not the
+    interpreter, and takes the longest.
+    """
+    install(session, "test", "profiling")
+    session.run("pytest", "--ignore=tests/chaos", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def chaos(session: nox.Session) -> None:
     """The reliability proof alone, longer: ``nox -s chaos -- 600`` runs 600 s of chaos.
