@@ -166,3 +166,18 @@ async def test_synthetic_collection_continues_the_stored_series() -> None:
 def test_sides_are_enum_values() -> None:
     """Sides print as BUY and SELL."""
     assert [str(s) for s in Side] == ["BUY", "SELL"]
+
+
+def test_a_summary_table_shows_a_dash_where_a_figure_does_not_apply(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from algotrade.apps.cli import print_summary
+
+    figures = {"signals": 1200, "published": None, "positions": {"BTCUSDT": {"mark": None}}}
+    print_summary("processor summary", figures, as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[1:]] == [
+        ["signals", "1,200"], ["published", "-"], ["positions", "BTCUSDT:"], ["mark", "-"]
+    ]  # fmt: skip
+    print_summary("processor summary", figures, as_json=True)
+    assert '"published": null' in capsys.readouterr().out

@@ -483,7 +483,8 @@ def execute(
 
 
 def print_summary(title: str, figures: dict[str, Any], as_json: bool) -> None:
-    """Print a run's figures as a two-column table or as JSON."""
+    """Print a run's figures as a two-column table (``-`` where a figure does not apply,
+    as ``published`` without a Redis relay) or as JSON (``null`` there)."""
     if as_json:
         typer.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
         return
@@ -493,9 +494,9 @@ def print_summary(title: str, figures: dict[str, Any], as_json: bool) -> None:
             for sub, subvalue in value.items():
                 typer.echo(f"  {key} {sub}:")
                 for k, v in subvalue.items() if isinstance(subvalue, dict) else [(sub, subvalue)]:
-                    typer.echo(f"    {k:<16} {v}")
+                    typer.echo(f"    {k:<16} {'-' if v is None else v}")
             continue
-        shown = f"{value:,}" if isinstance(value, int) else value
+        shown = f"{value:,}" if isinstance(value, int) else "-" if value is None else value
         typer.echo(f"  {key:<18} {shown}")
 
 
