@@ -178,6 +178,11 @@ def test_figures_of_a_hand_worked_round_trip() -> None:
     assert result.sharpe is not None
     assert result.sharpe < 0
     assert result.rejected_orders == 0
+    assert result.open_quantity == 0
+    figures = result.metrics()  # what `algotrade backtest` prints: plain decimals, no 0E-8
+    assert figures["open_quantity"] == "0.00000000"
+    assert figures["fees_paid"] == f"{buy.fee + sell.fee:f}"
+    assert "E" not in figures["fees_paid"]
 
 
 def test_a_sell_while_flat_is_rejected_like_the_trader_does() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from decimal import Decimal
 
 import anyio
 import pytest
@@ -158,7 +159,8 @@ def test_the_direct_json_path_writes_structlog_s_line() -> None:
     out = io.TextIOWrapper(raw, encoding="utf-8")
     configure_logging(out)
     try:
-        fields = {"id": "abc", "url": "mongodb://u:s3cret@h/x", "price": None, "n": 3}
+        fields = {"id": "abc", "url": "mongodb://u:s3cret@h/x", "price": None, "n": 3,
+                  "fee": Decimal("1E-7"), "executed": Decimal("0E-8")}  # fmt: skip
         log("trader", "order", **fields)
         logs._write = None  # what every other level and the console renderer go through
         log("trader", "order", **fields)
@@ -169,6 +171,7 @@ def test_the_direct_json_path_writes_structlog_s_line() -> None:
     assert through.pop("timestamp").endswith("Z")
     assert list(direct.items()) == list(through.items())
     assert direct["url"] == "mongodb://u:***@h/x"
+    assert (direct["fee"], direct["executed"]) == ("0.0000001", "0.00000000")  # not 1E-7, 0E-8
 
 
 def test_secrets_stay_out_of_settings_reprs() -> None:

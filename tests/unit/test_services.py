@@ -26,6 +26,7 @@ from algotrade.domain.events import (
     OrderFilled,
     OrderPlaced,
     OrderRejected,
+    PositionChanged,
     Side,
     SignalEmitted,
 )
@@ -181,3 +182,35 @@ def test_a_summary_table_shows_a_dash_where_a_figure_does_not_apply(
     ]  # fmt: skip
     print_summary("processor summary", figures, as_json=True)
     assert '"published": null' in capsys.readouterr().out
+
+
+def test_read_models_write_decimals_as_plain_text() -> None:
+    """`orders`, `positions` and the summaries never print 0E-8 or 1E-7 for a decimal."""
+    from algotrade.apps.views import order_view, position_view
+    from algotrade.domain.events import decimal_text
+
+    assert str(Decimal("0E-8")) == "0E-8"  # what they printed before
+    assert decimal_text(Decimal("0E-8")) == "0.00000000"
+    assert decimal_text(Decimal("1E-7")) == "0.0000001"
+    assert decimal_text(Decimal("1E+3")) == "1000"
+    assert decimal_text(Decimal("29226.850")) == "29226.850"  # digits kept as they are
+    position = PositionChanged(
+        stream="position-BTCUSDT", version=2, exchange_ts=0, receive_ts=0, symbol="BTCUSDT",
+        quantity=Decimal("0E-8"), average_price=Decimal(0), realised_pnl=Decimal("-1E-7"),
+        fees_paid=Decimal("2.5E-7"), order_id="o",
+    )  # fmt: skip
+    view = position_view(position)
+    assert (view["quantity"], view["realised_pnl"], view["fees_paid"]) == (
+        "0.00000000", "-0.0000001", "0.00000025"
+    )  # fmt: skip
+    placed = OrderPlaced(
+        stream="order-o", version=1, exchange_ts=0, receive_ts=0, order_id="o", signal_id="s",
+        symbol="BTCUSDT", side=Side.BUY, quantity=Decimal("1E-5"),
+    )  # fmt: skip
+    filled = OrderFilled(
+        stream="order-o", version=2, exchange_ts=0, receive_ts=0, order_id="o", signal_id="s",
+        symbol="BTCUSDT", side=Side.BUY, quantity=Decimal("1E-5"), price=Decimal("30000.00"),
+        fee=Decimal("3.0000E-4"),
+    )  # fmt: skip
+    view = order_view(placed, filled)
+    assert (view["quantity"], view["executed"], view["fee"]) == ("0.00001", "0.00001", "0.00030000")

@@ -17,10 +17,13 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from algotrade.domain.events import decimal_text
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):[^@/\s]*@", re.I)
 _SECRET_KEYS = ("password", "secret", "api_key", "token")
@@ -39,6 +42,8 @@ def redact(text: str) -> str:
 
 
 def _json_default(value: object) -> str:
+    if value.__class__ is Decimal:
+        return decimal_text(value)
     return str(value)
 
 

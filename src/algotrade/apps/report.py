@@ -19,7 +19,7 @@ from typing import Any
 from algotrade.apps.views import iso
 from algotrade.domain.backtest import BacktestResult, max_drawdown
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import BarClosed, OrderFilled, Side, SignalEmitted
+from algotrade.domain.events import BarClosed, OrderFilled, Side, SignalEmitted, decimal_text
 from algotrade.domain.indicators import SimpleMovingAverage
 
 BUY_COLOUR = "#00b050"
@@ -120,7 +120,7 @@ def from_live(
             "bars": len(bars),
             "signals": len(signals),
             "fills": len(fills),
-            "initial_cash": str(initial_cash),
+            "initial_cash": decimal_text(initial_cash),
             "final_equity": round(equity[-1], 8),
             "total_return": round(equity[-1] / initial - 1, 8),
             "max_drawdown": round(max_drawdown(equity), 8),

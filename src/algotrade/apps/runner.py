@@ -38,6 +38,7 @@ from algotrade.domain.events import (
     DepthDiffReceived,
     TopOfBook,
     TradeReceived,
+    decimal_text,
     depth_stream,
     trade_stream,
 )
@@ -191,13 +192,13 @@ async def summary(p: Pipeline, elapsed: float) -> dict[str, Any]:
         mark = top.mid if top is not None else None
         unrealised = pos.unrealised_pnl(mark)
         positions[symbol] = {
-            "quantity": str(pos.quantity),
-            "average_price": str(pos.average_price),
-            "mark": None if mark is None else str(mark),
-            "realised_pnl": str(pos.realised_pnl),
-            "unrealised_pnl": str(unrealised),
-            "fees_paid": str(pos.fees_paid),
-            "net_pnl": str(pos.realised_pnl + unrealised - pos.fees_paid),
+            "quantity": decimal_text(pos.quantity),
+            "average_price": decimal_text(pos.average_price),
+            "mark": None if mark is None else decimal_text(mark),
+            "realised_pnl": decimal_text(pos.realised_pnl),
+            "unrealised_pnl": decimal_text(unrealised),
+            "fees_paid": decimal_text(pos.fees_paid),
+            "net_pnl": decimal_text(pos.realised_pnl + unrealised - pos.fees_paid),
         }
     return {
         "seconds": round(elapsed, 3),

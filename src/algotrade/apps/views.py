@@ -1,4 +1,7 @@
-"""Read models for humans and scripts: signals, orders and positions as plain objects."""
+"""Read models for humans and scripts: signals, orders and positions as plain objects.
+
+Decimals are written as plain text (:func:`decimal_text`: ``0.00000000``, never ``0E-8``).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from algotrade.domain.events import (
     PositionChanged,
     SequenceGapDetected,
     SignalEmitted,
+    decimal_text,
 )
 
 
@@ -31,7 +35,7 @@ def signal_view(signal: SignalEmitted) -> dict[str, Any]:
         "id": signal.signal_id,
         "symbol": signal.symbol,
         "side": str(signal.side),
-        "price": str(signal.price),
+        "price": decimal_text(signal.price),
         "short_sma": signal.short_sma,
         "long_sma": signal.long_sma,
         "bar_time": iso(signal.bar_time),
@@ -52,8 +56,8 @@ def order_view(
         "signal_id": placed.signal_id,
         "symbol": placed.symbol,
         "side": str(placed.side),
-        "quantity": str(placed.quantity),
-        "limit_price": None if placed.limit_price is None else str(placed.limit_price),
+        "quantity": decimal_text(placed.quantity),
+        "limit_price": None if placed.limit_price is None else decimal_text(placed.limit_price),
         "executed": None,
         "price": None,
         "fee": None,
@@ -64,9 +68,9 @@ def order_view(
     if isinstance(outcome, OrderFilled):
         view.update(
             status="FILLED",
-            executed=str(outcome.quantity),
-            price=str(outcome.price),
-            fee=str(outcome.fee),
+            executed=decimal_text(outcome.quantity),
+            price=decimal_text(outcome.price),
+            fee=decimal_text(outcome.fee),
         )
     elif isinstance(outcome, OrderRejected):
         view.update(status="REJECTED", reason=outcome.reason)
@@ -74,9 +78,9 @@ def order_view(
         average = outcome.average_price
         view.update(
             status=str(outcome.status),
-            executed=str(outcome.executed_quantity),
-            price=None if average is None else str(average),
-            fee=str(outcome.fees + outcome.base_fees * (average or 0)),
+            executed=decimal_text(outcome.executed_quantity),
+            price=None if average is None else decimal_text(average),
+            fee=decimal_text(outcome.fees + outcome.base_fees * (average or 0)),
             reason=outcome.reason or None,
             exchange_order_id=outcome.exchange_order_id,
         )
@@ -87,10 +91,10 @@ def position_view(position: PositionChanged) -> dict[str, Any]:
     """Return the JSON object of a position."""
     return {
         "symbol": position.symbol,
-        "quantity": str(position.quantity),
-        "average_price": str(position.average_price),
-        "realised_pnl": str(position.realised_pnl),
-        "fees_paid": str(position.fees_paid),
+        "quantity": decimal_text(position.quantity),
+        "average_price": decimal_text(position.average_price),
+        "realised_pnl": decimal_text(position.realised_pnl),
+        "fees_paid": decimal_text(position.fees_paid),
         "updated_at": iso(position.exchange_ts),
     }
 
@@ -98,6 +102,10 @@ def position_view(position: PositionChanged) -> dict[str, Any]:
 def depth_view(event: DepthDiffReceived | BookSnapshotTaken) -> dict[str, Any]:
     """Return the JSON object of a stored depth event (``algotrade depth --json``)."""
     top = event.top
+    bid = ask = None
+    if top is not None:
+        bid = [decimal_text(top.bid_price), decimal_text(top.bid_qty)]
+        ask = [decimal_text(top.ask_price), decimal_text(top.ask_qty)]
     if isinstance(event, DepthDiffReceived):
         first, final, kind = event.first_update_id, event.final_update_id, "diff"
     else:
@@ -111,8 +119,8 @@ def depth_view(event: DepthDiffReceived | BookSnapshotTaken) -> dict[str, Any]:
         "final_update_id": final,
         "event_time": iso(event.exchange_ts),
         "received_at": iso(event.receive_ts),
-        "best_bid": None if top is None else [str(top.bid_price), str(top.bid_qty)],
-        "best_ask": None if top is None else [str(top.ask_price), str(top.ask_qty)],
+        "best_bid": bid,
+        "best_ask": ask,
         "bid_changes": len(event.bids),
         "ask_changes": len(event.asks),
     }
@@ -139,8 +147,8 @@ def trade_view(trade: Trade) -> dict[str, Any]:
         "signal_id": trade.signal_id,
         "side": str(trade.side),
         "time": iso(trade.time),
-        "price": str(trade.price),
-        "quantity": str(trade.quantity),
-        "fee": str(trade.fee),
-        "pnl": None if trade.pnl is None else str(trade.pnl),
+        "price": decimal_text(trade.price),
+        "quantity": decimal_text(trade.quantity),
+        "fee": decimal_text(trade.fee),
+        "pnl": None if trade.pnl is None else decimal_text(trade.pnl),
     }

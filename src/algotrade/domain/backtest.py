@@ -26,7 +26,15 @@ from typing import Any
 
 from algotrade.domain.broker import Position, apply_fill, check_order, paper_fill, place_order
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import BarClosed, Event, OrderFilled, Side, SignalEmitted, TopOfBook
+from algotrade.domain.events import (
+    BarClosed,
+    Event,
+    OrderFilled,
+    Side,
+    SignalEmitted,
+    TopOfBook,
+    decimal_text,
+)
 from algotrade.domain.processing import SymbolPipeline
 
 ZERO = Decimal(0)
@@ -109,14 +117,14 @@ class BacktestResult:
             "trades": self.number_of_trades,
             "round_trips": self.round_trips,
             "rejected_orders": self.rejected_orders,
-            "initial_cash": str(self.initial_cash),
+            "initial_cash": decimal_text(self.initial_cash),
             "final_equity": round(self.final_equity, 8),
             "total_return": round(self.total_return, 8),
             "max_drawdown": round(self.max_drawdown, 8),
             "sharpe": None if self.sharpe is None else round(self.sharpe, 6),
             "win_rate": None if self.win_rate is None else round(self.win_rate, 6),
-            "fees_paid": str(self.fees_paid),
-            "open_quantity": str(self.open_quantity),
+            "fees_paid": decimal_text(self.fees_paid),
+            "open_quantity": decimal_text(self.open_quantity),
         }
 
 

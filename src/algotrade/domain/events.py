@@ -77,6 +77,18 @@ def fast_init(cls: type[T]) -> type[T]:
     return cls
 
 
+def decimal_text(number: Decimal) -> str:
+    """Return a price, quantity or amount as plain decimal text, never in exponent form.
+
+    ``str(Decimal)`` writes ``0E-8`` for a quantity rounded to 1e-8 that came to nothing
+    and ``1E-7`` for a tiny fee: exact, but not what a person, or a script that reads
+    Binance's ``"0.00000010"``, expects. Other values keep ``str``'s text (and its speed:
+    the trader logs every order).
+    """
+    text = str(number)
+    return f"{number:f}" if "E" in text else text
+
+
 def derived_id(*parts: object) -> str:
     """Return a uuid5 string that is a pure function of ``parts``."""
     return str(uuid.uuid5(ALGOTRADE_NAMESPACE, "|".join(str(p) for p in parts)))
