@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from algotrade.adapters.binance.messages import (
@@ -177,6 +177,8 @@ def test_stream_entries_are_decoded_or_rejected(data: st.DataObject) -> None:
 
 @FAST
 @given(st.text(max_size=40))
+@example("replay:" + "x" * 300)  # a file name too long for the OS (found by atheris)
+@example("replay:" + "d/" * 3000)  # a path too long
 def test_configuration_values_are_parsed_or_refused(text: str) -> None:
     """Any text given as a duration, speed, symbols, source or retention: a value, or a
     ConfigurationError naming the setting."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -214,3 +215,35 @@ def test_read_models_write_decimals_as_plain_text() -> None:
     )  # fmt: skip
     view = order_view(placed, filled)
     assert (view["quantity"], view["executed"], view["fee"]) == ("0.00001", "0.00001", "0.00030000")
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["backtest", "--data", "{long}.csv"], "File name too long"),
+        (["parity", "--data", "{long}.raw"], "File name too long"),
+        (["report", "--synthetic", "--out", "{tmp}/{long}.html"], "File name too long"),
+        (["report", "--synthetic", "--out", "{tmp}/missing/r.html"], "No such file"),
+        (["run", "--source", "replay:{long}"], "--source (env var: ALGOTRADE_SOURCE): replay"),
+        (["record", "--out", "{tmp}/{long}"], "--out: "),
+        (["record", "--out", "{tmp}/missing/s.raw"], "--out: the directory of"),
+        (["record", "--out", "{tmp}"], "is a directory"),
+    ],
+)
+def test_a_file_the_os_refuses_is_a_one_line_error(
+    args: list[str], shown: str, tmp_path: Path
+) -> None:
+    """A path option naming a file that cannot be used exits 2 with one line, no traceback
+    (a replay name too long for the OS was found by the atheris fuzzer)."""
+    from typer.testing import CliRunner
+
+    from algotrade.apps import cli
+
+    given = [a.format(long="x" * 300, tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(cli.app, given)
+    assert result.exit_code == 2, result.output
+    assert not isinstance(result.exception, OSError)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("algotrade: error: ")
+    assert shown in lines[0]

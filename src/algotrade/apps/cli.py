@@ -275,11 +275,14 @@ def fail(message: str) -> NoReturn:
 
 
 def checked(build: Callable[[], T]) -> T:
-    """Run a settings builder; turn configuration errors into exit status 2."""
+    """Run a settings builder; turn configuration errors, and a file named by an option
+    that cannot be used (a name too long, no permission), into exit status 2."""
     try:
         return build()
     except ConfigurationError as e:
         fail(f"{_named(e.name)}: {str(e).split(': ', 1)[1]}")
+    except OSError as e:
+        fail(f"{str(e.filename)!r}: {e.strerror or e}" if e.filename else str(e))
 
 
 def _named(name: str) -> str:
@@ -992,8 +995,7 @@ def record(
     """Record live Binance frames and snapshots in the replay format (--source replay:FILE)."""
     feed = checked(lambda: _feed("binance", symbol, "max", 0, binance_ws_url, binance_rest_url))
     seconds = checked(lambda: _duration(duration))
-    if out.exists() and out.is_dir():
-        checked(lambda: _fail("out", f"{str(out)!r} is a directory"))
+    checked(lambda: _record_target(out))
     from algotrade.apps.services import run_record
 
     summary = execute(lambda: run_record(feed, out, seconds), logs_on_stdout=not as_json)
@@ -1002,6 +1004,17 @@ def record(
 
 def _fail(name: str, message: str) -> NoReturn:
     raise ConfigurationError(name, message)
+
+
+def _record_target(out: Path) -> None:
+    """Refuse a recording file that could not be written, before connecting."""
+    try:
+        if out.is_dir():
+            _fail("out", f"{str(out)!r} is a directory")
+        if not out.parent.is_dir():
+            _fail("out", f"the directory of {str(out)!r} does not exist")
+    except OSError as e:
+        _fail("out", f"{str(out)!r} cannot be written: {e.strerror}")
 
 
 @app.command()

@@ -76,7 +76,13 @@ def parse_source(text: str) -> SourceSpec:
         return SourceSpec("synthetic")
     if text.startswith("replay:"):
         path = Path(text.removeprefix("replay:"))
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as e:  # a name too long, a directory it may not enter, ...
+            raise ConfigurationError(
+                "source", f"replay file {str(path)!r} cannot be read: {e.strerror}"
+            ) from None
+        if not found:
             raise ConfigurationError("source", f"replay file {str(path)!r} does not exist")
         return SourceSpec("replay", path)
     if text == "binance":
