@@ -388,6 +388,25 @@ def test_collector_on_the_fake_exchange_then_depth_and_gaps(
     assert "gap(s)" in algotrade("gaps", "--store", str(db)).stdout
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_recording_that_cannot_be_written_stops_with_one_line(
+    fake_exchange: FakeBinance,
+) -> None:
+    """A full disk ends `algotrade record` at the first line it cannot keep, exit 1, one
+    line; it used to count the failure as a dropped connection and reconnect, losing every
+    frame while it reported the lines as recorded and exited 0."""
+    result = algotrade(
+        "record", "--out", "/dev/full", "--duration", "20s", "--json",
+        "--binance-ws-url", fake_exchange.ws_url, "--binance-rest-url", fake_exchange.rest_url,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""  # no summary: nothing was recorded
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "algotrade: cannot write the recording '/dev/full': No space left on device"
+    assert "Traceback" not in result.stderr
+    assert "reconnect" not in result.stderr
+
+
 def test_record_then_replay_offline(fake_exchange: FakeBinance, tmp_path: Path) -> None:
     """`algotrade record` writes the replay format; the replay syncs with no gap."""
     raw = tmp_path / "session.raw"

@@ -14,6 +14,7 @@ import pytest
 from algotrade.adapters.binance.feed import BinanceFeed
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.apps.collector import Collector
+from algotrade.domain.errors import RecorderError
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -278,3 +279,26 @@ async def test_connections_are_replaced_before_their_lifetime_ends_without_a_gap
     assert r.feed.stats.reconnects == 0
     assert r.fake.opened >= 3
     diffs_are_contiguous(events, "BTCUSDT")
+
+
+async def test_a_failing_recorder_ends_the_feed_instead_of_reconnecting() -> None:
+    """A recorder that cannot keep a line (a full disk) is not a dropped connection: the
+    feed ends with RecorderError at once, having opened one connection only."""
+    kept: list[str] = []
+
+    def recorder(line: str) -> None:
+        if len(kept) == 20:
+            raise OSError(28, "No space left on device")
+        kept.append(line)
+
+    async with FakeBinance(("BTCUSDT",), rate=200.0) as exchange:
+        feed = BinanceFeed(
+            ("BTCUSDT",), SystemClock(), ws_url=exchange.ws_url, rest_url=exchange.rest_url,
+            backoff_initial=0.05, backoff_max=0.5, recorder=recorder,
+        )  # fmt: skip
+        collector = Collector(feed, InMemoryEventStore(), SystemClock(), flush_interval=0.05)
+        with anyio.fail_after(30), pytest.raises(BaseExceptionGroup) as raised:
+            await collector.run(anyio.Event())
+    assert raised.group_contains(RecorderError, match="No space left on device", depth=None)
+    assert len(kept) == 20
+    assert (feed.stats.connections, feed.stats.reconnects) == (1, 0)

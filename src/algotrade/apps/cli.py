@@ -63,7 +63,12 @@ from algotrade.apps.views import (
 )
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing, SizingKind
-from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError
+from algotrade.domain.errors import (
+    AlgotradeError,
+    ConfigurationError,
+    MessagingError,
+    find_error,
+)
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -477,11 +482,15 @@ def execute(
     tune_gc(latency=latency)
     try:
         return anyio.run(main)
-    except ConfigurationError as e:
-        typer.echo(f"algotrade: error: {_named(e.name)}: {str(e).split(': ', 1)[-1]}", err=True)
-        raise typer.Exit(2) from None
-    except AlgotradeError as e:
-        typer.echo(f"algotrade: {e}", err=True)
+    except (AlgotradeError, BaseExceptionGroup) as e:
+        found = find_error(e, AlgotradeError)
+        if found is None:
+            raise  # a bug: its traceback is what a report needs
+        if isinstance(found, ConfigurationError):
+            message = str(found).split(": ", 1)[-1]
+            typer.echo(f"algotrade: error: {_named(found.name)}: {message}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"algotrade: {found}", err=True)
         raise typer.Exit(1) from None
 
 

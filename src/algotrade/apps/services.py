@@ -45,7 +45,7 @@ from algotrade.apps.settings import (
     TraderSettings,
 )
 from algotrade.apps.trader import OrderFollower, TraderService, set_kill_switch
-from algotrade.domain.errors import ConfigurationError
+from algotrade.domain.errors import ConfigurationError, RecorderError
 from algotrade.domain.events import Event
 from algotrade.domain.ports import (
     AppendResult,
@@ -783,22 +783,34 @@ async def run_record(
     """
     clock = SystemClock()
     lines = 0
-    with out.open("a", encoding="utf-8") as sink:
+    try:
+        sink = out.open("a", encoding="utf-8")
+    except OSError as e:
+        raise RecorderError(f"cannot open the recording {str(out)!r}: {e.strerror}") from e
 
-        def write(line: str) -> None:
-            nonlocal lines
+    def write(line: str) -> None:
+        """Write and flush each line: a killed recorder keeps all it received, and a full
+        disk stops the recording at the first line it cannot keep (not at the close)."""
+        nonlocal lines
+        try:
             sink.write(line + "\n")
-            lines += 1
+            sink.flush()
+        except OSError as e:
+            raise RecorderError(
+                f"cannot write the recording {str(out)!r}: {e.strerror or e}"
+            ) from e
+        lines += 1
 
-        feed = BinanceFeed(
-            feed_settings.symbols,
-            clock,
-            ws_url=feed_settings.binance_ws_url,
-            rest_url=feed_settings.binance_rest_url,
-            recorder=write,
-        )
-        collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
-        started = clock.monotonic()
+    feed = BinanceFeed(
+        feed_settings.symbols,
+        clock,
+        ws_url=feed_settings.binance_ws_url,
+        rest_url=feed_settings.binance_rest_url,
+        recorder=write,
+    )
+    collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
+    started = clock.monotonic()
+    try:
         await serve(
             "record",
             collector.run,
@@ -809,6 +821,11 @@ async def run_record(
             clock,
             settings=ServiceSettings(duration=duration),
         )
+    finally:
+        # Every line was flushed as written: a close can only fail again on the line a
+        # failed write already reported (the file descriptor is closed either way).
+        with contextlib.suppress(OSError):
+            sink.close()
     return {
         "file": str(out),
         "lines": lines,

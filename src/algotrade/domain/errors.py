@@ -8,13 +8,16 @@ Every error algotrade raises on purpose derives from :class:`AlgotradeError`::
     ├── StoreError                the event store failed
     │   └── ConcurrencyError      another writer appended at the same stream version
     ├── MessagingError            the signal bus (Redis) failed to publish, deliver or ack
-    └── SequenceError             market data broke Binance's update-id sequencing rules
+    ├── SequenceError             market data broke Binance's update-id sequencing rules
+    └── RecorderError             a recording of raw frames could not be written
 
 Adapters translate driver errors into these with ``raise ... from e`` so that callers
 never need to know which database or client library is underneath.
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 
 class AlgotradeError(Exception):
@@ -52,3 +55,24 @@ class MessagingError(AlgotradeError):
 
 class SequenceError(AlgotradeError):
     """Market data broke the exchange's update-id sequencing rules."""
+
+
+class RecorderError(AlgotradeError):
+    """A recording of raw frames could not be written (a full disk, a closed file): the
+    feed stops, since every frame from then on would be missing from the recording."""
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def find_error(error: BaseException, kind: type[E]) -> E | None:
+    """Return ``error`` if it is a ``kind``, else the first ``kind`` inside it when it is an
+    exception group (task groups wrap what their tasks raise, beside the cancellations)."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = find_error(inner, kind)
+            if found is not None:
+                return found
+    return None

@@ -41,7 +41,7 @@ from algotrade.adapters.binance.messages import (
     parse_frame,
     parse_rest_agg_trades,
 )
-from algotrade.domain.errors import InvalidInputError
+from algotrade.domain.errors import InvalidInputError, RecorderError, find_error
 from algotrade.domain.events import DepthDiffReceived, MarketEvent, TradeReceived
 from algotrade.domain.ports import Clock, RejectedInput
 
@@ -229,7 +229,7 @@ class BinanceFeed:
                 self.stats.connections += 1
                 opened = self.clock.monotonic()
                 if self.recorder is not None:
-                    self.recorder(f"{self.url} <-> {self.clock.now_ns() / 1e9:.6f}")
+                    self._record(f"{self.url} <-> {self.clock.now_ns() / 1e9:.6f}")
                 while True:
                     if replaced is not None and replaced.is_set():
                         return "replaced"
@@ -252,16 +252,29 @@ class BinanceFeed:
                             replaced = self._replace()
                         continue
                     await self._on_frame(text)
-        except Exception as e:  # any failure of a connection means "reconnect"
+        except Exception as e:  # any failure of a connection means "reconnect"...
+            failed = find_error(e, RecorderError)  # (httpx-ws wraps it in a group)
+            if failed is not None:
+                raise failed from None  # ...but the recorder's: reconnecting would lose more
             self.last_error = f"{type(e).__name__}: {e}"
         if replaced is not None:
             return "replaced"  # dropped during a switch-over: the replacement carries on
         return "delivered" if delivered else "failed"
 
+    def _record(self, line: str) -> None:
+        """Hand a line to the recorder; its failure ends the feed (:class:`RecorderError`)."""
+        assert self.recorder is not None
+        try:
+            self.recorder(line)
+        except RecorderError:
+            raise
+        except Exception as e:
+            raise RecorderError(f"cannot record: {e}") from e
+
     async def _on_frame(self, text: str) -> None:
         now = self.clock.now_ns()
         if self.recorder is not None:
-            self.recorder(f"{now / 1e9:.6f}: {_one_line(text)}")
+            self._record(f"{now / 1e9:.6f}: {_one_line(text)}")
         try:
             event = parse_frame(text, now)
         except InvalidInputError as e:
@@ -323,7 +336,7 @@ class BinanceFeed:
                 if response.status_code == 200:
                     now = self.clock.now_ns()
                     if self.recorder is not None:
-                        self.recorder(
+                        self._record(
                             f"{response.request.url} -> {now / 1e9:.6f}: {_one_line(response.text)}"
                         )
                     return response, now
