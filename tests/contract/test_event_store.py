@@ -165,6 +165,41 @@ async def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:
     await second.close()
 
 
+async def test_a_full_disk_is_a_store_error_and_loses_nothing_committed(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full" (here: a page limit) is a StoreError naming it,
+    the failed batch leaves nothing behind, and appends go on once there is room again.
+    (SQLite rolls back by itself on a full disk: the store's own ROLLBACK used to fail then,
+    hiding the cause behind a raw "cannot rollback - no transaction is active".)"""
+    store = SqliteEventStore(tmp_path / "full.db")
+    try:
+        db = store._db  # the writer's connection
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        db.execute(f"PRAGMA max_page_count = {pages + 4}")
+        appended = 0
+        failure: StoreError | None = None
+        while failure is None and appended < 20_000:
+            try:
+                await store.append([trade(appended + k + 1) for k in range(20)])
+            except StoreError as e:
+                failure = e
+            else:
+                appended += 20
+        assert failure is not None
+        assert "database or disk is full" in str(failure)
+        assert appended > 0  # some batches fitted before the disk was "full"
+        assert not db.in_transaction
+        stored = await store.read_all(0, limit=10_000)
+        assert [s.position for s in stored] == list(range(1, appended + 1))
+        db.execute("PRAGMA max_page_count = 1000000")  # room again
+        result = await store.append([trade(appended + 1)])
+        assert (result.stored[0].position, result.stored[0].event.version) == (
+            appended + 1, appended + 1
+        )  # fmt: skip
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        await store.close()
+
+
 def test_sqlite_store_refuses_another_schema_and_keeps_nothing_open(tmp_path: Path) -> None:
     """A file of another store schema is refused by name, and the refused store leaves no
     connection behind (the file can be removed and created again at once)."""

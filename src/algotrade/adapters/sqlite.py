@@ -23,6 +23,7 @@ event at or below its stream's last sequence is a duplicate, which is what its i
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -146,12 +147,21 @@ class SqliteEventStore:
             raise StoreError(f"cannot start a write on {self.path!r}: {e}") from e
         try:
             result = self._append_locked(events, tracking)
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            # SQLite rolls back by itself on some errors (a full disk: SQLITE_FULL); a
+            # ROLLBACK then would fail and hide the error that matters.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"write failed on {self.path!r}: {e}") from e
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.Error as e:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise StoreError(f"commit failed on {self.path!r}: {e}") from e
         return result
 
