@@ -12,6 +12,7 @@ from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.apps.collector import Collector
 from algotrade.domain.book import BookSynchronizer
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -121,3 +122,12 @@ def test_corrupt_lines_are_counted_with_line_numbers(recording: Path, tmp_path: 
     assert "'U'" in rejects[2].reason
     assert "unknown stream" in rejects[3].reason
     assert feed.drain_rejects() == []
+
+
+def test_a_replay_file_gone_before_it_is_read_is_a_configuration_error(tmp_path: Path) -> None:
+    """Removed (or made unreadable) between the command's check and the replay: an error
+    naming the source, not an OSError traceback."""
+    feed = ReplayFeed(tmp_path / "gone.raw", symbols=["BTCUSDT"])
+    with pytest.raises(ConfigurationError, match=r"gone\.raw' cannot be read") as raised:
+        list(feed.events())
+    assert raised.value.name == "source"

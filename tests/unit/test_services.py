@@ -225,6 +225,7 @@ def test_read_models_write_decimals_as_plain_text() -> None:
         (["report", "--synthetic", "--out", "{tmp}/{long}.html"], "File name too long"),
         (["report", "--synthetic", "--out", "{tmp}/missing/r.html"], "No such file"),
         (["run", "--source", "replay:{long}"], "--source (env var: ALGOTRADE_SOURCE): replay"),
+        (["run", "--source", "replay:{tmp}"], "is not a regular file"),
         (["record", "--out", "{tmp}/{long}"], "--out: "),
         (["record", "--out", "{tmp}/missing/s.raw"], "--out: the directory of"),
         (["record", "--out", "{tmp}"], "is a directory"),

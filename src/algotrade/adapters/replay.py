@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import anyio
 
 from algotrade.adapters.binance.messages import parse_depth_snapshot, parse_frame
-from algotrade.domain.errors import InvalidInputError
+from algotrade.domain.errors import ConfigurationError, InvalidInputError
 from algotrade.domain.events import MarketEvent
 from algotrade.domain.ports import RejectedInput
 
@@ -77,7 +77,13 @@ class ReplayFeed:
 
     def events(self) -> Iterator[MarketEvent]:
         """Yield the recording's market events in file order (synchronously)."""
-        with self.path.open("r", encoding="utf-8", errors="replace") as lines:
+        try:
+            opened = self.path.open("r", encoding="utf-8", errors="replace")
+        except OSError as e:  # gone since the command checked it, or not readable
+            raise ConfigurationError(
+                "source", f"replay file {str(self.path)!r} cannot be read: {e.strerror}"
+            ) from e
+        with opened as lines:
             for number, line in enumerate(lines, start=1):
                 self.lines = number
                 line = line.rstrip("\n")

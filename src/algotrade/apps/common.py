@@ -77,13 +77,14 @@ def parse_source(text: str) -> SourceSpec:
     if text.startswith("replay:"):
         path = Path(text.removeprefix("replay:"))
         try:
-            found = path.is_file()
+            found, exists = path.is_file(), path.exists()
         except OSError as e:  # a name too long, a directory it may not enter, ...
             raise ConfigurationError(
                 "source", f"replay file {str(path)!r} cannot be read: {e.strerror}"
             ) from None
         if not found:
-            raise ConfigurationError("source", f"replay file {str(path)!r} does not exist")
+            why = "is not a regular file" if exists else "does not exist"
+            raise ConfigurationError("source", f"replay file {str(path)!r} {why}")
         return SourceSpec("replay", path)
     if text == "binance":
         return SourceSpec("binance")
