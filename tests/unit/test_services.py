@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import Counter
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -16,11 +18,13 @@ from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSi
 from algotrade.adapters.synthetic import SyntheticFeed
 from algotrade.apps.collector import Collector
 from algotrade.apps.common import SourceSpec
+from algotrade.apps.logs import configure_logging
 from algotrade.apps.processor import MARKET_TYPES, ProcessorService
 from algotrade.apps.runner import bootstrap_run, run_pipeline, synthetic_starts
 from algotrade.apps.settings import FeedSettings, RunSettings, StrategySettings
 from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
+from algotrade.domain.errors import StoreError
 from algotrade.domain.events import (
     DepthDiffReceived,
     Event,
@@ -31,6 +35,7 @@ from algotrade.domain.events import (
     Side,
     SignalEmitted,
 )
+from algotrade.domain.ports import Tracking
 
 pytestmark = pytest.mark.anyio
 
@@ -241,10 +246,93 @@ def test_a_file_the_os_refuses_is_a_one_line_error(
     from algotrade.apps import cli
 
     given = [a.format(long="x" * 300, tmp=tmp_path) for a in args]
-    result = CliRunner().invoke(cli.app, given)
+    try:
+        result = CliRunner().invoke(cli.app, given)
+    finally:
+        configure_logging(sys.stderr)  # a command logs into the runner's stream, closed after
     assert result.exit_code == 2, result.output
     assert not isinstance(result.exception, OSError)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("algotrade: error: ")
     assert shown in lines[0]
+
+
+class FlakyStore(InMemoryEventStore):
+    """An in-memory store whose appends of orders fail ``failures`` times (a full disk, a
+    lock held too long), then work again."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def append(self, events: Sequence[Event], *, tracking: Tracking | None = None) -> Any:
+        if self.failures and any(isinstance(e, OrderPlaced) for e in events):
+            self.failures -= 1
+            raise StoreError("database or disk is full")
+        return await super().append(events, tracking=tracking)
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+async def test_a_store_following_trader_loses_no_signal_to_a_failed_store(
+    failures: int,
+) -> None:
+    """Without Redis, the trader follows the store; a batch whose orders could not be
+    stored comes back until they are, and the consumer's position never passes a signal
+    that has no order (it used to move on at once, and the next ack recorded a position
+    past the failed signals: they never got an order, even after a restart)."""
+    store = FlakyStore(failures=0)
+    await collect(store, 100_000)
+    processor = ProcessorService(store, STRATEGY.processor())
+    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
+    signals = await stored(store, SignalEmitted)
+    assert len(signals) >= 4
+    store.failures = failures
+    consumer = StoreSignalConsumer(store, poll=0.01)
+    trader = TraderService(store, consumer, PaperGateway(StoreQuoteSource(store)), batch_size=2)
+    stop = anyio.Event()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(trader.run, stop)
+            while len(await stored(store, OrderPlaced)) < len(signals):
+                await anyio.sleep(0.02)
+            stop.set()
+    assert store.failures == 0
+    placed = await stored(store, OrderPlaced)
+    assert Counter(o.signal_id for o in placed) == Counter(s.signal_id for s in signals)
+    last = max(p.position for p in await store.read_all(0, limit=10**9, types=(SignalEmitted,)))
+    assert await store.tracking_position(consumer.name) == last
+
+
+def numbered_signal(i: int) -> SignalEmitted:
+    """Return the i-th of a series of signals (alternating sides)."""
+    return SignalEmitted(
+        stream="signals-BTCUSDT-1m-t", version=i + 1, exchange_ts=i, receive_ts=i,
+        signal_id=f"s{i}", symbol="BTCUSDT", interval="1m",
+        side=Side.BUY if i % 2 == 0 else Side.SELL, price=Decimal(100), short_sma=1.0,
+        long_sma=2.0, bar_time=i, strategy="t",
+    )  # fmt: skip
+
+
+async def test_the_store_consumer_never_records_a_position_past_an_unacknowledged_signal() -> None:
+    """Acknowledging the 1st, 3rd and 4th of four: the position stays before the 2nd, which
+    comes back (with the 3rd and 4th, in order) after a back-off, one attempt more; a
+    restarted consumer starts at the 2nd as well."""
+    store = InMemoryEventStore()
+    signals = [numbered_signal(i) for i in range(4)]
+    await store.append(signals)
+    consumer = StoreSignalConsumer(store, poll=0.01)
+    first = await consumer.receive(10, 0.1)
+    assert [(d.signal.signal_id, d.attempt) for d in first] == [(f"s{i}", 1) for i in range(4)]
+    await consumer.ack([first[0], first[2], first[3]])  # the 2nd failed
+    assert await store.tracking_position(consumer.name) == int(first[0].token)
+    assert await consumer.receive(10, 0.0) == []  # backing off
+    restarted = StoreSignalConsumer(store, poll=0.01)
+    assert [d.signal.signal_id for d in await restarted.receive(10, 0.1)] == ["s1", "s2", "s3"]
+    await anyio.sleep(0.05)
+    again = await consumer.receive(10, 0.1)
+    assert [(d.signal.signal_id, d.attempt) for d in again] == [("s1", 2), ("s2", 2), ("s3", 2)]
+    assert consumer.redelivered == 3
+    await consumer.ack(again)
+    assert await store.tracking_position(consumer.name) == int(again[-1].token)
+    assert await consumer.receive(10, 0.05) == []  # nothing left, nothing handed out again

@@ -28,21 +28,49 @@ from algotrade.domain.ports import Delivery, EventStore, QuoteSource, Tracking
 class StoreSignalConsumer:
     """Follows stored :class:`SignalEmitted` events; an ack records the consumer's position.
 
-    Delivery is at least once: after a crash the consumer resumes from the last recorded
-    position, so a signal acted upon but not yet acknowledged comes again. The trader
+    Delivery is at least once, in store order. The recorded position never passes a signal
+    handed out and not acknowledged: when a batch comes back partly unacknowledged (its
+    orders could not be stored, the gateway failed), the next :meth:`receive` hands it out
+    again from the first such signal, after a back-off that doubles up to ``max_retry_wait``
+    (a failing store or exchange is not hammered). Later signals wait meanwhile: a trader
+    acts on signals in order. After a crash the consumer resumes from the recorded
+    position, so a signal acted upon but not yet acknowledged comes again; the trader
     recognises it by its order id.
     """
 
-    def __init__(self, store: EventStore, *, name: str = "trader", poll: float = 0.05) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        name: str = "trader",
+        poll: float = 0.05,
+        max_retry_wait: float = 5.0,
+    ) -> None:
         self.store = store
         self.name = name
         self.poll = poll
-        self._cursor: int | None = None
+        self.max_retry_wait = max_retry_wait
+        self._cursor: int | None = None  # where the next read starts
+        self._acked = 0  # the recorded position: every signal up to it has its order
+        self._open: set[int] = set()  # positions handed out and not acknowledged
+        self._handed: dict[int, int] = {}  # positions after the recorded one -> deliveries
+        self._retry_at: float | None = None
+        self.redelivered = 0
 
     async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
-        """Return up to ``max_count`` stored signals after the cursor."""
+        """Return up to ``max_count`` stored signals: the unacknowledged ones again (once
+        their back-off has passed), else the next ones after the cursor."""
         if self._cursor is None:
-            self._cursor = await self.store.tracking_position(self.name)
+            self._cursor = self._acked = await self.store.tracking_position(self.name)
+        if self._open:
+            self._again()
+        if self._retry_at is not None:
+            wait = self._retry_at - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(min(wait, timeout))
+                if anyio.current_time() < self._retry_at:
+                    return []  # still backing off: the caller may stop meanwhile
+            self._retry_at = None
         with anyio.move_on_after(timeout):
             while True:
                 found = await self.store.read_all(
@@ -50,19 +78,40 @@ class StoreSignalConsumer:
                 )
                 if found:
                     self._cursor = found[-1].position
-                    return [
-                        Delivery(str(s.position), s.event)
-                        for s in found
-                        if isinstance(s.event, SignalEmitted)
-                    ]
+                    out = []
+                    for stored in found:
+                        if isinstance(stored.event, SignalEmitted):
+                            position = stored.position
+                            attempt = self._handed[position] = self._handed.get(position, 0) + 1
+                            if attempt > 1:
+                                self.redelivered += 1
+                            self._open.add(position)
+                            out.append(Delivery(str(position), stored.event, attempt))
+                    return out
                 await anyio.sleep(self.poll)
         return []
 
+    def _again(self) -> None:
+        """Rewind to the first unacknowledged signal and back off (longer each time)."""
+        first = min(self._open)
+        self._open.clear()
+        self._cursor = first - 1  # the next read starts at ``first``
+        wait = min(self.max_retry_wait, self.poll * 2 ** self._handed[first])
+        self._retry_at = anyio.current_time() + wait
+
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Record the highest acknowledged position."""
-        if deliveries:
-            top = max(int(d.token) for d in deliveries)
+        """Record the highest position below which every signal handed out is acknowledged."""
+        if not deliveries:
+            return
+        for delivery in deliveries:
+            self._open.discard(int(delivery.token))
+        assert self._cursor is not None
+        top = min(self._open) - 1 if self._open else self._cursor
+        if top > self._acked:
             await self.store.append([], tracking=Tracking(self.name, top))
+            self._acked = top
+            for position in [p for p in self._handed if p <= top]:
+                del self._handed[position]
 
 
 class StoreQuoteSource:
