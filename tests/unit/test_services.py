@@ -336,3 +336,40 @@ async def test_the_store_consumer_never_records_a_position_past_an_unacknowledge
     await consumer.ack(again)
     assert await store.tracking_position(consumer.name) == int(again[-1].token)
     assert await consumer.receive(10, 0.05) == []  # nothing left, nothing handed out again
+
+
+async def test_run_acts_on_every_signal_despite_a_failed_store() -> None:
+    """`algotrade run`'s in-process bus hands a batch the trader could not store out again
+    (it stayed pending for good, its signals without orders)."""
+    store = FlakyStore(failures=2)
+    feed = SyntheticFeed(["BTCUSDT"], seed=3, limit=150_000)
+    pipeline = await bootstrap_run(settings(), store=store, feed=feed)
+    summary = await run_pipeline(pipeline, settings())
+    assert store.failures == 0
+    signals = await stored(store, SignalEmitted)
+    placed = await stored(store, OrderPlaced)
+    assert len(signals) >= 4
+    assert Counter(o.signal_id for o in placed) == Counter(s.signal_id for s in signals)
+    assert summary["orders"] == len(signals)
+    assert pipeline.bus is not None
+    assert pipeline.bus.pending == 0
+
+
+async def test_run_starts_by_acting_on_stored_signals_without_an_order() -> None:
+    """A run killed between storing a signal and storing its order: the next run places
+    that order first (the in-process bus forgot the signal with the process)."""
+    store = InMemoryEventStore()
+    await collect(store, 100_000)
+    processor = ProcessorService(store, STRATEGY.processor())
+    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
+    orphans = await stored(store, SignalEmitted)
+    assert len(orphans) >= 2
+    starts = await synthetic_starts(store, ["BTCUSDT"])
+    feed = SyntheticFeed(["BTCUSDT"], seed=7, limit=1_000, starts=starts)
+    pipeline = await bootstrap_run(settings(), store=store, feed=feed)
+    await run_pipeline(pipeline, settings())
+    placed = await stored(store, OrderPlaced)
+    assert [o.signal_id for o in placed][: len(orphans)] == [s.signal_id for s in orphans]
+    assert Counter(o.signal_id for o in placed) == Counter(
+        s.signal_id for s in await stored(store, SignalEmitted)
+    )

@@ -117,17 +117,24 @@ class InMemoryEventStore:
 
 
 class InMemorySignalBus:
-    """An in-process signal bus with at-least-once delivery and acknowledgements.
+    """An in-process signal bus with at-least-once delivery and acknowledgements, for one
+    consumer (the trader of ``algotrade run``).
 
-    Unacknowledged deliveries stay pending; :meth:`redeliver_pending` hands them out again
-    (what a restarted consumer would get).
+    Unacknowledged deliveries stay pending. What is still pending when the consumer asks
+    for more was not acted upon (its orders could not be stored): :meth:`receive` hands it
+    out again first, after a back-off (0.1 s, doubling up to ``max_retry_wait``), as Redis
+    reclaims a dead consumer's entries. :meth:`redeliver_pending` does it at once (what a
+    restarted consumer would get).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, retry_wait: float = 0.1, max_retry_wait: float = 5.0) -> None:
         self._queue: deque[Delivery] = deque()
         self._pending: dict[str, Delivery] = {}
         self._next = 0
         self._ready = anyio.Event()
+        self.retry_wait = retry_wait
+        self.max_retry_wait = max_retry_wait
+        self._retry_at: float | None = None
         self.published = 0
         self.acknowledged = 0
 
@@ -141,7 +148,20 @@ class InMemorySignalBus:
             self._ready.set()
 
     async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
-        """Return up to ``max_count`` queued deliveries, waiting up to ``timeout``."""
+        """Return up to ``max_count`` queued deliveries, waiting up to ``timeout``; the
+        pending ones come first, again, once their back-off has passed."""
+        if self._pending:
+            if self._retry_at is None:
+                attempt = max(d.attempt for d in self._pending.values())
+                wait = min(self.max_retry_wait, self.retry_wait * 2 ** (attempt - 1))
+                self._retry_at = anyio.current_time() + wait
+            wait = self._retry_at - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(min(wait, timeout))
+                if anyio.current_time() < self._retry_at:
+                    return []  # still backing off: the consumer may stop meanwhile
+            self._retry_at = None
+            self.redeliver_pending()
         if not self._queue:
             with anyio.move_on_after(timeout):
                 await self._ready.wait()
@@ -162,9 +182,10 @@ class InMemorySignalBus:
                 self.acknowledged += 1
 
     def redeliver_pending(self) -> None:
-        """Queue every unacknowledged delivery again, with its attempt counted."""
-        for delivery in self._pending.values():
-            self._queue.appendleft(dataclasses.replace(delivery, attempt=delivery.attempt + 1))
+        """Queue every unacknowledged delivery again, first and in order, with its attempt
+        counted."""
+        again = [dataclasses.replace(d, attempt=d.attempt + 1) for d in self._pending.values()]
+        self._queue.extendleft(reversed(again))
         self._pending.clear()
         if self._queue:
             self._ready.set()

@@ -36,10 +36,13 @@ from algotrade.apps.trader import TraderService
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
+    SignalEmitted,
     TopOfBook,
     TradeReceived,
     decimal_text,
     depth_stream,
+    order_id_for,
+    order_stream,
     trade_stream,
 )
 from algotrade.domain.ports import (
@@ -145,6 +148,13 @@ async def bootstrap_run(
     consumer: SignalConsumer
     if settings.redis is None:
         bus = consumer = InMemorySignalBus()
+        # The bus lives and dies with the process: what an earlier run stored and did not
+        # act upon (killed in between) goes first. Redis keeps its pending entries instead.
+        unanswered = await signals_without_orders(store)
+        if unanswered:
+            log("run", "signals of an earlier run without an order: acting on them first",
+                count=len(unanswered))  # fmt: skip
+            await bus.publish(unanswered)
     else:
         client = settings.redis.client()
         relay = OutboxRelay(
@@ -165,6 +175,21 @@ async def bootstrap_run(
     gateway = PaperGateway(CollectorQuotes(collector), fee_rate=settings.trading.fee)
     trader = TraderService(store, consumer, gateway, quantity=settings.trading.quantity)
     return Pipeline(store, feed, collector, processor, trader, bus, clock, relay, client)
+
+
+async def signals_without_orders(store: EventStore) -> list[SignalEmitted]:
+    """Return the stored signals that have no order yet, in store order."""
+    out: list[SignalEmitted] = []
+    after = 0
+    while page := await store.read_all(after, limit=1000, types=(SignalEmitted,)):
+        after = page[-1].position
+        for stored in page:
+            signal = stored.event
+            if isinstance(signal, SignalEmitted) and not await store.last_event(
+                order_stream(order_id_for(signal.signal_id))
+            ):
+                out.append(signal)
+    return out
 
 
 def outbox_name(redis: RedisSettings) -> str:
