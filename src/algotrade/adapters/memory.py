@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from algotrade.adapters.redelivery import Redelivery
 from algotrade.domain.errors import ConcurrencyError
 from algotrade.domain.events import Event, SignalEmitted, with_version
 from algotrade.domain.ports import AppendResult, Delivery, StoredEvent, Tracking
@@ -132,9 +133,7 @@ class InMemorySignalBus:
         self._pending: dict[str, Delivery] = {}
         self._next = 0
         self._ready = anyio.Event()
-        self.retry_wait = retry_wait
-        self.max_retry_wait = max_retry_wait
-        self._retry_at: float | None = None
+        self._redelivery = Redelivery(retry_wait, max_retry_wait)
         self.published = 0
         self.acknowledged = 0
 
@@ -151,16 +150,10 @@ class InMemorySignalBus:
         """Return up to ``max_count`` queued deliveries, waiting up to ``timeout``; the
         pending ones come first, again, once their back-off has passed."""
         if self._pending:
-            if self._retry_at is None:
-                attempt = max(d.attempt for d in self._pending.values())
-                wait = min(self.max_retry_wait, self.retry_wait * 2 ** (attempt - 1))
-                self._retry_at = anyio.current_time() + wait
-            wait = self._retry_at - anyio.current_time()
-            if wait > 0:
-                await anyio.sleep(min(wait, timeout))
-                if anyio.current_time() < self._retry_at:
-                    return []  # still backing off: the consumer may stop meanwhile
-            self._retry_at = None
+            if not self._redelivery.scheduled:
+                self._redelivery.schedule(max(d.attempt for d in self._pending.values()) + 1)
+            if not await self._redelivery.due(timeout):
+                return []
             self.redeliver_pending()
         if not self._queue:
             with anyio.move_on_after(timeout):

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import anyio
 
+from algotrade.adapters.redelivery import Redelivery
 from algotrade.domain.broker import Position, paper_fill
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -49,12 +50,11 @@ class StoreSignalConsumer:
         self.store = store
         self.name = name
         self.poll = poll
-        self.max_retry_wait = max_retry_wait
+        self._redelivery = Redelivery(2 * poll, max_retry_wait)
         self._cursor: int | None = None  # where the next read starts
         self._acked = 0  # the recorded position: every signal up to it has its order
         self._open: set[int] = set()  # positions handed out and not acknowledged
         self._handed: dict[int, int] = {}  # positions after the recorded one -> deliveries
-        self._retry_at: float | None = None
         self.redelivered = 0
 
     async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
@@ -64,13 +64,8 @@ class StoreSignalConsumer:
             self._cursor = self._acked = await self.store.tracking_position(self.name)
         if self._open:
             self._again()
-        if self._retry_at is not None:
-            wait = self._retry_at - anyio.current_time()
-            if wait > 0:
-                await anyio.sleep(min(wait, timeout))
-                if anyio.current_time() < self._retry_at:
-                    return []  # still backing off: the caller may stop meanwhile
-            self._retry_at = None
+        if not await self._redelivery.due(timeout):
+            return []
         with anyio.move_on_after(timeout):
             while True:
                 found = await self.store.read_all(
@@ -96,8 +91,7 @@ class StoreSignalConsumer:
         first = min(self._open)
         self._open.clear()
         self._cursor = first - 1  # the next read starts at ``first``
-        wait = min(self.max_retry_wait, self.poll * 2 ** self._handed[first])
-        self._retry_at = anyio.current_time() + wait
+        self._redelivery.schedule(self._handed[first] + 1)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Record the highest position below which every signal handed out is acknowledged."""
