@@ -58,6 +58,14 @@ async def collect(store: InMemoryEventStore, events: int, seed: int = 7) -> None
     await Collector(feed, store, SystemClock()).run(anyio.Event())
 
 
+async def signals_of_a_market(store: InMemoryEventStore) -> list[SignalEmitted]:
+    """Collect a synthetic market into ``store``, process it; return the stored signals."""
+    await collect(store, 100_000)
+    processor = ProcessorService(store, STRATEGY.processor())
+    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
+    return await stored(store, SignalEmitted)
+
+
 async def stored(store: InMemoryEventStore, kind: type[E]) -> list[E]:
     """Return every stored event of one type."""
     return [
@@ -93,10 +101,7 @@ async def test_run_gives_exactly_one_order_per_signal() -> None:
 async def test_redelivered_signal_never_becomes_a_second_order() -> None:
     """A signal delivered again (lost ack, second trader) only gets acknowledged."""
     store = InMemoryEventStore()
-    await collect(store, 100_000)
-    processor = ProcessorService(store, STRATEGY.processor())
-    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
-    signals = await stored(store, SignalEmitted)
+    signals = await signals_of_a_market(store)
     assert len(signals) >= 2
     bus = InMemorySignalBus()
     trader = TraderService(store, bus, PaperGateway(StoreQuoteSource(store)))
@@ -138,10 +143,7 @@ async def test_processor_restart_reproduces_signals_without_duplicates() -> None
 async def test_trader_follows_the_store_and_resumes_after_ack() -> None:
     """A store-following trader acts on every signal once, across a restart."""
     store = InMemoryEventStore()
-    await collect(store, 100_000)
-    processor = ProcessorService(store, STRATEGY.processor())
-    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
-    signals = await stored(store, SignalEmitted)
+    signals = await signals_of_a_market(store)
     gateway = PaperGateway(StoreQuoteSource(store), fee_rate=Decimal(0))
     first = TraderService(store, StoreSignalConsumer(store, poll=0.01), gateway, batch_size=1)
     await first.handle(await first.consumer.receive(1, 0.1))
@@ -282,10 +284,7 @@ async def test_a_store_following_trader_loses_no_signal_to_a_failed_store(
     that has no order (it used to move on at once, and the next ack recorded a position
     past the failed signals: they never got an order, even after a restart)."""
     store = FlakyStore(failures=0)
-    await collect(store, 100_000)
-    processor = ProcessorService(store, STRATEGY.processor())
-    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
-    signals = await stored(store, SignalEmitted)
+    signals = await signals_of_a_market(store)
     assert len(signals) >= 4
     store.failures = failures
     consumer = StoreSignalConsumer(store, poll=0.01)
@@ -359,10 +358,7 @@ async def test_run_starts_by_acting_on_stored_signals_without_an_order() -> None
     """A run killed between storing a signal and storing its order: the next run places
     that order first (the in-process bus forgot the signal with the process)."""
     store = InMemoryEventStore()
-    await collect(store, 100_000)
-    processor = ProcessorService(store, STRATEGY.processor())
-    await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
-    orphans = await stored(store, SignalEmitted)
+    orphans = await signals_of_a_market(store)
     assert len(orphans) >= 2
     starts = await synthetic_starts(store, ["BTCUSDT"])
     feed = SyntheticFeed(["BTCUSDT"], seed=7, limit=1_000, starts=starts)
