@@ -369,3 +369,20 @@ async def test_run_starts_by_acting_on_stored_signals_without_an_order() -> None
     assert Counter(o.signal_id for o in placed) == Counter(
         s.signal_id for s in await stored(store, SignalEmitted)
     )
+
+
+def test_an_algotrade_error_in_a_task_group_is_reported_but_not_beside_a_bug() -> None:
+    """What ends a run inside task groups is reported in one line when it is an algotrade
+    error (beside the cancellations it caused); anything else keeps its traceback."""
+    import asyncio
+
+    from algotrade.apps.cli import _reportable
+    from algotrade.domain.errors import RecorderError
+
+    failure = RecorderError("cannot write the recording 'x': No space left on device")
+    nested = BaseExceptionGroup("outer", [ExceptionGroup("inner", [failure])])
+    assert _reportable(nested) is failure
+    assert _reportable(BaseExceptionGroup("g", [asyncio.CancelledError(), failure])) is failure
+    assert _reportable(ExceptionGroup("g", [failure, ValueError("a bug")])) is None
+    assert _reportable(ExceptionGroup("g", [ValueError("a bug")])) is None
+    assert _reportable(failure) is failure

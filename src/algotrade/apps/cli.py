@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -63,12 +64,7 @@ from algotrade.apps.views import (
 )
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing, SizingKind
-from algotrade.domain.errors import (
-    AlgotradeError,
-    ConfigurationError,
-    MessagingError,
-    find_error,
-)
+from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -483,7 +479,7 @@ def execute(
     try:
         return anyio.run(main)
     except (AlgotradeError, BaseExceptionGroup) as e:
-        found = find_error(e, AlgotradeError)
+        found = _reportable(e)
         if found is None:
             raise  # a bug: its traceback is what a report needs
         if isinstance(found, ConfigurationError):
@@ -492,6 +488,24 @@ def execute(
             raise typer.Exit(2) from None
         typer.echo(f"algotrade: {found}", err=True)
         raise typer.Exit(1) from None
+
+
+def _reportable(error: BaseException) -> AlgotradeError | None:
+    """Return the algotrade error that ended a run, also from inside task groups (whose
+    exception groups hold it beside the cancellations it caused); ``None`` when anything
+    else is in the group too (a bug keeps its traceback)."""
+    leaves = list(_leaves(error))
+    ours = [e for e in leaves if isinstance(e, AlgotradeError)]
+    others = [e for e in leaves if not isinstance(e, AlgotradeError | asyncio.CancelledError)]
+    return ours[0] if ours and not others else None
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def print_summary(title: str, figures: dict[str, Any], as_json: bool) -> None:
