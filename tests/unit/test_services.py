@@ -12,6 +12,9 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus, SystemClock
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
@@ -386,3 +389,41 @@ def test_an_algotrade_error_in_a_task_group_is_reported_but_not_beside_a_bug() -
     assert _reportable(ExceptionGroup("g", [failure, ValueError("a bug")])) is None
     assert _reportable(ExceptionGroup("g", [ValueError("a bug")])) is None
     assert _reportable(failure) is failure
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_the_store_consumer_passes_no_signal_whatever_is_acknowledged(data: st.DataObject) -> None:
+    """Any batch sizes, any subset acknowledged each time: the recorded position never
+    passes a signal that was not acknowledged, and once everything handed out is
+    acknowledged, every signal has been acknowledged and the position is the last one."""
+    count = data.draw(st.integers(1, 12), label="signals")
+
+    async def scenario() -> None:
+        store = InMemoryEventStore()
+        await store.append([numbered_signal(i) for i in range(count)])
+        consumer = StoreSignalConsumer(store, poll=0.0001, max_retry_wait=0.001)
+        acked: set[str] = set()
+        for _ in range(200):
+            batch = await consumer.receive(data.draw(st.integers(1, 5), label="batch"), 0.01)
+            if not batch:
+                if len(acked) == count:
+                    break
+                continue
+            chosen = data.draw(st.lists(st.sampled_from(batch), unique_by=id), label="ack")
+            await consumer.ack(chosen)
+            acked.update(d.signal.signal_id for d in chosen)
+            position = await store.tracking_position(consumer.name)
+            passed = {s.event.signal_id for s in await store.read_all(0, limit=100)
+                      if s.position <= position}  # fmt: skip
+            assert passed <= acked  # the position never passes an unacknowledged signal
+        for _ in range(200):  # then everything handed out is acknowledged
+            batch = await consumer.receive(5, 0.01)
+            if not batch and len(acked) == count:
+                break
+            await consumer.ack(batch)
+            acked.update(d.signal.signal_id for d in batch)
+        assert acked == {f"s{i}" for i in range(count)}
+        assert await store.tracking_position(consumer.name) == count
+
+    anyio.run(scenario)
