@@ -427,3 +427,34 @@ def test_the_store_consumer_passes_no_signal_whatever_is_acknowledged(data: st.D
         assert await store.tracking_position(consumer.name) == count
 
     anyio.run(scenario)
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_the_in_process_bus_loses_no_signal_whatever_is_acknowledged(data: st.DataObject) -> None:
+    """`algotrade run`'s bus: any batch sizes, any subset acknowledged each time; what is
+    not acknowledged comes back first, in order, until every signal is acknowledged."""
+    count = data.draw(st.integers(1, 12), label="signals")
+
+    async def scenario() -> None:
+        bus = InMemorySignalBus(retry_wait=0.0001, max_retry_wait=0.001)
+        await bus.publish([numbered_signal(i) for i in range(count)])
+        acked: set[str] = set()
+        for phase in ("any", "all"):  # any acknowledgements, then everything handed out
+            for _ in range(50 if phase == "any" else 400):
+                batch = await bus.receive(data.draw(st.integers(1, 5), label="batch"), 0.01)
+                if not batch:
+                    if len(acked) == count:
+                        break
+                    continue
+                unacked = [s for s in (f"s{i}" for i in range(count)) if s not in acked]
+                assert batch[0].signal.signal_id == unacked[0]  # the oldest one first
+                chosen = list(batch)
+                if phase == "any":
+                    chosen = data.draw(st.lists(st.sampled_from(batch), unique_by=id))
+                await bus.ack(chosen)
+                acked.update(d.signal.signal_id for d in chosen)
+        assert acked == {f"s{i}" for i in range(count)}
+        assert bus.pending == 0
+
+    anyio.run(scenario)
