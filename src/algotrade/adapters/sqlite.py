@@ -148,20 +148,14 @@ class SqliteEventStore:
         try:
             result = self._append_locked(events, tracking)
         except BaseException as e:
-            # SQLite rolls back by itself on some errors (a full disk: SQLITE_FULL); a
-            # ROLLBACK then would fail and hide the error that matters.
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
+            _rollback(db)
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"write failed on {self.path!r}: {e}") from e
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.Error as e:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
+            _rollback(db)
             raise StoreError(f"commit failed on {self.path!r}: {e}") from e
         return result
 
@@ -390,3 +384,12 @@ class SqliteEventStore:
         """Close the database file."""
         self._reader.close()
         self._db.close()
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already: it does by itself on some
+    errors (a full disk: SQLITE_FULL), and a ROLLBACK then would fail and hide the error
+    that matters."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")

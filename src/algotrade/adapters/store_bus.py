@@ -55,7 +55,6 @@ class StoreSignalConsumer:
         self._acked = 0  # the recorded position: every signal up to it has its order
         self._open: set[int] = set()  # positions handed out and not acknowledged
         self._handed: dict[int, int] = {}  # positions after the recorded one -> deliveries
-        self.redelivered = 0
 
     async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         """Return up to ``max_count`` stored signals: the unacknowledged ones again (once
@@ -78,8 +77,6 @@ class StoreSignalConsumer:
                         if isinstance(stored.event, SignalEmitted):
                             position = stored.position
                             attempt = self._handed[position] = self._handed.get(position, 0) + 1
-                            if attempt > 1:
-                                self.redelivered += 1
                             self._open.add(position)
                             out.append(Delivery(str(position), stored.event, attempt))
                     return out

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -64,7 +64,7 @@ from algotrade.apps.views import (
 )
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing, SizingKind
-from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError
+from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError, leaves
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -494,18 +494,10 @@ def _reportable(error: BaseException) -> AlgotradeError | None:
     """Return the algotrade error that ended a run, also from inside task groups (whose
     exception groups hold it beside the cancellations it caused); ``None`` when anything
     else is in the group too (a bug keeps its traceback)."""
-    leaves = list(_leaves(error))
-    ours = [e for e in leaves if isinstance(e, AlgotradeError)]
-    others = [e for e in leaves if not isinstance(e, AlgotradeError | asyncio.CancelledError)]
+    found = list(leaves(error))
+    ours = [e for e in found if isinstance(e, AlgotradeError)]
+    others = [e for e in found if not isinstance(e, AlgotradeError | asyncio.CancelledError)]
     return ours[0] if ours and not others else None
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 def print_summary(title: str, figures: dict[str, Any], as_json: bool) -> None:

@@ -77,7 +77,8 @@ def parse_source(text: str) -> SourceSpec:
     if text.startswith("replay:"):
         path = Path(text.removeprefix("replay:"))
         try:
-            found, exists = path.is_file(), path.exists()
+            found = path.is_file()
+            exists = found or path.exists()
         except OSError as e:  # a name too long, a directory it may not enter, ...
             raise ConfigurationError(
                 "source", f"replay file {str(path)!r} cannot be read: {e.strerror}"

@@ -17,6 +17,7 @@ never need to know which database or client library is underneath.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TypeVar
 
 
@@ -65,14 +66,16 @@ class RecorderError(AlgotradeError):
 E = TypeVar("E", bound=BaseException)
 
 
-def find_error(error: BaseException, kind: type[E]) -> E | None:
-    """Return ``error`` if it is a ``kind``, else the first ``kind`` inside it when it is an
-    exception group (task groups wrap what their tasks raise, beside the cancellations)."""
-    if isinstance(error, kind):
-        return error
+def leaves(error: BaseException) -> Iterator[BaseException]:
+    """Yield the exceptions inside ``error``: itself, or every one an exception group holds
+    (task groups wrap what their tasks raise, beside the cancellations it caused)."""
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            found = find_error(inner, kind)
-            if found is not None:
-                return found
-    return None
+            yield from leaves(inner)
+    else:
+        yield error
+
+
+def find_error(error: BaseException, kind: type[E]) -> E | None:
+    """Return the first ``kind`` among the :func:`leaves` of ``error``, if any."""
+    return next((e for e in leaves(error) if isinstance(e, kind)), None)
