@@ -1,7 +1,8 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of every input edge.
 
-Run one target: ``python fuzz/targets.py TARGET [libFuzzer options]``, for example
-``python fuzz/targets.py frame -runs=100000 -max_len=2048``; ``nox -s fuzz`` runs them all.
+Run one target: ``python fuzz/targets.py TARGET [libFuzzer options] [CORPUS_DIR]``, for
+example ``python fuzz/targets.py frame -runs=100000 -max_len=2048``; ``nox -s fuzz`` runs
+them all. The corpus (default ``.fuzz/TARGET``) keeps the inputs found, for the next run.
 Each target feeds the bytes to a parser that must either return or raise the project's
 own error for bad input (``InvalidInputError``, ``ConfigurationError``): any other
 exception is a crash, and libFuzzer writes the input that caused it to ``crash-*``.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,7 +90,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 }
 
 # Valid inputs to start from (libFuzzer mutates them): without them, random bytes rarely
-# get past the JSON parser. A corpus directory given on the command line replaces them.
+# get past the JSON parser. They are written into the corpus directory on every start.
 SEEDS: dict[str, list[bytes]] = {
     "frame": [
         b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1617500000000,'
@@ -118,18 +118,25 @@ SEEDS: dict[str, list[bytes]] = {
 }
 
 
-def seeded(name: str) -> str:
-    """Return a temporary corpus directory holding the target's seeds."""
-    directory = tempfile.mkdtemp(prefix=f"algotrade-fuzz-{name}-")
-    for i, seed in enumerate(SEEDS[name]):
-        (Path(directory) / f"seed-{i}").write_bytes(seed)
-    return directory
+CORPUS = Path(__file__).resolve().parent.parent / ".fuzz"
+"""Where each target keeps its corpus between runs (``.fuzz/TARGET``, not committed): every
+run starts from what earlier runs found instead of from the seeds alone."""
+
+
+def seed(name: str, directory: Path) -> None:
+    """Write the target's seeds into its corpus ``directory`` (created if missing)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(SEEDS[name]):
+        (directory / f"seed-{i}").write_bytes(data)
 
 
 if __name__ == "__main__":
     name = sys.argv[1]
     options = sys.argv[2:]
-    if not any(not o.startswith("-") for o in options):
-        options.append(seeded(name))
+    corpora = [o for o in options if not o.startswith("-")]
+    if not corpora:
+        corpora = [str(CORPUS / name)]
+        options.append(corpora[0])
+    seed(name, Path(corpora[0]))
     atheris.Setup([sys.argv[0], *options], TARGETS[name])
     atheris.Fuzz()

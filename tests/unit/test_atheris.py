@@ -23,10 +23,11 @@ pytestmark = pytest.mark.skipif(
 def test_no_input_crashes_the_parser(target: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "fuzz" / "targets.py"), target, "-runs=4000",
-         "-max_len=1024", "-seed=1", f"-artifact_prefix={tmp_path}/"],
+         "-max_len=1024", "-seed=1", f"-artifact_prefix={tmp_path}/", str(tmp_path / "corpus")],
         capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path,
     )  # fmt: skip
     crashes = list(tmp_path.glob("crash-*"))
     assert done.returncode == 0, done.stderr[-3000:] + f"\ncrash inputs: {crashes}"
     assert "DONE" in done.stderr
     assert not crashes
+    assert (tmp_path / "corpus" / "seed-0").exists()  # its own corpus: nothing left behind
