@@ -880,11 +880,22 @@ async def _read_all(store: str, kind: type[E]) -> list[E]:
         await db.close()
 
 
+DEPTH_TYPES = (DepthDiffReceived, BookSnapshotTaken)
+LISTING_PAGE = 2000  # events a listing reads at a time (and all it keeps in memory)
+
+
+def _line(row: dict[str, Any] | None, columns: list[tuple[str, int]]) -> str:
+    """Return one line of a table: ``row``'s cells, or the heading when ``row`` is None."""
+    if row is None:
+        return " ".join(f"{name:<{width}}" for name, width in columns).rstrip()
+    cells = ("" if row.get(name) is None else str(row[name]) for name, _ in columns)
+    return " ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, columns, strict=True)).rstrip()
+
+
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, int]], noun: str) -> None:
-    typer.echo(" ".join(f"{name:<{width}}" for name, width in columns).rstrip())
+    typer.echo(_line(None, columns))
     for row in rows:
-        cells = ("" if row.get(name) is None else str(row[name]) for name, _ in columns)
-        typer.echo(" ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, columns, strict=True)).rstrip())
+        typer.echo(_line(row, columns))
     typer.echo(f"{len(rows)} {noun}")
 
 
@@ -1040,30 +1051,42 @@ def depth(
 ) -> None:
     """List a symbol's stored depth events (snapshots and diffs) in order, with top of book."""
     name = checked(lambda: parse_symbols([symbol])[0])
+    stream = depth_stream(name)
+    columns = [("kind", 9), ("first_update_id", 16), ("final_update_id", 16),
+               ("event_time", 25), ("best_bid", 28), ("best_ask", 28)]  # fmt: skip
 
-    async def main() -> list[dict[str, Any]]:
-        db = open_store(store, patient=False)
-        try:
-            events = await db.read_stream(depth_stream(name))
-        finally:
-            await db.close()
-        return [
-            depth_view(e) for e in events if isinstance(e, DepthDiffReceived | BookSnapshotTaken)
-        ]
-
-    rows = execute(main)
-    if as_json:
-        typer.echo(orjson.dumps(rows).decode())
-        return
-    for row in rows:
+    def text(row: dict[str, Any]) -> str:
+        if as_json:
+            return orjson.dumps(row).decode()
         for side in ("best_bid", "best_ask"):
             row[side] = "" if row[side] is None else "@".join(reversed(row[side]))
-    _table(
-        rows,
-        [("kind", 9), ("first_update_id", 16), ("final_update_id", 16), ("event_time", 25),
-         ("best_bid", 28), ("best_ask", 28)],
-        "depth event(s)",
-    )  # fmt: skip
+        return _line(row, columns)
+
+    async def main() -> int:
+        # Page by page, written as read: a week of depth is millions of events, and the
+        # listing keeps one page in memory, not the whole stream.
+        db = open_store(store, patient=False)
+        count, after = 0, 0
+        typer.echo("[" if as_json else _line(None, columns), nl=not as_json)
+        try:
+            while page := await db.read_all(after, limit=LISTING_PAGE, types=DEPTH_TYPES):
+                after = page[-1].position
+                rows = [
+                    text(depth_view(s.event))
+                    for s in page
+                    if s.event.stream == stream and isinstance(s.event, DEPTH_TYPES)
+                ]
+                if rows:
+                    separator = "," if as_json else "\n"
+                    lead = "," if as_json and count else ""
+                    typer.echo(lead + separator.join(rows), nl=not as_json)
+                    count += len(rows)
+        finally:
+            await db.close()
+        return count
+
+    count = execute(main)
+    typer.echo("]" if as_json else f"{count} depth event(s)")
 
 
 @app.command()
