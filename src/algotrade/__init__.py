@@ -30,12 +30,13 @@ from algotrade.domain.indicators import ExponentialMovingAverage, Indicator
 
 if TYPE_CHECKING:
     from algotrade.adapters.candles import Candles, read_candles
-    from algotrade.apps.backtesting import History, ParityResult, backtest, parity
+    from algotrade.apps.backtesting import History, MarketEvents, ParityResult, backtest, parity
 
 _LAZY = {
     "backtest": "algotrade.apps.backtesting",
     "parity": "algotrade.apps.backtesting",
     "History": "algotrade.apps.backtesting",
+    "MarketEvents": "algotrade.apps.backtesting",
     "ParityResult": "algotrade.apps.backtesting",
     "read_candles": "algotrade.adapters.candles",
     "Candles": "algotrade.adapters.candles",
@@ -54,6 +55,7 @@ __all__ = [
     "History",
     "Indicator",
     "Interval",
+    "MarketEvents",
     "OrderBook",
     "ParityResult",
     "Side",

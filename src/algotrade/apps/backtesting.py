@@ -11,10 +11,12 @@ compares the two signal lists.
 from __future__ import annotations
 
 import gc
+import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Literal
@@ -68,6 +70,108 @@ class History:
     other_symbols: set[str] = field(default_factory=set)
 
 
+class MarketEvents:
+    """A recording's or an event store's market events of one symbol, read a page at a time.
+
+    :func:`backtest` runs them as they are read, so a week of stored depth needs the memory
+    of one page, not of the week. The symbol is the one asked for, or the first one met;
+    ``other_symbols``, ``rejected`` (corrupt lines of a recording) and ``read`` fill in as
+    the pages are read. Each call of :meth:`pages` reads the source again from its start.
+    """
+
+    def __init__(
+        self, data: str | Path, *, symbol: str | None = None, interval: Interval | None = None
+    ) -> None:
+        self.source = str(data)
+        self.store = is_store_url(self.source)
+        self.path = Path(data)
+        if not self.store and not self.path.is_file():
+            raise ConfigurationError("data", f"{self.path} is not a file")
+        self.interval = interval or MARKET_INTERVAL
+        self.asked = symbol.upper() if symbol else None
+        self.symbol = self.asked
+        self.other_symbols: set[str] = set()
+        self.rejected: list[RejectedInput] = []
+        self.read = 0
+
+    def pages(self, size: int = 10_000) -> Iterator[list[tuple[Event, int]]]:
+        """Yield the chosen symbol's ``(event, position)`` pairs, in order, a page at a time.
+
+        Raises:
+            ConfigurationError: the source cannot be read, or holds no market event.
+        """
+        self.symbol, self.read = self.asked, 0
+        self.other_symbols, self.rejected = set(), []
+        found = self._store_pages(size) if self.store else self._recording_pages(size)
+        for page in found:
+            if page:
+                self.read += len(page)
+                yield page
+        if self.symbol is None:
+            where = "stored in" if self.store else "in"
+            raise ConfigurationError("data", f"no market event {where} {self.source}")
+
+    def _keep(self, name: str) -> bool:
+        if self.symbol is None:
+            self.symbol = name
+        if name == self.symbol:
+            return True
+        self.other_symbols.add(name)
+        return False
+
+    def _recording_pages(self, size: int) -> Iterator[list[tuple[Event, int]]]:
+        feed = ReplayFeed(self.path, symbols=[self.asked] if self.asked else ())
+        books: dict[str, BookSynchronizer] = {}
+        page: list[tuple[Event, int]] = []
+        position = 0
+        for event in feed.events():
+            if not self._keep(event.symbol):
+                continue
+            out: Sequence[Event]
+            if isinstance(event, DepthDiffReceived | BookSnapshotTaken):
+                sync = books.get(event.symbol)
+                if sync is None:
+                    sync = books[event.symbol] = BookSynchronizer(
+                        event.symbol, exchange=event.exchange
+                    )
+                if isinstance(event, DepthDiffReceived):
+                    out = sync.on_diff(event)
+                else:
+                    out = sync.on_snapshot(event)
+            elif isinstance(event, TradeReceived):
+                out = (event,)
+            else:
+                continue
+            for produced in out:
+                position += 1
+                page.append((produced, position))
+            if len(page) >= size:
+                self.rejected.extend(feed.drain_rejects())
+                yield page
+                page = []
+        self.rejected.extend(feed.drain_rejects())
+        yield page
+
+    def _store_pages(self, size: int) -> Iterator[list[tuple[Event, int]]]:
+        # The store is asynchronous and the backtest is not: the store lives in an event
+        # loop of its own thread, asked for one page at a time.
+        with anyio.from_thread.start_blocking_portal() as portal:
+            store = portal.call(lambda: open_store(self.source, patient=False))
+            try:
+                after = 0
+                while batch := portal.call(
+                    partial(store.read_all, after, limit=size, types=MARKET_TYPES)
+                ):
+                    after = batch[-1].position
+                    yield [
+                        (stored.event, stored.position)
+                        for stored in batch
+                        if (name := getattr(stored.event, "symbol", None)) and self._keep(name)
+                    ]
+            finally:
+                portal.call(store.close)
+
+
 def is_store_url(text: str) -> bool:
     """Return whether ``text`` names an event store rather than a file of history."""
     return text.startswith(("mongodb://", "mongodb+srv://", "sqlite:")) or text.endswith(
@@ -116,14 +220,13 @@ def load_history(
         bars = [b for b in bars if b.symbol == name]
         found = Interval.parse(bars[0].interval)
         return _bars_history(bars, name, found, wanted, "bars")
-    text = str(data)
-    if is_store_url(text):
-        return anyio.run(_store_history, text, symbol, wanted or MARKET_INTERVAL)
-    path = Path(text)
-    if not path.is_file():
-        raise ConfigurationError("data", f"{path} is not a file")
-    if _is_recording(path):
-        return _recording_history(path, symbol, wanted or MARKET_INTERVAL)
+    events = market_events(data, symbol=symbol, interval=wanted)
+    if events is not None:
+        items = [item for page in events.pages() for item in page]
+        assert events.symbol is not None  # pages() raises when no event was found
+        return History("events", events.symbol, events.interval, items, events.source,
+                       events.rejected, other_symbols=events.other_symbols)  # fmt: skip
+    path = Path(data)
     candles = read_candles(path, symbol=symbol)
     history = _bars_history(candles.bars, candles.symbol, candles.interval, wanted, str(path))
     history.rejected = candles.rejected
@@ -142,54 +245,11 @@ def _bars_history(
     return History("bars", symbol, wanted, list(resample(bars, wanted)), source)
 
 
-def _recording_history(path: Path, symbol: str | None, interval: Interval) -> History:
-    feed = ReplayFeed(path, symbols=[symbol] if symbol else ())
-    books: dict[str, BookSynchronizer] = {}
-    items: list[tuple[Event, int]] = []
-    chosen = symbol.upper() if symbol else None
-    others: set[str] = set()
-    position = 0
-    for event in feed.events():
-        if chosen is None:
-            chosen = event.symbol
-        if event.symbol != chosen:
-            others.add(event.symbol)
-            continue
-        out: Sequence[Event]
-        if isinstance(event, DepthDiffReceived | BookSnapshotTaken):
-            sync = books.get(event.symbol)
-            if sync is None:
-                sync = books[event.symbol] = BookSynchronizer(event.symbol, exchange=event.exchange)
-            if isinstance(event, DepthDiffReceived):
-                out = sync.on_diff(event)
-            else:
-                out = sync.on_snapshot(event)
-        elif isinstance(event, TradeReceived):
-            out = (event,)
-        else:
-            continue
-        for produced in out:
-            position += 1
-            items.append((produced, position))
-    if chosen is None:
-        raise ConfigurationError("data", f"no market event in {path}")
-    return History(
-        "events", chosen, interval, items, str(path), feed.drain_rejects(), other_symbols=others
-    )
-
-
-async def _store_history(url: str, symbol: str | None, interval: Interval) -> History:
-    store = open_store(url, patient=False)
-    try:
-        return await store_history(store, symbol=symbol, interval=interval, source=url)
-    finally:
-        await store.close()
-
-
 async def store_history(
     store: EventStore, *, symbol: str | None, interval: Interval, source: str = "store"
 ) -> History:
-    """Read a store's market events for one symbol (the first one stored by default)."""
+    """Read a store's market events for one symbol (the first one stored by default) into
+    memory; a backtest given the store's URL reads them as it goes instead."""
     items: list[tuple[Event, int]] = []
     others: set[str] = set()
     chosen = symbol.upper() if symbol else None
@@ -211,9 +271,27 @@ async def store_history(
     return History("events", chosen, interval, items, source, other_symbols=others)
 
 
+def market_events(
+    data: str | Path, *, symbol: str | None = None, interval: Interval | None = None
+) -> MarketEvents | None:
+    """Return the market events of ``data`` when it is a recording or an event store
+    (``None`` for a file of candles).
+
+    Raises:
+        ConfigurationError: ``data`` is neither a store nor a readable file.
+    """
+    text = str(data)
+    if is_store_url(text):
+        return MarketEvents(text, symbol=symbol, interval=interval)
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigurationError("data", f"{path} is not a file")
+    return MarketEvents(path, symbol=symbol, interval=interval) if _is_recording(path) else None
+
+
 def backtest(
     strategy: Strategy,
-    data: Data | History,
+    data: Data | History | MarketEvents,
     *,
     symbol: str | None = None,
     interval: str | None = None,
@@ -227,8 +305,9 @@ def backtest(
 
     Args:
         strategy: a fresh strategy object (it keeps the state of one symbol).
-        data: kline CSV path, recorded session path, event store URL, closed bars, or a
-            :class:`History` already loaded.
+        data: kline CSV path, recorded session path, event store URL, closed bars, a
+            :class:`History` already loaded, or :class:`MarketEvents`. A recording or a
+            store is run as it is read, a page at a time: memory does not grow with it.
         symbol: the symbol to test when the data holds several (default: the first).
         interval: bar length: 1m by default for recordings and stores; for candles and
             bars their own, or a multiple of it (resampled).
@@ -236,12 +315,23 @@ def backtest(
         initial_cash: quote currency at the start.
         quantity: fixed quantity per BUY; ``None`` invests all the cash.
         price_source: ``mid`` (top of book) or ``trade`` prices, for market events.
-        on_progress: called with ``(done, total)`` every 65,536 bars or events.
+        on_progress: called with ``(done, total)`` every 65,536 bars or events (for a
+            recording or a store: every page of 10,000, and ``total`` is 0: not known before
+            the end is read).
 
     Returns:
         The signals (ids as the live processor derives them), trades, equity curve and
         figures.
     """
+    events = data if isinstance(data, MarketEvents) else None
+    if events is None and isinstance(data, str | Path):
+        wanted = Interval.parse(interval) if interval else None
+        events = market_events(data, symbol=symbol, interval=wanted)
+    if events is not None:
+        return _run_events(strategy, events, fee=Decimal(fee), initial_cash=Decimal(initial_cash),
+                           quantity=quantity, price_source=price_source,
+                           on_progress=on_progress)  # fmt: skip
+    assert not isinstance(data, MarketEvents)
     history = (
         data if isinstance(data, History) else load_history(data, symbol=symbol, interval=interval)
     )
@@ -264,6 +354,36 @@ def backtest(
             for start in range(0, total, CHUNK):
                 run(items[start : start + CHUNK])  # type: ignore[arg-type]
                 on_progress(min(start + CHUNK, total), total)
+        return tester.result()
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run_events(
+    strategy: Strategy,
+    events: MarketEvents,
+    *,
+    fee: Decimal,
+    initial_cash: Decimal,
+    quantity: Decimal | str | None,
+    price_source: PriceSource,
+    on_progress: Callable[[int, int], None] | None,
+) -> BacktestResult:
+    """Run market events as they are read; see :func:`backtest`."""
+    pages = events.pages()
+    first = next(pages, None)  # chooses the symbol (or raises: no market event)
+    assert events.symbol is not None
+    pipeline = SymbolPipeline(events.symbol, events.interval, strategy, price_source=price_source)
+    tester = Backtester(pipeline, fee=fee, initial_cash=initial_cash,
+                        quantity=None if quantity is None else Decimal(quantity))  # fmt: skip
+    collecting = gc.isenabled()
+    gc.disable()  # the run allocates nothing cyclic; pages are freed by reference counting
+    try:
+        for page in itertools.chain((first or [],), pages):
+            tester.run_events(page)
+            if on_progress is not None:
+                on_progress(events.read, 0)
         return tester.result()
     finally:
         if collecting:

@@ -1146,7 +1146,7 @@ def _history(
     interval: str | None,
     seed: int,
 ) -> Any:
-    from algotrade.apps.backtesting import load_history, synthetic_history
+    from algotrade.apps.backtesting import load_history, market_events, synthetic_history
 
     if (data is None) == (not synthetic):
         raise ConfigurationError("data", "give either --data PATH or --synthetic")
@@ -1156,7 +1156,9 @@ def _history(
         return synthetic_history(bars, interval=interval or "1d", symbol=symbol or "BTCUSDT",
                                  seed=seed)  # fmt: skip
     assert data is not None
-    return load_history(data, symbol=symbol, interval=interval)
+    wanted = Interval.parse(interval) if interval else None
+    events = market_events(data, symbol=symbol, interval=wanted)  # read as the backtest runs
+    return events if events is not None else load_history(data, symbol=symbol, interval=interval)
 
 
 def _report_rejects(history: Any) -> None:
@@ -1188,14 +1190,17 @@ def _run_backtest(history: Any, short: int, long: int, fee: str, cash: str,
     initial = _decimal("initial_cash", cash, positive=True)
     fixed = None if quantity is None else _decimal("quantity", quantity, positive=True)
     source = _price_source(price_source)
-    total = len(history.items)
-    if not progress or total < 200_000:
+    streamed = not hasattr(history, "items")  # market events, read as the run goes
+    total = 0 if streamed else len(history.items)
+    if not progress or (not streamed and total < 200_000):
         return backtest(strategy, history, fee=fee_rate, initial_cash=initial, quantity=fixed,
                         price_source=source)  # fmt: skip
     done = [0]
-    noun = "bars" if history.kind == "bars" else "events"
+    noun = "events" if streamed or history.kind == "events" else "bars"
 
     def render(elapsed: float) -> str:
+        if streamed:  # how many there are is known at the end
+            return f"[backtest] {done[0]:,} {noun} of {history.symbol} {rate(done[0], elapsed)}"
         share = done[0] / total if total else 1.0
         bar = "#" * int(share * 30)
         return (f"[backtest] [{bar:<30}] {done[0]:,}/{total:,} {noun} {share:6.1%} "
@@ -1237,7 +1242,6 @@ def backtest(
     """Backtest the SMA crossover on history, through the live processor's code path."""
     configure_logging(sys.stderr)
     history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
-    _report_rejects(history)
     result = checked(
         lambda: _run_backtest(
             history,
@@ -1250,6 +1254,7 @@ def backtest(
             progress=sys.stderr.isatty() or not as_json,
         )
     )
+    _report_rejects(history)  # after the run: a recording's bad lines are known once read
     if as_json:
         body = {
             "signals": [signal_view(s) for s in result.signals],
@@ -1341,12 +1346,12 @@ def report(
                                              short, long, cash))  # fmt: skip
     else:
         history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
-        _report_rejects(history)
         result = checked(
             lambda: _run_backtest(
                 history, short, long, fee, initial_cash, quantity, "mid", progress=True
             )
         )
+        _report_rejects(history)
         drawn = from_backtest(result)
     path = checked(lambda: write_report(drawn, out))
     typer.echo(f"wrote {path} ({len(drawn.times):,} bars, {len(drawn.markers)} signals)")
