@@ -97,3 +97,13 @@ def test_the_cli_backtests_a_store_with_progress(store_file: Path) -> None:
     assert "events of ETHUSDT" in done.stderr
     assert "backtest of" in done.stdout
     assert "signals" in done.stdout
+
+
+def test_a_symbol_the_data_does_not_hold_is_a_clear_error(
+    store_file: Path, recording: Path
+) -> None:
+    """It used to give an empty backtest (0 bars, 0 signals) without a word."""
+    with pytest.raises(ConfigurationError, match=r"no market event of DOTUSDT .*BTCUSDT, ETHUSDT"):
+        backtest(SmaCrossover(3, 10), str(store_file), symbol="DOTUSDT")
+    with pytest.raises(ConfigurationError, match="no market event of SOLUSDT in"):
+        load_history(recording, symbol="SOLUSDT")

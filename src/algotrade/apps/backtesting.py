@@ -107,9 +107,16 @@ class MarketEvents:
             if page:
                 self.read += len(page)
                 yield page
+        where = "stored in" if self.store else "in"
         if self.symbol is None:
-            where = "stored in" if self.store else "in"
             raise ConfigurationError("data", f"no market event {where} {self.source}")
+        if not self.read:
+            held = f" (it holds {', '.join(sorted(self.other_symbols))})"
+            raise ConfigurationError(
+                "data",
+                f"no market event of {self.symbol} {where} {self.source}"
+                + (held if self.other_symbols else ""),
+            )
 
     def _keep(self, name: str) -> bool:
         if self.symbol is None:
