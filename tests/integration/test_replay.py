@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import sys
 from pathlib import Path
 
 import anyio
@@ -11,6 +13,7 @@ import pytest
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.apps.collector import Collector
+from algotrade.apps.logs import configure_logging
 from algotrade.domain.book import BookSynchronizer
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (
@@ -131,3 +134,28 @@ def test_a_replay_file_gone_before_it_is_read_is_a_configuration_error(tmp_path:
     with pytest.raises(ConfigurationError, match=r"gone\.raw' cannot be read") as raised:
         list(feed.events())
     assert raised.value.name == "source"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["alone", "after the last batch"])
+async def test_the_collector_counts_every_rejected_line(
+    recording: Path, tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rejects were counted (and logged) only when a batch of valid events followed them: a
+    file of nothing but bad lines ended with `rejected_inputs` 0, and bad lines after the
+    last batch were never counted. Each one is logged with its raw text, the data kept aside."""
+    garbage = [f"garbage line {i}\n" for i in range(7)]
+    lines = recording.read_text(encoding="utf-8").splitlines(keepends=True)[:200]
+    path = tmp_path / "bad.raw"
+    path.write_text("".join(garbage if where == "alone" else lines + garbage), encoding="utf-8")
+    configure_logging(sys.stdout, json=True)
+    try:
+        collector = Collector(ReplayFeed(path, batch_size=1), InMemoryEventStore(), SystemClock())
+        await collector.run(anyio.Event())
+    finally:
+        configure_logging(sys.stderr)
+    assert collector.stats.rejected == 7
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rejected = [e for e in logged if e["event"] == "input rejected"]
+    assert [e["raw"] for e in rejected] == [g.strip() for g in garbage]
+    assert rejected[0]["where"].startswith("line ")

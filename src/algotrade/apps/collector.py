@@ -158,7 +158,10 @@ class Collector:
 
         async def watch_stop() -> None:
             with watcher:
-                await stop.wait()
+                while not stop.is_set():
+                    with anyio.move_on_after(1.0):
+                        await stop.wait()
+                    self.note_rejects()  # also while nothing valid arrives to be handled
                 if idle:
                     waiting.cancel()
 
@@ -185,6 +188,7 @@ class Collector:
                             idle = True
             finally:
                 watcher.cancel()
+                self.note_rejects()  # the last ones, after the last batch
                 with anyio.CancelScope(shield=True):
                     await self.flush()
                     self._writer = None
@@ -237,20 +241,25 @@ class Collector:
         now = self.clock.monotonic()
         for symbol in [s for s, w in self._backfills.items() if now >= w.deadline]:
             await self._release(symbol)
+        self.note_rejects()
+        if (
+            len(pending) >= self.flush_size
+            or self.clock.monotonic() - self._last_flush >= self.flush_interval
+        ):
+            await self.flush()
+
+    def note_rejects(self) -> None:
+        """Count and log (with its raw text) every input the feed set aside since last time."""
         for reject in self.feed.drain_rejects():
-            stats.rejected += 1
+            self.stats.rejected += 1
             warn(
                 "collector",
                 "input rejected",
                 source=reject.source,
                 where=reject.where,
                 reason=reject.reason,
+                raw=reject.raw,
             )
-        if (
-            len(pending) >= self.flush_size
-            or self.clock.monotonic() - self._last_flush >= self.flush_interval
-        ):
-            await self.flush()
 
     async def flush(self) -> None:
         """Hand every pending event to the writer (or, outside :meth:`run`, store them now)."""
