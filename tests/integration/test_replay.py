@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.replay import ReplayFeed
+from algotrade.apps.backtesting import backtest
 from algotrade.apps.collector import Collector
 from algotrade.apps.logs import configure_logging
 from algotrade.domain.book import BookSynchronizer
@@ -23,6 +25,7 @@ from algotrade.domain.events import (
     SequenceGapDetected,
     TradeReceived,
 )
+from algotrade.domain.strategy import SmaCrossover
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "DOTUSDT")
 
@@ -159,3 +162,35 @@ async def test_the_collector_counts_every_rejected_line(
     rejected = [e for e in logged if e["event"] == "input rejected"]
     assert [e["raw"] for e in rejected] == [g.strip() for g in garbage]
     assert rejected[0]["where"].startswith("line ")
+
+
+def test_a_gzipped_recording_replays_as_it_is(recording: Path, tmp_path: Path) -> None:
+    """`gzip session.raw` (a sixth of the size here): replayed without unpacking; cut short
+    (a copy interrupted), everything before the cut is replayed and the cut is one reject."""
+    packed = tmp_path / "session.raw.gz"
+    packed.write_bytes(gzip.compress(recording.read_bytes()))
+    assert packed.stat().st_size * 5 < recording.stat().st_size
+    assert replay(packed) == replay(recording)
+
+    cut = tmp_path / "cut.raw.gz"
+    cut.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    feed = ReplayFeed(cut)
+    events = list(feed.events())
+    assert 100 < len(events) < len(replay(recording))
+    assert events == replay(recording)[: len(events)]
+    [reject] = feed.drain_rejects()
+    assert "the compressed recording ends here" in reject.reason
+
+
+def test_a_gzipped_recording_backtests_like_the_plain_one(recording: Path, tmp_path: Path) -> None:
+    packed = tmp_path / "session.raw.gz"
+    packed.write_bytes(gzip.compress(recording.read_bytes()))
+    plain = backtest(SmaCrossover(3, 10), recording, symbol="BTCUSDT", interval="1s")
+    assert plain.signals
+    assert backtest(SmaCrossover(3, 10), packed, symbol="BTCUSDT", interval="1s").signals == (
+        plain.signals
+    )
+    damaged = tmp_path / "damaged.gz"
+    damaged.write_bytes(b"\x1f\x8b" + b"not deflate at all")
+    with pytest.raises(ConfigurationError, match="damaged compressed file"):
+        backtest(SmaCrossover(3, 10), damaged)

@@ -7,14 +7,18 @@ Each line is one of::
     URL -> T: {json}                    one REST response for URL received at T
 
 ``T`` is Unix seconds as a float. Depth snapshots come from ``/depth?symbol=...`` REST
-lines. A corrupt line is counted, kept aside with its line number, and skipped.
+lines. A corrupt line is counted, kept aside with its line number, and skipped. A recording
+compressed with gzip (``gzip session.raw``) is read as it is, told by its first bytes.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
+import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import parse_qs, urlparse
 
 import anyio
@@ -28,6 +32,22 @@ _FRAME = re.compile(r"^(\d+(?:\.\d+)?): (.*)$", re.DOTALL)
 _REST = re.compile(r"^(\S+) -> (\d+(?:\.\d+)?): (.*)$", re.DOTALL)
 _OPEN = re.compile(r"^(wss?://\S+) <-> (\d+(?:\.\d+)?)$")
 _MAX_RAW = 500
+
+
+_GZIP = b"\x1f\x8b"
+
+
+def open_recording(path: Path) -> TextIO:
+    """Open a recording as text, compressed with gzip or not (told by its first bytes).
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == _GZIP
+    if compressed:
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return path.open("r", encoding="utf-8", errors="replace")
 
 
 def _ns(seconds: str) -> int:
@@ -78,27 +98,32 @@ class ReplayFeed:
     def events(self) -> Iterator[MarketEvent]:
         """Yield the recording's market events in file order (synchronously)."""
         try:
-            opened = self.path.open("r", encoding="utf-8", errors="replace")
+            opened = open_recording(self.path)
         except OSError as e:  # gone since the command checked it, or not readable
             raise ConfigurationError(
                 "source", f"replay file {str(self.path)!r} cannot be read: {e.strerror}"
             ) from e
+        number = 0
         with opened as lines:
-            for number, line in enumerate(lines, start=1):
-                self.lines = number
-                line = line.rstrip("\n")
-                if not line.strip():
-                    continue
-                try:
-                    event = self._parse(line)
-                except InvalidInputError as e:
-                    self._reject(number, str(e), line)
-                    continue
-                if event is None:
-                    continue
-                if self._keep and event.symbol not in self._keep:
-                    continue
-                yield event
+            try:
+                for number, line in enumerate(lines, start=1):
+                    self.lines = number
+                    line = line.rstrip("\n")
+                    if not line.strip():
+                        continue
+                    try:
+                        event = self._parse(line)
+                    except InvalidInputError as e:
+                        self._reject(number, str(e), line)
+                        continue
+                    if event is None:
+                        continue
+                    if self._keep and event.symbol not in self._keep:
+                        continue
+                    yield event
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                # Compressed, and cut short or damaged: what came before was read.
+                self._reject(number + 1, f"the compressed recording ends here: {e}", "")
 
     async def batches(self) -> AsyncIterator[Sequence[MarketEvent]]:
         """Yield the recording's events in batches."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import itertools
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,7 +26,7 @@ import anyio
 
 from algotrade.adapters.candles import read_candles, resample
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
-from algotrade.adapters.replay import ReplayFeed
+from algotrade.adapters.replay import ReplayFeed, open_recording
 from algotrade.adapters.synthetic import synthetic_bars
 from algotrade.apps.collector import Collector
 from algotrade.apps.common import open_store
@@ -188,7 +189,7 @@ def is_store_url(text: str) -> bool:
 
 def _is_recording(path: Path) -> bool:
     try:
-        with path.open("r", encoding="utf-8", errors="replace") as lines:
+        with open_recording(path) as lines:
             for line in islice(lines, 20):
                 text = line.strip()
                 if not text:
@@ -197,8 +198,9 @@ def _is_recording(path: Path) -> bool:
                 return text.startswith(("wss://", "ws://", "http://", "https://")) or (
                     head.replace(".", "", 1).isdigit() and ": " in text[: len(head) + 2]
                 )
-    except OSError as e:
-        raise ConfigurationError("data", f"cannot read {path}: {e.strerror}") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip's BadGzipFile is an OSError
+        reason = getattr(e, "strerror", None) or f"damaged compressed file ({e})"
+        raise ConfigurationError("data", f"cannot read {path}: {reason}") from None
     return False
 
 
