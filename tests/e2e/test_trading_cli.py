@@ -114,10 +114,10 @@ def test_the_kill_switch_stops_orders_until_resumed(exchange: Exchange, tmp_path
     """`trader --halt` makes the next trader store its signal's order rejected with the
     reason and send nothing; `--resume` clears it."""
     db = tmp_path / "halt.db"
+    store_signals(db, 1)
     halted = algotrade("trader", "--store", str(db), "--halt", "--reason", "drill", "--json")
     assert halted.returncode == 0, halted.stderr
     assert json.loads(halted.stdout)["halted"] is True
-    store_signals(db, 1)
 
     run = algotrade(
         "trader", "--store", str(db), "--port", "0", "--duration", "4s", "--json",

@@ -75,3 +75,30 @@ def test_depth_lists_every_event_of_the_symbol_page_by_page(
         str(r["first_update_id"]) for r in expected
     ]
     assert lines[-1] == "12 depth event(s)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["depth"], ["depth", "--json"], ["gaps"], ["signals", "--json"], ["orders"],
+        ["positions"], ["trader", "--halt"], ["report", "--out", "{tmp}/r.html"],
+        ["backtest", "--data"],
+    ],
+)  # fmt: skip
+def test_a_command_reading_a_store_that_is_not_there_says_so_and_creates_nothing(
+    args: list[str], tmp_path: Path
+) -> None:
+    """A mistyped --store listed nothing ("0 depth event(s)") and left a new empty store
+    (and its directories) behind; `trader --halt` halted no trader while it said it did."""
+    missing = tmp_path / "typo" / "algotrade.db"
+    given = [a.format(tmp=tmp_path) for a in args]
+    given += [str(missing)] if given[-1] == "--data" else ["--store", str(missing)]
+    try:
+        result = CliRunner().invoke(cli.app, given)
+    finally:
+        configure_logging(sys.stderr)  # a command logs into the runner's stream, closed after
+    assert result.exit_code == 2, result.output
+    option = "--data" if "--data" in given else "--store"
+    assert result.output.startswith(f"algotrade: error: {option}")
+    assert f"no store at '{missing}' (nothing was created)" in result.output
+    assert not (tmp_path / "typo").exists()

@@ -164,7 +164,7 @@ class MarketEvents:
         # The store is asynchronous and the backtest is not: the store lives in an event
         # loop of its own thread, asked for one page at a time.
         with anyio.from_thread.start_blocking_portal() as portal:
-            store = portal.call(lambda: open_store(self.source, patient=False))
+            store = portal.call(lambda: open_store(self.source, patient=False, existing="data"))
             try:
                 after = 0
                 while batch := portal.call(

@@ -868,7 +868,7 @@ app.add_typer(signals_app, name="signals")
 
 
 async def _read_all(store: str, kind: type[E]) -> list[E]:
-    db = open_store(store, patient=False)
+    db = open_store(store, patient=False, existing="store")
     try:
         out: list[E] = []
         after = 0
@@ -1065,7 +1065,7 @@ def depth(
     async def main() -> int:
         # Page by page, written as read: a week of depth is millions of events, and the
         # listing keeps one page in memory, not the whole stream.
-        db = open_store(store, patient=False)
+        db = open_store(store, patient=False, existing="store")
         count, after = 0, 0
         typer.echo("[" if as_json else _line(None, columns), nl=not as_json)
         try:
@@ -1367,7 +1367,7 @@ async def _live_report(
     bars_interval = Interval.parse(interval)
     name = parse_symbols([symbol])[0]
     strategy = SmaCrossover(short, long)
-    db = open_store(store, patient=False)
+    db = open_store(store, patient=False, existing="store")
     try:
         stored_bars = await db.read_stream(bar_stream(name, bars_interval.name))
         stored_signals = await db.read_stream(signal_stream(name, bars_interval.name, strategy))

@@ -117,7 +117,11 @@ def parse_retention(text: str) -> float:
 
 
 def open_store(
-    url: str, *, depth_retention: float | None = None, patient: bool = True
+    url: str,
+    *,
+    depth_retention: float | None = None,
+    patient: bool = True,
+    existing: str | None = None,
 ) -> EventStore:
     """Open the event store named by ``url``: a SQLite path (default), ``memory``, or a
     ``mongodb://`` URL.
@@ -125,6 +129,9 @@ def open_store(
     For MongoDB, ``depth_retention`` (seconds, 0 for ever) sets the market data's TTL index
     (``None``: left as it is); a ``patient`` store retries an unreachable server for ever
     (services), an impatient one gives up after 15 seconds (one-shot commands).
+    ``existing``: the option naming the store, for commands that read one (or set the kill
+    switch): a SQLite file that is not there is then an error naming that option, rather
+    than a new empty store (a mistyped path listed nothing, or halted no trader).
     """
     if url == "memory":
         return InMemoryEventStore()
@@ -143,6 +150,8 @@ def open_store(
             on_problem=lambda what, detail: warn("store", what, detail=detail),
         )
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if existing is not None and not Path(path).exists():
+        raise ConfigurationError(existing, f"no store at {path!r} (nothing was created)")
     return SqliteEventStore(path)
 
 

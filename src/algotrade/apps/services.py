@@ -742,7 +742,7 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
 
 async def run_kill_switch(store_url: str, *, halt: bool, reason: str) -> dict[str, Any]:
     """Set or clear the kill switch in the store every trader reads."""
-    store = open_store(store_url, patient=False)
+    store = open_store(store_url, patient=False, existing="store")
     try:
         event = await set_kill_switch(store, halt=halt, reason=reason)
     finally:
