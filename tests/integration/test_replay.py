@@ -142,7 +142,7 @@ def test_a_replay_file_gone_before_it_is_read_is_a_configuration_error(tmp_path:
 @pytest.mark.anyio
 @pytest.mark.parametrize("where", ["alone", "after the last batch"])
 async def test_the_collector_counts_every_rejected_line(
-    recording: Path, tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+    recording: Path, tmp_path: Path, where: str
 ) -> None:
     """Rejects were counted (and logged) only when a batch of valid events followed them: a
     file of nothing but bad lines ended with `rejected_inputs` 0, and bad lines after the
@@ -151,14 +151,17 @@ async def test_the_collector_counts_every_rejected_line(
     lines = recording.read_text(encoding="utf-8").splitlines(keepends=True)[:200]
     path = tmp_path / "bad.raw"
     path.write_text("".join(garbage if where == "alone" else lines + garbage), encoding="utf-8")
-    configure_logging(sys.stdout, json=True)
+    logs = (tmp_path / "collector.log").open("w", encoding="utf-8")
+    configure_logging(logs, json=True)
     try:
         collector = Collector(ReplayFeed(path, batch_size=1), InMemoryEventStore(), SystemClock())
         await collector.run(anyio.Event())
     finally:
         configure_logging(sys.stderr)
+        logs.close()
     assert collector.stats.rejected == 7
-    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    text = (tmp_path / "collector.log").read_text(encoding="utf-8")
+    logged = [json.loads(line) for line in text.splitlines()]
     rejected = [e for e in logged if e["event"] == "input rejected"]
     assert [e["raw"] for e in rejected] == [g.strip() for g in garbage]
     assert rejected[0]["where"].startswith("line ")
