@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -37,6 +40,7 @@ from algotrade.domain.events import (
     SignalEmitted,
 )
 from algotrade.domain.ports import EventStore, Tracking
+from tests.e2e.test_cli import algotrade, start
 from tests.support.servers import RedisServer, free_port, redis_binary
 
 pytestmark = pytest.mark.anyio
@@ -371,3 +375,38 @@ async def test_redis_outage_loses_nothing(
     assert Counter(o.signal_id for o in orders) == Counter(s.signal_id for s in signals)
     assert int((await client.xpending(SIGNAL_STREAM, SIGNAL_GROUP))["pending"]) == 0
     await client.aclose()
+
+
+def test_signals_tail_shows_every_entry_across_a_redis_restart(own_redis: RedisServer) -> None:
+    """`signals tail` used to read from "$" on every call, skipping what was added between
+    two reads, and ended at the first outage (exit 1). Now it follows from the last entry it
+    showed and waits out an outage: every entry, once, in order."""
+    client = sync_redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.xadd(SIGNAL_STREAM, {"n": "0"})  # before the tail: not shown
+    tail = start("signals", "tail", "--redis-url", own_redis.url, "--count", "3")
+    try:
+        deadline = time.monotonic() + 30
+        while not any(c.get("cmd") == "xread" for c in client.client_list()):
+            assert time.monotonic() < deadline, "the tail never read the stream"
+            time.sleep(0.05)
+        client.xadd(SIGNAL_STREAM, {"n": "1"})
+        client.close()
+        own_redis.stop()  # the entry is on disk (append-only file)
+        time.sleep(0.5)
+        own_redis.start()
+        client = sync_redis.Redis.from_url(own_redis.url, decode_responses=True)
+        client.xadd(SIGNAL_STREAM, {"n": "2"})  # while the tail waits to retry
+        client.xadd(SIGNAL_STREAM, {"n": "3"})
+        out, err = tail.communicate(timeout=60)
+    finally:
+        tail.kill()
+        client.close()
+    assert tail.returncode == 0, err
+    assert [json.loads(line)["n"] for line in out.splitlines()] == ["1", "2", "3"]
+    assert "signal stream unavailable, retrying" in err
+
+
+def test_signals_tail_on_a_server_it_never_reached_is_an_error() -> None:
+    done = algotrade("signals", "tail", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("algotrade: cannot read")

@@ -36,7 +36,7 @@ from algotrade.apps.common import (
     parse_symbols,
     tune_gc,
 )
-from algotrade.apps.logs import configure_logging
+from algotrade.apps.logs import configure_logging, warn
 from algotrade.apps.runner import bootstrap_run, run_pipeline
 from algotrade.apps.settings import (
     DEFAULT_PORTS,
@@ -934,14 +934,27 @@ def signals_tail(
 
     async def main() -> None:
         client = redis.client()
-        last = "0-0" if from_start else "$"
+        # From the newest entry's id, once Redis answers; not "$", which read again after a
+        # timeout or an outage would skip what was added in between.
+        last: str | None = "0-0" if from_start else None
         seen = 0
+        backoff, answered = 0.1, False  # a server never reached is an error, an outage not
         try:
             while count is None or seen < count:
                 try:
+                    if last is None:
+                        newest: Any = await client.xrevrange(redis.stream, count=1)
+                        last = str(newest[0][0]) if newest else "0-0"
                     response: Any = await client.xread({redis.stream: last}, count=100, block=1000)
                 except RedisError as e:
-                    raise MessagingError(f"cannot read {redis.stream!r}: {e}") from e
+                    if not answered:
+                        raise MessagingError(f"cannot read {redis.stream!r}: {e}") from e
+                    warn("signals", "signal stream unavailable, retrying", stream=redis.stream,
+                         error=e, retry_in=backoff)  # fmt: skip
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff, answered = 0.1, True
                 for _, entries in response or ():
                     for entry_id, fields in entries:
                         last = str(entry_id)
