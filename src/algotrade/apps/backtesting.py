@@ -11,14 +11,13 @@ compares the two signal lists.
 from __future__ import annotations
 
 import gc
-import itertools
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Literal
 
@@ -389,7 +388,7 @@ def _run_events(
     collecting = gc.isenabled()
     gc.disable()  # the run allocates nothing cyclic; pages are freed by reference counting
     try:
-        for page in itertools.chain((first or [],), pages):
+        for page in chain((first or [],), pages):
             tester.run_events(page)
             if on_progress is not None:
                 on_progress(events.read, 0)
