@@ -1230,8 +1230,11 @@ def _run_backtest(history: Any, short: int, long: int, fee: str, cash: str,
             meter.show()
 
     try:
-        return backtest(strategy, history, fee=fee_rate, initial_cash=initial, quantity=fixed,
-                        price_source=source, on_progress=on_progress)  # fmt: skip
+        result = backtest(strategy, history, fee=fee_rate, initial_cash=initial, quantity=fixed,
+                          price_source=source, on_progress=on_progress)  # fmt: skip
+        if streamed:
+            meter.show()  # the final count, known only now
+        return result
     finally:
         meter.finish()
 
