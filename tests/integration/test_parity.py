@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from algotrade import SmaCrossover, parity
+from algotrade import ConfigurationError, SmaCrossover, parity
 
 
 @pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT", "DOTUSDT"])
@@ -20,3 +20,12 @@ def test_live_path_and_backtest_agree(recording: Path, symbol: str, price_source
     assert result.live, "the session has crossovers"
     assert result.identical, result.differences()
     assert [s.signal_id for s in result.live] == [s.signal_id for s in result.backtest]
+
+
+def test_parity_needs_a_recording(tmp_path: Path) -> None:
+    """A kline file (or a store) used to run: no live signal from lines that are not frames,
+    so it reported the two paths DIFFERENT; it is now an error saying what parity reads."""
+    candles = tmp_path / "BTCUSDT-1m-2024-01.csv"
+    candles.write_text("1704067200000,1,1,1,1,1,1704067259999,1,1,1,1,0\n")
+    with pytest.raises(ConfigurationError, match="is not a recording: parity replays one"):
+        parity(candles, lambda: SmaCrossover(3, 10), interval="1m")

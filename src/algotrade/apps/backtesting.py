@@ -458,12 +458,15 @@ def parity(
     those published.
     """
     started = time.monotonic()
-    history = load_history(data, symbol=symbol, interval=interval)
-    live = anyio.run(_live_signals, Path(data), history.symbol, history.interval,
+    events = market_events(data, symbol=symbol, interval=Interval.parse(interval))
+    if events is None or events.store:
+        raise ConfigurationError("data", f"{data} is not a recording: parity replays one")
+    result = backtest(strategy_factory(), events, price_source=price_source)  # read as it goes
+    assert events.symbol is not None  # the backtest found the symbol's events, or raised
+    live = anyio.run(_live_signals, Path(data), events.symbol, events.interval,
                      strategy_factory, price_source)  # fmt: skip
-    result = backtest(strategy_factory(), history, price_source=price_source)
     return ParityResult(
-        live, list(result.signals), history.symbol, len(history.items), time.monotonic() - started
+        live, list(result.signals), events.symbol, events.read, time.monotonic() - started
     )
 
 
