@@ -1047,6 +1047,12 @@ def _fail(name: str, message: str) -> NoReturn:
 
 def _record_target(out: Path) -> None:
     """Refuse a recording file that could not be written, before connecting."""
+    if out.suffix.lower() in (".gz", ".gzip"):
+        _fail(
+            "out",
+            f"{str(out)!r}: a recording is written as plain text, each line on disk as it "
+            "arrives; record into a .raw file and gzip it once done (replay reads both)",
+        )
     try:
         if out.is_dir():
             _fail("out", f"{str(out)!r} is a directory")
