@@ -82,3 +82,7 @@ def test_report_html_from_a_backtest_and_from_the_store(tmp_path: Path) -> None:
     count = len(json.loads(signals.stdout))
     assert count > 0
     assert live.read_text().count('class="marker ') == count
+    # Without --interval (1d by default), the error names the intervals that are stored.
+    done = algotrade("report", "--store", str(db), "--out", str(live))
+    assert done.returncode == 2
+    assert "no stored 1d bars of BTCUSDT (stored: 1m; choose with --interval)" in done.stderr

@@ -1393,17 +1393,24 @@ async def _live_report(
     try:
         stored_bars = await db.read_stream(bar_stream(name, bars_interval.name))
         stored_signals = await db.read_stream(signal_stream(name, bars_interval.name, strategy))
+        closed = [b for b in stored_bars if isinstance(b, BarClosed)]
+        if not closed:
+            # Say which intervals are there (the first bars stored tell): `make run`
+            # stores 10s bars, and the report's default is 1d.
+            first = await db.read_all(0, limit=5000, types=(BarClosed,))
+            names = {e.interval for s in first if isinstance(e := s.event, BarClosed)
+                     and e.symbol == name}  # fmt: skip
+            found = sorted(names, key=lambda i: Interval.parse(i).nanos)
+            hint = f" (stored: {', '.join(found)}; choose with --interval)" if found else ""
+            raise ConfigurationError(
+                "store", f"no stored {bars_interval.name} bars of {name}{hint}: run the "
+                "processor with that --interval, or report a backtest with --data"
+            )  # fmt: skip
     finally:
         await db.close()
     signals = [s for s in stored_signals if isinstance(s, SignalEmitted)]
     ids = {s.signal_id for s in signals}
     fills = [f for f in await _read_all(store, OrderFilled) if f.signal_id in ids]
-    closed = [b for b in stored_bars if isinstance(b, BarClosed)]
-    if not closed:
-        raise ConfigurationError(
-            "store", f"no stored {bars_interval.name} bars of {name}: run the processor with "
-            "that --interval, or report a backtest with --data"
-        )  # fmt: skip
     return from_live(closed, signals, fills, initial_cash=cash, params=dict(strategy.params),
                      title=f"{name} {bars_interval.name} sma_crossover(short={short}, "
                      f"long={long}): live, from {store}")  # fmt: skip
