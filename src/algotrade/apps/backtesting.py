@@ -11,6 +11,7 @@ compares the two signal lists.
 from __future__ import annotations
 
 import gc
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,8 +25,9 @@ from typing import Literal
 import anyio
 
 from algotrade.adapters.candles import read_candles, resample
-from algotrade.adapters.memory import InMemoryEventStore, SystemClock
+from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.replay import ReplayFeed, open_recording
+from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.synthetic import synthetic_bars
 from algotrade.apps.collector import Collector
 from algotrade.apps.common import open_store
@@ -477,7 +479,23 @@ async def _live_signals(
     strategy_factory: Callable[[], Strategy],
     price_source: PriceSource,
 ) -> list[SignalEmitted]:
-    store = InMemoryEventStore()
+    with tempfile.TemporaryDirectory(prefix="algotrade-parity-") as directory:
+        # The default store of the services, on disk: a long session needs no memory of its size.
+        store = SqliteEventStore(Path(directory) / "parity.db")
+        try:
+            return await _live_path(store, path, symbol, interval, strategy_factory, price_source)
+        finally:
+            await store.close()
+
+
+async def _live_path(
+    store: EventStore,
+    path: Path,
+    symbol: str,
+    interval: Interval,
+    strategy_factory: Callable[[], Strategy],
+    price_source: PriceSource,
+) -> list[SignalEmitted]:
     bus = _Published()
     relay = OutboxRelay(store, bus)
     processor = ProcessorService(
@@ -495,7 +513,6 @@ async def _live_signals(
         await processor.catch_up()  # whatever the follower had not reached when stopped
         relay.notify()
         relaying.set()  # the relay publishes what is left, then returns
-    await store.close()
     return bus.signals
 
 
