@@ -483,27 +483,20 @@ async def _live_signals(
         # The default store of the services, on disk: a long session needs no memory of its size.
         store = SqliteEventStore(Path(directory) / "parity.db")
         try:
-            return await _live_path(store, path, symbol, interval, strategy_factory, price_source)
+            feed = ReplayFeed(path, symbols=[symbol])
+            core = Processor(interval, strategy_factory, price_source=price_source)
+            return await _live_path(store, feed, core)
         finally:
             await store.close()
 
 
-async def _live_path(
-    store: EventStore,
-    path: Path,
-    symbol: str,
-    interval: Interval,
-    strategy_factory: Callable[[], Strategy],
-    price_source: PriceSource,
-) -> list[SignalEmitted]:
+async def _live_path(store: EventStore, feed: ReplayFeed, core: Processor) -> list[SignalEmitted]:
+    """Collect ``feed`` into ``store`` while a processor follows it; return what its outbox
+    relay published."""
     bus = _Published()
     relay = OutboxRelay(store, bus)
-    processor = ProcessorService(
-        store,
-        Processor(interval, strategy_factory, price_source=price_source),
-        on_signals=relay.notify,
-    )
-    collector = Collector(ReplayFeed(path, symbols=[symbol]), store, SystemClock())
+    processor = ProcessorService(store, core, on_signals=relay.notify)
+    collector = Collector(feed, store, SystemClock())
     following, relaying = anyio.Event(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: processor.follow(following, idle=0.01))
