@@ -72,6 +72,35 @@ class History:
     other_symbols: set[str] = field(default_factory=set)
 
 
+class _Choice:
+    """Which symbol's events a history keeps: the one asked for, or the first one met; the
+    other symbols met are noted."""
+
+    def __init__(self, asked: str | None) -> None:
+        self.symbol = asked
+        self.others: set[str] = set()
+
+    def keeps(self, event: Event) -> bool:
+        name: str | None = getattr(event, "symbol", None)
+        if name is None:
+            return False
+        if self.symbol is None:
+            self.symbol = name
+        if name == self.symbol:
+            return True
+        self.others.add(name)
+        return False
+
+    def chosen(self, read: int, where: str) -> str:
+        """Return the symbol, or say why there is nothing to test."""
+        if self.symbol is None:
+            raise ConfigurationError("data", f"no market event {where}")
+        if not read:
+            held = f" (it holds {', '.join(sorted(self.others))})" if self.others else ""
+            raise ConfigurationError("data", f"no market event of {self.symbol} {where}{held}")
+        return self.symbol
+
+
 class MarketEvents:
     """A recording's or an event store's market events of one symbol, read a page at a time.
 
@@ -91,10 +120,19 @@ class MarketEvents:
             raise ConfigurationError("data", f"{self.path} is not a file")
         self.interval = interval or MARKET_INTERVAL
         self.asked = symbol.upper() if symbol else None
-        self.symbol = self.asked
-        self.other_symbols: set[str] = set()
+        self._choice = _Choice(self.asked)
         self.rejected: list[RejectedInput] = []
         self.read = 0
+
+    @property
+    def symbol(self) -> str | None:
+        """The symbol tested: the one asked for, or the first one read."""
+        return self._choice.symbol
+
+    @property
+    def other_symbols(self) -> set[str]:
+        """The other symbols met so far."""
+        return self._choice.others
 
     def pages(self, size: int = 10_000) -> Iterator[list[tuple[Event, int]]]:
         """Yield the chosen symbol's ``(event, position)`` pairs, in order, a page at a time.
@@ -102,31 +140,13 @@ class MarketEvents:
         Raises:
             ConfigurationError: the source cannot be read, or holds no market event.
         """
-        self.symbol, self.read = self.asked, 0
-        self.other_symbols, self.rejected = set(), []
+        self._choice, self.read, self.rejected = _Choice(self.asked), 0, []
         found = self._store_pages(size) if self.store else self._recording_pages(size)
         for page in found:
             if page:
                 self.read += len(page)
                 yield page
-        where = "stored in" if self.store else "in"
-        if self.symbol is None:
-            raise ConfigurationError("data", f"no market event {where} {self.source}")
-        if not self.read:
-            held = f" (it holds {', '.join(sorted(self.other_symbols))})"
-            raise ConfigurationError(
-                "data",
-                f"no market event of {self.symbol} {where} {self.source}"
-                + (held if self.other_symbols else ""),
-            )
-
-    def _keep(self, name: str) -> bool:
-        if self.symbol is None:
-            self.symbol = name
-        if name == self.symbol:
-            return True
-        self.other_symbols.add(name)
-        return False
+        self._choice.chosen(self.read, ("stored in " if self.store else "in ") + self.source)
 
     def _recording_pages(self, size: int) -> Iterator[list[tuple[Event, int]]]:
         feed = ReplayFeed(self.path, symbols=[self.asked] if self.asked else ())
@@ -134,7 +154,7 @@ class MarketEvents:
         page: list[tuple[Event, int]] = []
         position = 0
         for event in feed.events():
-            if not self._keep(event.symbol):
+            if not self._choice.keeps(event):
                 continue
             out: Sequence[Event]
             if isinstance(event, DepthDiffReceived | BookSnapshotTaken):
@@ -172,11 +192,8 @@ class MarketEvents:
                     partial(store.read_all, after, limit=size, types=MARKET_TYPES)
                 ):
                     after = batch[-1].position
-                    yield [
-                        (stored.event, stored.position)
-                        for stored in batch
-                        if (name := getattr(stored.event, "symbol", None)) and self._keep(name)
-                    ]
+                    keeps = self._choice.keeps
+                    yield [(s.event, s.position) for s in batch if keeps(s.event)]
             finally:
                 portal.call(store.close)
 
@@ -260,25 +277,14 @@ async def store_history(
 ) -> History:
     """Read a store's market events for one symbol (the first one stored by default) into
     memory; a backtest given the store's URL reads them as it goes instead."""
+    choice = _Choice(symbol.upper() if symbol else None)
     items: list[tuple[Event, int]] = []
-    others: set[str] = set()
-    chosen = symbol.upper() if symbol else None
     after = 0
     while batch := await store.read_all(after, limit=10_000, types=MARKET_TYPES):
-        for stored in batch:
-            name = getattr(stored.event, "symbol", None)
-            if name is None:
-                continue
-            if chosen is None:
-                chosen = name
-            if name == chosen:
-                items.append((stored.event, stored.position))
-            else:
-                others.add(name)
+        items.extend((s.event, s.position) for s in batch if choice.keeps(s.event))
         after = batch[-1].position
-    if chosen is None:
-        raise ConfigurationError("data", f"no market event stored in {source}")
-    return History("events", chosen, interval, items, source, other_symbols=others)
+    name = choice.chosen(len(items), f"stored in {source}")
+    return History("events", name, interval, items, source, other_symbols=choice.others)
 
 
 def market_events(
@@ -337,63 +343,44 @@ def backtest(
     if events is None and isinstance(data, str | Path):
         wanted = Interval.parse(interval) if interval else None
         events = market_events(data, symbol=symbol, interval=wanted)
+    pages: Iterator[list[tuple[Event, int]]] | None = None
     if events is not None:
-        return _run_events(strategy, events, fee=Decimal(fee), initial_cash=Decimal(initial_cash),
-                           quantity=quantity, price_source=price_source,
-                           on_progress=on_progress)  # fmt: skip
-    assert not isinstance(data, MarketEvents)
-    history = (
-        data if isinstance(data, History) else load_history(data, symbol=symbol, interval=interval)
-    )
-    pipeline = SymbolPipeline(history.symbol, history.interval, strategy, price_source=price_source)
+        pages = events.pages()
+        first = next(pages)  # chooses the symbol (pages() raises when it has no event)
+        pages = chain((first,), pages)
+        assert events.symbol is not None
+        name, bar_interval = events.symbol, events.interval
+    else:
+        assert not isinstance(data, MarketEvents)
+        history = data if isinstance(data, History) else load_history(
+            data, symbol=symbol, interval=interval)  # fmt: skip
+        name, bar_interval = history.symbol, history.interval
+    pipeline = SymbolPipeline(name, bar_interval, strategy, price_source=price_source)
     tester = Backtester(
         pipeline,
         fee=Decimal(fee),
         initial_cash=Decimal(initial_cash),
         quantity=None if quantity is None else Decimal(quantity),
     )
-    items = history.items
-    total = len(items)
-    run = tester.run_bars if history.kind == "bars" else tester.run_events
     collecting = gc.isenabled()
     gc.disable()  # the run allocates nothing cyclic; scanning a million live bars is waste
     try:
+        if pages is not None:  # read as it goes: a page at a time, freed once run
+            assert events is not None
+            for page in pages:
+                tester.run_events(page)
+                if on_progress is not None:
+                    on_progress(events.read, 0)
+            return tester.result()
+        items = history.items
+        total = len(items)
+        run = tester.run_bars if history.kind == "bars" else tester.run_events
         if on_progress is None:
             run(items)  # type: ignore[arg-type]  # kind says which sequence it is
         else:
             for start in range(0, total, CHUNK):
                 run(items[start : start + CHUNK])  # type: ignore[arg-type]
                 on_progress(min(start + CHUNK, total), total)
-        return tester.result()
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _run_events(
-    strategy: Strategy,
-    events: MarketEvents,
-    *,
-    fee: Decimal,
-    initial_cash: Decimal,
-    quantity: Decimal | str | None,
-    price_source: PriceSource,
-    on_progress: Callable[[int, int], None] | None,
-) -> BacktestResult:
-    """Run market events as they are read; see :func:`backtest`."""
-    pages = events.pages()
-    first = next(pages, None)  # chooses the symbol (or raises: no market event)
-    assert events.symbol is not None
-    pipeline = SymbolPipeline(events.symbol, events.interval, strategy, price_source=price_source)
-    tester = Backtester(pipeline, fee=fee, initial_cash=initial_cash,
-                        quantity=None if quantity is None else Decimal(quantity))  # fmt: skip
-    collecting = gc.isenabled()
-    gc.disable()  # the run allocates nothing cyclic; pages are freed by reference counting
-    try:
-        for page in chain((first or [],), pages):
-            tester.run_events(page)
-            if on_progress is not None:
-                on_progress(events.read, 0)
         return tester.result()
     finally:
         if collecting:

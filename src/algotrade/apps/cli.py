@@ -1201,7 +1201,7 @@ def _price_source(text: str) -> Any:
 def _run_backtest(history: Any, short: int, long: int, fee: str, cash: str,
                   quantity: str | None, price_source: str, progress: bool) -> Any:  # fmt: skip
     from algotrade.adapters.memory import SystemClock
-    from algotrade.apps.backtesting import backtest
+    from algotrade.apps.backtesting import MarketEvents, backtest
     from algotrade.apps.common import Progress, rate
 
     strategy = SmaCrossover(short, long)
@@ -1209,7 +1209,7 @@ def _run_backtest(history: Any, short: int, long: int, fee: str, cash: str,
     initial = _decimal("initial_cash", cash, positive=True)
     fixed = None if quantity is None else _decimal("quantity", quantity, positive=True)
     source = _price_source(price_source)
-    streamed = not hasattr(history, "items")  # market events, read as the run goes
+    streamed = isinstance(history, MarketEvents)  # read as the run goes
     total = 0 if streamed else len(history.items)
     if not progress or (not streamed and total < 200_000):
         return backtest(strategy, history, fee=fee_rate, initial_cash=initial, quantity=fixed,
