@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from algotrade.adapters import codec
@@ -234,4 +235,77 @@ def test_mongo_documents_without_a_later_field_read_its_default() -> None:
     assert documents.from_document(doc) == order
     del doc["quantity"]
     with pytest.raises(InvalidInputError, match="quantity"):
+        documents.from_document(doc)
+
+
+def test_depth_documents_stored_before_the_top_of_book_read_none() -> None:
+    """A depth diff stored before events carried their top of book reads with ``top``
+    ``None``, on the fast path as on the generic one."""
+    event = EXAMPLES[0]
+    assert isinstance(event, DepthDiffReceived)
+    old = codec.to_dict(event)
+    del old["t"]
+
+    back = codec.from_dict("DepthDiffReceived", event.stream, 1, old)
+    assert isinstance(back, DepthDiffReceived)
+    assert back.top is None
+    assert back.bids == event.bids
+
+
+@pytest.mark.parametrize(
+    ("type_", "change"),
+    [
+        ("DepthDiffReceived", {"b": [["100.10"]]}),  # not a pair
+        ("DepthDiffReceived", {"b": [["abc", "1"]]}),  # not a number
+        ("DepthDiffReceived", {"a": [[100.2, "1"]]}),  # a float: inexact
+        ("DepthDiffReceived", {"a": [["NaN", "1"]]}),
+        ("DepthDiffReceived", {"b": "100.10"}),  # not a list
+        ("DepthDiffReceived", {"t": ["1", "2", "3"]}),  # a top of book of three
+        ("DepthDiffReceived", {"U": None}),
+        ("TradeReceived", {"p": "Infinity"}),
+        ("TradeReceived", {"q": 2.25}),
+        ("TradeReceived", {"a": None}),
+    ],
+)
+def test_malformed_market_documents_raise_invalid_input(
+    type_: str, change: dict[str, object]
+) -> None:
+    """Stored depth diffs and trades (decoded on their own fast path) that do not fit
+    their type are InvalidInputError naming the event, never a crash or an inexact price."""
+    event = next(e for e in EXAMPLES if type(e).__name__ == type_)
+    doc = {**codec.to_dict(event), **change}
+    with pytest.raises(InvalidInputError, match=f"stored {type_} at {event.stream}@1"):
+        codec.from_dict(type_, event.stream, 1, doc)
+
+
+def test_stored_decimals_are_exact_and_shared() -> None:
+    """Prices decode exactly, with their stored exponent, and the same text gives the
+    same Decimal object (decoded once, hashed once)."""
+    event = diff(1, 1, [("100.10", "0.50000000")], [("100.20", "1E+1")])
+    doc = codec.to_dict(event)
+    first = codec.from_dict("DepthDiffReceived", event.stream, 1, doc)
+    second = codec.from_dict("DepthDiffReceived", event.stream, 2, orjson.loads(orjson.dumps(doc)))
+    assert isinstance(first, DepthDiffReceived)
+    assert isinstance(second, DepthDiffReceived)
+    assert [str(x) for level in first.bids + first.asks for x in level] == [
+        "100.10", "0.50000000", "100.20", "1E+1"
+    ]  # fmt: skip
+    assert first.bids[0][0] is second.bids[0][0]
+    assert first.asks[0][1] is second.asks[0][1]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bids": [[100.1, "0.5"]]},
+        {"asks": [["NaN", "0"]]},
+        {"best_bid": ["1", 2.0], "best_ask": ["3", "4"]},
+    ],
+)
+def test_malformed_mongo_depth_documents_raise_invalid_input(change: dict[str, object]) -> None:
+    """A MongoDB depth document with a float or non-finite price is malformed, not read
+    as an inexact or meaningless number."""
+    event = EXAMPLES[0]
+    doc = {**documents.to_document(event, 3), **change}
+    with pytest.raises(InvalidInputError, match="malformed"):
         documents.from_document(doc)

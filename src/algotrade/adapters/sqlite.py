@@ -299,6 +299,10 @@ class SqliteEventStore:
     ) -> list[StoredEvent]:
         """Return up to ``limit`` events after position ``after``, in order."""
         names = None if types is None else frozenset(codec.type_name(t) for t in types)
+        with codec.gc_paused():
+            return self._read_all(after, limit, names)
+
+    def _read_all(self, after: int, limit: int, names: frozenset[str] | None) -> list[StoredEvent]:
         found: list[tuple[int, str, int, str, Any]] = []
         if names is None or not names <= SEGMENTED:
             query = "SELECT position, stream, version, type, data FROM events WHERE position > ?"

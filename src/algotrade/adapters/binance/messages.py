@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from algotrade.adapters.decimals import levels_of
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -32,41 +33,14 @@ _MS = 1_000_000
 IGNORED_STREAMS = frozenset({"kline_1m", "kline", "bookTicker", "ticker", "miniTicker"})
 
 
-#: Decimals by their text. The same prices and quantities come back frame after frame, and
-#: a Decimal built once also keeps its hash (the book's dicts hash every price): interning
-#: them doubles the rate of parsing and applying depth frames. Bounded: emptied when full.
-_DECIMALS: dict[str, Decimal] = {}
-_MAX_INTERNED = 500_000
-
-
-def _intern(text: object) -> Decimal:
-    """Return one price or quantity, interned; only finite decimal strings are exact."""
-    known: Decimal | None = _DECIMALS.get(text)  # type: ignore[call-overload]  # any hashable
-    if known is not None:
-        return known
-    if type(text) is not str:
-        raise TypeError(f"a price or quantity must be a decimal string, got {text!r}")
-    value = Decimal(text)
-    if not value.is_finite():
-        raise InvalidOperation(f"{text!r} is not a finite number")
-    if len(_DECIMALS) >= _MAX_INTERNED:
-        _DECIMALS.clear()
-    _DECIMALS[text] = value
-    return value
-
-
 def _levels(raw: Any, what: str) -> tuple[PriceLevel, ...]:
-    if type(raw) is not list:
-        raise InvalidInputError(
-            f"{what} must be a list of [price, quantity], got {type(raw).__name__}"
-        )
-    cache = _DECIMALS
     try:
-        try:  # the common case: every text seen before, one C-level lookup each
-            return tuple([(cache[p], cache[q]) for p, q in raw])
-        except KeyError:  # a text not seen yet (or not a text: _intern says so)
-            return tuple([(_intern(p), _intern(q)) for p, q in raw])
+        return levels_of(raw)
     except (ValueError, TypeError, InvalidOperation) as e:
+        if type(raw) is not list:
+            raise InvalidInputError(
+                f"{what} must be a list of [price, quantity], got {type(raw).__name__}"
+            ) from None
         raise InvalidInputError(f"{what} has a malformed level: {e!r}") from e
 
 

@@ -17,10 +17,10 @@ import dataclasses
 import datetime as dt
 import typing
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Any
 
 from algotrade.adapters import codec
+from algotrade.adapters.decimals import decimal_of, levels_of
 from algotrade.domain import events as ev
 from algotrade.domain.errors import InvalidInputError
 
@@ -76,11 +76,12 @@ def _top(doc: Mapping[str, Any]) -> ev.TopOfBook | None:
     bid, ask = doc.get("best_bid"), doc.get("best_ask")
     if bid is None or ask is None:
         return None
-    return ev.TopOfBook(Decimal(bid[0]), Decimal(bid[1]), Decimal(ask[0]), Decimal(ask[1]))
+    return ev.TopOfBook(
+        decimal_of(bid[0]), decimal_of(bid[1]), decimal_of(ask[0]), decimal_of(ask[1])
+    )
 
 
-def _levels(raw: list[list[str]]) -> tuple[ev.PriceLevel, ...]:
-    return tuple((Decimal(p), Decimal(q)) for p, q in raw)
+_levels = levels_of
 
 
 def _depth_document(e: ev.DepthDiffReceived, position: int) -> dict[str, Any]:

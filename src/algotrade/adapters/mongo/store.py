@@ -50,6 +50,7 @@ from pymongo.errors import (
 )
 from pymongo.errors import ConfigurationError as MongoConfigurationError
 
+from algotrade.adapters import codec
 from algotrade.adapters.mongo import documents
 from algotrade.adapters.polling import wait_for_head
 from algotrade.domain.errors import (
@@ -711,13 +712,14 @@ class MongoEventStore:
                 page.extend([d async for d in found])
             page.sort(key=lambda d: d["position"])
             page = page[:limit]
-            for doc in page:
-                position = int(doc["position"])
-                if self._aborted and self._is_aborted(position):
-                    continue
-                event = self._decode(doc)
-                if event is not None:
-                    out.append(StoredEvent(position, event))
+            with codec.gc_paused():
+                for doc in page:
+                    position = int(doc["position"])
+                    if self._aborted and self._is_aborted(position):
+                        continue
+                    event = self._decode(doc)
+                    if event is not None:
+                        out.append(StoredEvent(position, event))
             if len(page) < limit:
                 break
             cursor = int(page[-1]["position"])
