@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 import pytest
 
-from algotrade.adapters import codec
+from algotrade.adapters import codec, decimals
 from algotrade.adapters.mongo import documents
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import (
@@ -309,3 +311,19 @@ def test_malformed_mongo_depth_documents_raise_invalid_input(change: dict[str, o
     doc = {**documents.to_document(event, 3), **change}
     with pytest.raises(InvalidInputError, match="malformed"):
         documents.from_document(doc)
+
+
+def test_the_interned_decimals_hold_little_memory() -> None:
+    """Real quantities rarely repeat: 200,000 distinct texts (a few hours of a busy symbol)
+    leave the table of interned decimals holding under 16 MiB, and values stay exact."""
+    decimals._DECIMALS.clear()
+    tracemalloc.start()
+    try:
+        for i in range(200_000):
+            text = f"{i + 1}.50"
+            assert str(decimals.decimal_of(text)) == text
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 0 < len(decimals._DECIMALS) <= decimals.MAX_INTERNED
+    assert held < 16 * 2**20, f"{held / 2**20:.1f} MiB held"
