@@ -6,13 +6,15 @@ import gzip
 import itertools
 import json
 import sys
+import time
+import zlib
 from pathlib import Path
 
 import anyio
 import pytest
 
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
-from algotrade.adapters.replay import ReplayFeed
+from algotrade.adapters.replay import RecordingSink, ReplayFeed
 from algotrade.apps.backtesting import backtest
 from algotrade.apps.collector import Collector
 from algotrade.apps.logs import configure_logging
@@ -197,3 +199,29 @@ def test_a_gzipped_recording_backtests_like_the_plain_one(recording: Path, tmp_p
     damaged.write_bytes(b"\x1f\x8b" + b"not deflate at all")
     with pytest.raises(ConfigurationError, match="damaged compressed file"):
         backtest(SmaCrossover(3, 10), damaged)
+
+
+def test_a_compressed_recording_reaches_the_disk_within_its_flush_period(tmp_path: Path) -> None:
+    """Lines written to a gzip recording are on disk (decompressible as they are) once the
+    flush period passes, even when no line follows: a killed recorder loses at most that."""
+    path = tmp_path / "s.raw.gz"
+    sink = RecordingSink(path, flush_every=0.5)
+    try:
+        sink.write("first")  # held: the period started at the opening
+        assert _readable(path) == ""
+        time.sleep(0.6)
+        sink.write("second")  # due: flushed with it
+        sink.write("third")  # not due yet: held in the compressor
+        assert _readable(path) == "first\nsecond\n"
+        time.sleep(0.6)
+        sink.flush_if_due()  # the service's once-a-period call, no new line
+        assert _readable(path) == "first\nsecond\nthird\n"
+    finally:
+        sink.close()
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        assert f.read() == "first\nsecond\nthird\n"
+
+
+def _readable(path: Path) -> str:
+    """Return what a reader gets from a gzip file still being written (no trailer yet)."""
+    return zlib.decompressobj(wbits=31).decompress(path.read_bytes()).decode()

@@ -1023,7 +1023,11 @@ def positions(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None
 @app.command()
 def record(
     out: Annotated[
-        Path, typer.Option("--out", help="File to append the raw frames and REST answers to.")
+        Path,
+        typer.Option(
+            "--out",
+            help="File to append the raw frames and REST answers to (gzip when it ends in .gz).",
+        ),
     ],
     symbol: SymbolOpt = ["BTCUSDT"],  # noqa: B006 - typer reads the default, never mutates it
     duration: DurationOpt = None,
@@ -1047,12 +1051,6 @@ def _fail(name: str, message: str) -> NoReturn:
 
 def _record_target(out: Path) -> None:
     """Refuse a recording file that could not be written, before connecting."""
-    if out.suffix.lower() in (".gz", ".gzip"):
-        _fail(
-            "out",
-            f"{str(out)!r}: a recording is written as plain text, each line on disk as it "
-            "arrives; record into a .raw file and gzip it once done (replay reads both)",
-        )
     try:
         if out.is_dir():
             _fail("out", f"{str(out)!r} is a directory")

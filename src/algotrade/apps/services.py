@@ -28,6 +28,7 @@ from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.redis import RedisSignalConsumer
+from algotrade.adapters.replay import RecordingSink
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
 from algotrade.apps.collector import Collector
 from algotrade.apps.common import Progress, open_store, rate, stop_after, stop_on_signals
@@ -773,6 +774,17 @@ class _DiscardingStore:
         return None
 
 
+async def _flush_every(sink: RecordingSink, out: Path) -> None:
+    while True:
+        await anyio.sleep(sink.flush_every)
+        try:
+            sink.flush_if_due()
+        except OSError as e:
+            raise RecorderError(
+                f"cannot write the recording {str(out)!r}: {e.strerror or e}"
+            ) from e
+
+
 async def run_record(
     feed_settings: FeedSettings, out: Path, duration: float | None
 ) -> dict[str, Any]:
@@ -784,17 +796,17 @@ async def run_record(
     clock = SystemClock()
     lines = 0
     try:
-        sink = out.open("a", encoding="utf-8")
+        sink = RecordingSink(out)
     except OSError as e:
         raise RecorderError(f"cannot open the recording {str(out)!r}: {e.strerror}") from e
 
     def write(line: str) -> None:
-        """Write and flush each line: a killed recorder keeps all it received, and a full
-        disk stops the recording at the first line it cannot keep (not at the close)."""
+        """Write each line, flushed as it comes (plain) or every second (gzip): a killed
+        recorder keeps what it received (all of it, or all but the last second), and a
+        full disk stops the recording at once (or within the second), not at the close."""
         nonlocal lines
         try:
-            sink.write(line + "\n")
-            sink.flush()
+            sink.write(line)
         except OSError as e:
             raise RecorderError(
                 f"cannot write the recording {str(out)!r}: {e.strerror or e}"
@@ -809,11 +821,20 @@ async def run_record(
         recorder=write,
     )
     collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
+
+    async def work(stop: anyio.Event) -> None:
+        """Record until ``stop``; a compressed file is flushed every second, lull or not."""
+        async with anyio.create_task_group() as tg:
+            if sink.compressed:
+                tg.start_soon(_flush_every, sink, out)
+            await collector.run(stop)
+            tg.cancel_scope.cancel()
+
     started = clock.monotonic()
     try:
         await serve(
             "record",
-            collector.run,
+            work,
             lambda e: (
                 f"[record] {e:6.1f}s lines={lines:,} events={collector.stats.received:,}"
                 f" gaps={collector.stats.gaps}{_feed_line(feed)}"
@@ -821,11 +842,16 @@ async def run_record(
             clock,
             settings=ServiceSettings(duration=duration),
         )
-    finally:
-        # Every line was flushed as written: a close can only fail again on the line a
-        # failed write already reported (the file descriptor is closed either way).
+    except BaseException:
+        # Closing can only fail again on what the failure already reported (a full disk);
+        # the file descriptor is closed either way.
         with contextlib.suppress(OSError):
             sink.close()
+        raise
+    try:
+        sink.close()  # a compressed recording writes its last second and trailer here
+    except OSError as e:
+        raise RecorderError(f"cannot write the recording {str(out)!r}: {e.strerror or e}") from e
     return {
         "file": str(out),
         "lines": lines,
