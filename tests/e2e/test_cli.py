@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -408,6 +409,15 @@ def test_a_recording_that_cannot_be_written_stops_with_one_line(
     assert "reconnect" not in result.stderr
 
 
+def replay_into(db: Path, recording: Path) -> dict[str, Any]:
+    """Replay a recording with the collector into a new store; return its summary."""
+    replayed = algotrade("collector", "--source", f"replay:{recording}", "--store", str(db),
+                         "--json")  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    figures: dict[str, Any] = json.loads(replayed.stdout)
+    return figures
+
+
 def test_a_compressed_recording_replays_and_a_killed_one_keeps_all_but_its_last_second(
     fake_exchange: FakeBinance, tmp_path: Path
 ) -> None:
@@ -424,10 +434,7 @@ def test_a_compressed_recording_replays_and_a_killed_one_keeps_all_but_its_last_
     assert summary["lines"] == len(lines) > 50
     assert packed.stat().st_size * 3 < sum(len(line) + 1 for line in lines)
 
-    db = tmp_path / "offline.db"
-    replayed = algotrade("collector", "--source", f"replay:{packed}", "--store", str(db), "--json")
-    assert replayed.returncode == 0, replayed.stderr
-    figures = json.loads(replayed.stdout)
+    figures = replay_into(tmp_path / "offline.db", packed)
     assert (figures["gaps"], figures["rejected_inputs"]) == (0, 0)
     assert figures["stored"] > 50
 
@@ -444,12 +451,7 @@ def test_a_compressed_recording_replays_and_a_killed_one_keeps_all_but_its_last_
     time.sleep(1.5)
     recorder.kill()  # SIGKILL: no close, no gzip trailer
     recorder.communicate()
-    cut = algotrade(
-        "collector", "--source", f"replay:{killed}", "--store", str(tmp_path / "cut.db"),
-        "--json",
-    )  # fmt: skip
-    assert cut.returncode == 0, cut.stderr
-    figures = json.loads(cut.stdout)
+    figures = replay_into(tmp_path / "cut.db", killed)
     assert figures["stored"] > 20
     assert figures["gaps"] == 0
     assert figures["rejected_inputs"] <= 1  # the cut, if it fell inside a line
@@ -471,9 +473,7 @@ def test_record_then_replay_offline(fake_exchange: FakeBinance, tmp_path: Path) 
     assert any(line.startswith("http://") and "/api/v3/depth?" in line for line in lines)
 
     db = tmp_path / "offline.db"
-    replayed = algotrade("collector", "--source", f"replay:{raw}", "--store", str(db), "--json")
-    assert replayed.returncode == 0, replayed.stderr
-    figures = json.loads(replayed.stdout)
+    figures = replay_into(db, raw)
     assert (figures["gaps"], figures["rejected_inputs"]) == (0, 0)
     assert figures["stored"] > 50
     rows = json.loads(algotrade("depth", "--store", str(db), "--json").stdout)

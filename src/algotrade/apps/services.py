@@ -774,15 +774,17 @@ class _DiscardingStore:
         return None
 
 
+def _write_failed(out: Path, error: OSError) -> RecorderError:
+    return RecorderError(f"cannot write the recording {str(out)!r}: {error.strerror or error}")
+
+
 async def _flush_every(sink: RecordingSink, out: Path) -> None:
     while True:
         await anyio.sleep(sink.flush_every)
         try:
             sink.flush_if_due()
         except OSError as e:
-            raise RecorderError(
-                f"cannot write the recording {str(out)!r}: {e.strerror or e}"
-            ) from e
+            raise _write_failed(out, e) from e
 
 
 async def run_record(
@@ -808,9 +810,7 @@ async def run_record(
         try:
             sink.write(line)
         except OSError as e:
-            raise RecorderError(
-                f"cannot write the recording {str(out)!r}: {e.strerror or e}"
-            ) from e
+            raise _write_failed(out, e) from e
         lines += 1
 
     feed = BinanceFeed(
@@ -851,7 +851,7 @@ async def run_record(
     try:
         sink.close()  # a compressed recording writes its last second and trailer here
     except OSError as e:
-        raise RecorderError(f"cannot write the recording {str(out)!r}: {e.strerror or e}") from e
+        raise _write_failed(out, e) from e
     return {
         "file": str(out),
         "lines": lines,
