@@ -56,7 +56,7 @@ async def read_rate(path: Path) -> tuple[int, float]:
 async def catch_up_rate(path: Path) -> tuple[int, float]:
     """Return (events, events/s) of a new processor catching up on the whole store."""
     store = SqliteEventStore(path)
-    service = ProcessorService(store, Processor(Interval.parse("1m"), lambda: SmaCrossover()))
+    service = ProcessorService(store, Processor(Interval.parse("1m"), SmaCrossover))
     start = time.perf_counter()
     count = await service.catch_up()
     elapsed = time.perf_counter() - start

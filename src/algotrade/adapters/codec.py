@@ -53,9 +53,6 @@ def _levels_out(levels: tuple[ev.PriceLevel, ...]) -> list[list[str]]:
     return [[str(p), str(q)] for p, q in levels]
 
 
-_levels_in = levels_of
-
-
 def _top_out(top: ev.TopOfBook | None) -> list[str] | None:
     if top is None:
         return None
@@ -99,7 +96,7 @@ _BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
     ev.Side: (str, ev.Side),
     ev.GapReason: (str, ev.GapReason),
     ev.OrderStatus: (str, ev.OrderStatus),
-    tuple[ev.PriceLevel, ...]: (_levels_out, _levels_in),
+    tuple[ev.PriceLevel, ...]: (_levels_out, levels_of),
     ev.TopOfBook | None: (_top_out, _top_in),
     tuple[tuple[str, int], ...]: (_params_out, _params_in),
 }

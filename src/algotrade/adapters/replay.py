@@ -72,7 +72,6 @@ class RecordingSink:
     """
 
     def __init__(self, path: Path, *, flush_every: float = 1.0) -> None:
-        self.path = path
         self.compressed = path.suffix.lower() in COMPRESSED_SUFFIXES
         self.flush_every = 0.0 if not self.compressed else flush_every
         # Held open for the whole recording; close() ends it.

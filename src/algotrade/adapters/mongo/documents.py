@@ -81,9 +81,6 @@ def _top(doc: Mapping[str, Any]) -> ev.TopOfBook | None:
     )
 
 
-_levels = levels_of
-
-
 def _depth_document(e: ev.DepthDiffReceived, position: int) -> dict[str, Any]:
     # The hot path: most documents are depth diffs, so they skip the generic field walk.
     top = e.top
@@ -118,8 +115,8 @@ def _depth_event(doc: Mapping[str, Any]) -> ev.DepthDiffReceived:
         symbol=doc["symbol"],
         first_update_id=doc["first_update_id"],
         final_update_id=doc["final_update_id"],
-        bids=_levels(doc["bids"]),
-        asks=_levels(doc["asks"]),
+        bids=levels_of(doc["bids"]),
+        asks=levels_of(doc["asks"]),
         top=_top(doc),
     )
 
