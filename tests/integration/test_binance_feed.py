@@ -272,7 +272,8 @@ async def test_connections_are_replaced_before_their_lifetime_ends_without_a_gap
     """Binance cuts connections at 24 hours: the feed replaces them first, gap-free."""
     async with running() as r:
         r.feed.lifetime = 0.7  # instead of 23.5 hours
-        await eventually(lambda: r.feed.stats.replacements >= 2)
+        # Counted when a replacement starts, before its connection is open: wait for both.
+        await eventually(lambda: r.feed.stats.replacements >= 2 and r.fake.opened >= 3)
         await r.settle()
         events = await r.stored()
     assert r.collector.stats.gaps == 0
