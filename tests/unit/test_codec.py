@@ -316,7 +316,7 @@ def test_malformed_mongo_depth_documents_raise_invalid_input(change: dict[str, o
 def test_the_interned_decimals_hold_little_memory() -> None:
     """Real quantities rarely repeat: 200,000 distinct texts (a few hours of a busy symbol)
     leave the table of interned decimals holding under 16 MiB, and values stay exact."""
-    decimals._DECIMALS.clear()
+    decimals.forget()
     tracemalloc.start()
     try:
         for i in range(200_000):

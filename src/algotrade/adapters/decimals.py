@@ -41,6 +41,11 @@ def decimal_of(text: object) -> Decimal:
     return value
 
 
+def forget() -> None:
+    """Empty the table (benchmarks measure parsing as if every text were new)."""
+    _DECIMALS.clear()
+
+
 def levels_of(raw: Any) -> tuple[PriceLevel, ...]:
     """Return ``[[price, quantity], ...]`` as exact levels.
 
