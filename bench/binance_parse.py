@@ -138,20 +138,18 @@ def recorded_rates(items: list[tuple[str, bytes]], *, cold: bool) -> tuple[float
     snapshots = {
         id(body): parse_depth_snapshot(symbol, body, 0) for symbol, body in items if symbol
     }
-    syncs: dict[str, BookSynchronizer] = {}
+    syncs = {symbol: BookSynchronizer(symbol, exchange="binance") for symbol, _ in items if symbol}
     if cold:
         decimals.forget()
     now = time.time_ns()
     start = time.perf_counter()
     for symbol, body in items:
         if symbol:
-            sync = syncs.setdefault(symbol, BookSynchronizer(symbol, exchange="binance"))
-            sync.on_snapshot(snapshots[id(body)])
+            syncs[symbol].on_snapshot(snapshots[id(body)])
             continue
         event = parse_frame(body, now)
         assert isinstance(event, DepthDiffReceived)
-        sync = syncs.setdefault(event.symbol, BookSynchronizer(event.symbol, exchange="binance"))
-        sync.on_diff(event)
+        syncs[event.symbol].on_diff(event)
     ours = len(data) / (time.perf_counter() - start)
     assert all(s.synced and s.gaps == 0 for s in syncs.values()), "recording did not sync"
     return bare, ours
