@@ -11,7 +11,8 @@ A second table does the same on the real recorded frames of ``../shared/data/bin
 (three symbols, about 11 level changes a frame), replayed through one synchroniser per
 symbol from the recorded snapshots: once with the table of interned decimals emptied
 before each run (every price and quantity text parsed as if first seen, the worst case for
-a collector), once with it filled by the previous run.
+a collector), once with it filled by the previous run. Left out when the recording is
+absent.
 """
 
 from __future__ import annotations
