@@ -254,6 +254,32 @@ def test_depth_documents_stored_before_the_top_of_book_read_none() -> None:
     assert back.bids == event.bids
 
 
+class _ReadKeys(dict[str, object]):
+    """A stored document that notes which of its keys were read."""
+
+    def __init__(self, doc: dict[str, object]) -> None:
+        super().__init__(doc)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> object:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: object = None) -> object:
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("type_", ["DepthDiffReceived", "TradeReceived"])
+def test_the_market_fast_paths_read_every_stored_field(type_: str) -> None:
+    """Depth diffs and trades are decoded by hand-written fast paths, not the schema: a
+    field added to the event (and so to its documents) must be read there too."""
+    event = next(e for e in EXAMPLES if type(e).__name__ == type_)
+    doc = _ReadKeys(codec.to_dict(event))
+    assert codec.from_dict(type_, event.stream, event.version, doc) == event
+    assert doc.read == set(doc)
+
+
 @pytest.mark.parametrize(
     ("type_", "change"),
     [
