@@ -28,6 +28,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support import RECORDING
+
 from algotrade.adapters import decimals
 from algotrade.adapters.binance.messages import parse_depth_snapshot, parse_frame
 from algotrade.apps.common import tune_gc
@@ -36,10 +38,6 @@ from algotrade.domain.book import BookSynchronizer
 from algotrade.domain.events import DepthDiffReceived
 
 LEVELS = 10  # per side: 20 level changes a frame
-RECORDING = (
-    Path(__file__).resolve().parents[2]
-    / "shared/data/binance/spot-2021-04-04-btcusdt-ethusdt-dotusdt.raw"
-)
 
 
 def frames(count: int, seed: int = 3) -> tuple[bytes, list[bytes]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import servers
+from tests.support import RECORDING, servers
 from tests.support.processes import private_servers
 from tests.support.servers import MongoServer, RedisServer, with_database
 
@@ -21,9 +21,6 @@ os.environ.setdefault("ALGOTRADE_HTTP_PORT", "0")
 # Binance is out of reach here: processors warm up from the fake exchange only in the tests
 # that start one (tests/integration/test_warmup.py), not from api.binance.com.
 os.environ.setdefault("ALGOTRADE_WARMUP", "0")
-RECORDING = (
-    ROOT.parent / "shared" / "data" / "binance" / "spot-2021-04-04-btcusdt-ethusdt-dotusdt.raw"
-)
 
 
 @pytest.fixture
