@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,6 +63,60 @@ def test_any_diff_sequence_equals_rebuild(
     bid_levels, ask_levels = book.levels()
     assert [p for p, _ in bid_levels] == sorted((p for p, _ in bid_levels), reverse=True)
     assert [p for p, _ in ask_levels] == sorted(p for p, _ in ask_levels)
+
+
+@given(
+    st.integers(min_value=1, max_value=4),
+    st.lists(st.integers(min_value=1, max_value=60), unique=True, max_size=30),
+    st.lists(st.tuples(level_changes, level_changes), max_size=60),
+)
+def test_the_top_is_right_after_every_diff_whatever_the_window(
+    window: int,
+    loaded: list[int],
+    diffs: list[tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]],
+) -> None:
+    """The sorted window of prices near the top fills, trims and refills correctly.
+
+    Windows of 1 to 4 prices against books of up to 60 levels a side: every path (a change
+    beyond the edge, a window over twice its size, a window emptied and refilled) runs.
+    """
+    book = OrderBook(window=window)
+    bids = {Decimal(p): Decimal(1) for p in loaded}
+    asks = {Decimal(p + 20): Decimal(2) for p in loaded}
+    book.load(bids.items(), asks.items())
+    for diff_bids, diff_asks in diffs:
+        book.apply(diff_bids, diff_asks)
+        for model, changes in ((bids, diff_bids), (asks, diff_asks)):
+            for price, qty in changes:
+                if qty:
+                    model[price] = qty
+                else:
+                    model.pop(price, None)
+        best_bid = max(bids, default=None)
+        best_ask = min(asks, default=None)
+        assert book.best_bid() == (None if best_bid is None else (best_bid, bids[best_bid]))
+        assert book.best_ask() == (None if best_ask is None else (best_ask, asks[best_ask]))
+        assert len(book) == len(bids) + len(asks)
+    assert book.levels() == (
+        tuple(sorted(bids.items(), reverse=True)),
+        tuple(sorted(asks.items())),
+    )
+
+
+def test_a_price_back_at_the_edge_returns_to_the_window() -> None:
+    """The edge level removed and set again is in the window: its next removal takes it,
+    not the window's lowest other price (which would hide the best bid)."""
+    book = OrderBook(window=2)
+    book.load([(D(p), D(1)) for p in range(1, 11)], [(D(20), D(1))])  # window 9, 10
+    book.apply([(D(9), D(0))], [])
+    book.apply([(D(9), D(1))], [])
+    book.apply([(D(9), D(0)), (D("9.5"), D(1))], [])
+    assert book.best_bid() == (D(10), D(1))
+
+
+def test_a_window_must_hold_a_price() -> None:
+    with pytest.raises(ValueError, match="window"):
+        OrderBook(window=0)
 
 
 def synced(last: int = 10) -> BookSynchronizer:

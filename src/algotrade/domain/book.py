@@ -16,6 +16,7 @@ A broken rule or a crossed book never resets silently: it yields a
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable
@@ -29,92 +30,139 @@ from algotrade.domain.events import (
     PriceLevel,
     SequenceGapDetected,
     TopOfBook,
+    applied,
 )
 
 _ZERO = Decimal(0)
 
 
 class OrderBook:
-    """Price levels of one symbol, bids and asks, with best prices in O(1)."""
+    """Price levels of one symbol, bids and asks, with the best prices at hand.
 
-    __slots__ = ("_ask_prices", "_asks", "_bid_prices", "_bids")
+    Each side keeps its levels in a dict and, sorted, only the prices near its top: the
+    *window*, every price of the side at or better than the window's *edge* (no edge: every
+    price). Most changes land near the top; one deeper than the edge costs a comparison
+    instead of a search and an insertion into a list of the whole side (a Binance snapshot
+    has 1,000 levels a side). The window keeps between ``window`` and ``2 * window``
+    prices; emptied (the top swept away), it is refilled from the dict.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_ask_edge", "_ask_window", "_asks", "_bid_edge", "_bid_window", "_bids", "_size")
+
+    def __init__(self, window: int = 48) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self._size = window
         self._bids: dict[Decimal, Decimal] = {}
         self._asks: dict[Decimal, Decimal] = {}
         # Both sorted ascending: the best bid is the last bid price, the best ask the first.
-        self._bid_prices: list[Decimal] = []
-        self._ask_prices: list[Decimal] = []
+        self._bid_window: list[Decimal] = []
+        self._ask_window: list[Decimal] = []
+        self._bid_edge: Decimal | None = None  # the window holds every bid >= the edge
+        self._ask_edge: Decimal | None = None  # the window holds every ask <= the edge
 
     def clear(self) -> None:
         """Remove every level."""
         self._bids.clear()
         self._asks.clear()
-        self._bid_prices.clear()
-        self._ask_prices.clear()
+        self._bid_window.clear()
+        self._ask_window.clear()
+        self._bid_edge = self._ask_edge = None
 
     def load(self, bids: Iterable[PriceLevel], asks: Iterable[PriceLevel]) -> None:
         """Replace the whole book by a snapshot's levels."""
         self.clear()
         self._bids.update((p, q) for p, q in bids if q)
         self._asks.update((p, q) for p, q in asks if q)
-        self._bid_prices.extend(sorted(self._bids))
-        self._ask_prices.extend(sorted(self._asks))
+        self._refill_bids()
+        self._refill_asks()
 
     def apply(self, bids: Iterable[PriceLevel], asks: Iterable[PriceLevel]) -> None:
         """Set each level's quantity; a quantity of zero removes the level."""
-        _apply_side(self._bids, self._bid_prices, bids)
-        _apply_side(self._asks, self._ask_prices, asks)
+        # The two sides mirror each other; written out, as this runs for every level.
+        levels, window, edge = self._bids, self._bid_window, self._bid_edge
+        for price, qty in bids:
+            if qty:
+                if price not in levels and (edge is None or price >= edge):
+                    insort(window, price)
+                levels[price] = qty
+            elif price in levels:
+                del levels[price]
+                if edge is None or price >= edge:
+                    del window[bisect_left(window, price)]
+        if len(window) > 2 * self._size:
+            del window[: -self._size]
+            self._bid_edge = window[0]
+        elif not window and levels:
+            self._refill_bids()
+        levels, window, edge = self._asks, self._ask_window, self._ask_edge
+        for price, qty in asks:
+            if qty:
+                if price not in levels and (edge is None or price <= edge):
+                    insort(window, price)
+                levels[price] = qty
+            elif price in levels:
+                del levels[price]
+                if edge is None or price <= edge:
+                    del window[bisect_left(window, price)]
+        if len(window) > 2 * self._size:
+            del window[self._size :]
+            self._ask_edge = window[-1]
+        elif not window and levels:
+            self._refill_asks()
+
+    def _refill_bids(self) -> None:
+        if len(self._bids) <= 2 * self._size:
+            self._bid_window[:] = sorted(self._bids)
+            self._bid_edge = None
+        else:
+            self._bid_window[:] = reversed(heapq.nlargest(self._size, self._bids))
+            self._bid_edge = self._bid_window[0]
+
+    def _refill_asks(self) -> None:
+        if len(self._asks) <= 2 * self._size:
+            self._ask_window[:] = sorted(self._asks)
+            self._ask_edge = None
+        else:
+            self._ask_window[:] = heapq.nsmallest(self._size, self._asks)
+            self._ask_edge = self._ask_window[-1]
 
     def best_bid(self) -> PriceLevel | None:
         """Return the highest bid level, if any."""
-        if not self._bid_prices:
+        if not self._bid_window:
             return None
-        price = self._bid_prices[-1]
+        price = self._bid_window[-1]
         return price, self._bids[price]
 
     def best_ask(self) -> PriceLevel | None:
         """Return the lowest ask level, if any."""
-        if not self._ask_prices:
+        if not self._ask_window:
             return None
-        price = self._ask_prices[0]
+        price = self._ask_window[0]
         return price, self._asks[price]
 
     def top(self) -> TopOfBook | None:
         """Return best bid and ask, or ``None`` while either side is empty."""
-        if not self._bid_prices or not self._ask_prices:
+        if not self._bid_window or not self._ask_window:
             return None
-        bid = self._bid_prices[-1]
-        ask = self._ask_prices[0]
+        bid = self._bid_window[-1]
+        ask = self._ask_window[0]
         return TopOfBook(bid, self._bids[bid], ask, self._asks[ask])
 
     def is_crossed(self) -> bool:
         """Return whether the best bid is at or above the best ask."""
-        return bool(self._bid_prices and self._ask_prices) and (
-            self._bid_prices[-1] >= self._ask_prices[0]
+        return bool(self._bid_window and self._ask_window) and (
+            self._bid_window[-1] >= self._ask_window[0]
         )
 
     def levels(self) -> tuple[tuple[PriceLevel, ...], tuple[PriceLevel, ...]]:
-        """Return (bids best first, asks best first)."""
-        bids = tuple((p, self._bids[p]) for p in reversed(self._bid_prices))
-        asks = tuple((p, self._asks[p]) for p in self._ask_prices)
+        """Return (bids best first, asks best first): every level, sorted (not a hot path)."""
+        bids = tuple((p, self._bids[p]) for p in sorted(self._bids, reverse=True))
+        asks = tuple((p, self._asks[p]) for p in sorted(self._asks))
         return bids, asks
 
     def __len__(self) -> int:
         return len(self._bids) + len(self._asks)
-
-
-def _apply_side(
-    levels: dict[Decimal, Decimal], prices: list[Decimal], changes: Iterable[PriceLevel]
-) -> None:
-    for price, qty in changes:
-        if qty:
-            if price not in levels:
-                insort(prices, price)
-            levels[price] = qty
-        elif price in levels:
-            del levels[price]
-            del prices[bisect_left(prices, price)]
 
 
 class BookSynchronizer:
@@ -224,21 +272,7 @@ class BookSynchronizer:
             return []
         self.stored_through = final
         self.version += 1
-        return [
-            DepthDiffReceived(
-                stream=diff.stream,
-                version=self.version,
-                exchange_ts=diff.exchange_ts,
-                receive_ts=diff.receive_ts,
-                exchange=diff.exchange,
-                symbol=diff.symbol,
-                first_update_id=diff.first_update_id,
-                final_update_id=diff.final_update_id,
-                bids=diff.bids,
-                asks=diff.asks,
-                top=top,
-            )
-        ]
+        return [applied(diff, self.version, top)]
 
     def _gap(self, reason: GapReason, expected: int, diff: DepthDiffReceived) -> list[Event]:
         self.synced = False
