@@ -165,21 +165,21 @@ class Event:
 
 
 E = TypeVar("E", bound=Event)
-_COPIERS: dict[type[Event], Callable[[Event, int], Event]] = {}
+_COPIERS: dict[type[Event], Callable[..., Event]] = {}
 
 
-def _copier(cls: type[Event]) -> Callable[[Event, int], Event]:
+def _copier(cls: type[Event], replaced: tuple[str, ...]) -> Callable[..., Event]:
     # Like dataclasses itself, generate the copy function once per class: one attribute
     # store per field, no keyword handling, no per-call field introspection.
-    lines = ["def copy(event, version):", "    new = new_(cls)"]
+    lines = [f"def copy(event, {', '.join(replaced)}):", "    new = new_(cls)"]
     namespace: dict[str, Any] = {"cls": cls, "new_": object.__new__}
     for name, setter in _slot_setters(cls).items():
         namespace[f"set_{name}"] = setter
-        value = "version" if name == "version" else f"event.{name}"
+        value = name if name in replaced else f"event.{name}"
         lines.append(f"    set_{name}(new, {value})")
     lines.append("    return new")
     exec("\n".join(lines), namespace)  # the code is built from field names only
-    copy: Callable[[Event, int], Event] = namespace["copy"]
+    copy: Callable[..., Event] = namespace["copy"]
     return copy
 
 
@@ -191,8 +191,15 @@ def with_version(event: E, version: int) -> E:
     cls = type(event)
     copier = _COPIERS.get(cls)
     if copier is None:
-        copier = _COPIERS[cls] = _copier(cls)
+        copier = _COPIERS[cls] = _copier(cls, ("version",))
     return copier(event, version)  # type: ignore[return-value]  # same class as event
+
+
+def applied(diff: DepthDiffReceived, version: int, top: TopOfBook | None) -> DepthDiffReceived:
+    """Return ``diff`` as stored once applied to a book: at ``version``, with the top of
+    book after it (a fast ``dataclasses.replace``: the collector does this for every diff).
+    """
+    return _apply_copy(diff, version, top)  # type: ignore[return-value]  # a DepthDiffReceived
 
 
 def depth_stream(symbol: str) -> str:
@@ -247,6 +254,9 @@ class DepthDiffReceived(Event):
     @property
     def id(self) -> str:
         return f"depth:{self.exchange}:{self.symbol}:{self.final_update_id}"
+
+
+_apply_copy = _copier(DepthDiffReceived, ("version", "top"))
 
 
 @fast_init
