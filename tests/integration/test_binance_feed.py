@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ import pytest
 from algotrade.adapters.binance.feed import BinanceFeed
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.apps.collector import Collector
+from algotrade.apps.logs import configure_logging
 from algotrade.domain.errors import RecorderError
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -168,24 +171,41 @@ async def test_skipped_update_ids_are_a_stored_gap_and_a_resync_of_that_symbol_o
     assert r.feed.stats.reconnects == 0
 
 
-async def test_malformed_frames_are_counted_and_set_aside_with_their_text() -> None:
-    """Bad JSON, missing fields, wrong types, unknown streams, a huge frame: counted, kept."""
+async def test_malformed_frames_are_counted_and_set_aside_with_their_text(
+    tmp_path: Path,
+) -> None:
+    """Bad JSON, missing fields, wrong types, unknown streams, a symbol not subscribed, a
+    huge frame: each counted and logged with its reason and raw text (its first 2 KiB)."""
     bad = [
         "{not json",
         '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","s":"BTCUSDT"}}',
         '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","s":"BTCUSDT","E":"x",'
         '"U":1,"u":2,"b":[],"a":[]}}',
         '{"stream":"btcusdt@bogus","data":{}}',
+        '{"stream":"ethusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"ETHUSDT",'
+        '"U":1,"u":2,"b":[],"a":[]}}',
         "[" + "1," * 300_000 + "1]",
     ]
-    async with running() as r:
-        await eventually(lambda: r.collector.stats.stored > 20)
-        for text in bad:
-            await r.fake.send_raw(text)
-        await eventually(lambda: r.collector.stats.rejected >= len(bad))
-        await r.settle()
+    log_path = tmp_path / "collector.log"
+    with log_path.open("w", encoding="utf-8") as logs:
+        configure_logging(logs, json=True)
+        try:
+            async with running() as r:
+                await eventually(lambda: r.collector.stats.stored > 20)
+                for text in bad:
+                    await r.fake.send_raw(text)
+                await eventually(lambda: r.collector.stats.rejected >= len(bad))
+                await r.settle()
+        finally:
+            configure_logging(sys.stderr)
     assert r.feed.stats.reconnects == 0
     assert r.collector.stats.gaps == 0
+    assert r.collector.stats.rejected == len(bad)
+    lines = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+    rejected = [line for line in lines if line["event"] == "input rejected"]
+    assert [line["raw"] for line in rejected] == [text[:2048] for text in bad]
+    assert all(line["reason"] and line["where"] == "websocket" for line in rejected)
+    assert "not subscribed" in rejected[4]["reason"]
 
 
 async def test_server_shutdown_switches_connections_without_a_gap() -> None:
