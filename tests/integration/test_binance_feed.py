@@ -208,6 +208,33 @@ async def test_malformed_frames_are_counted_and_set_aside_with_their_text(
     assert "not subscribed" in rejected[4]["reason"]
 
 
+async def test_a_diff_delivered_again_is_filtered_not_stored_twice() -> None:
+    """A depth frame the feed already forwarded (as both connections send during a
+    switch-over) is dropped by the feed's filter: stored once, no gap, no resync."""
+    async with running() as r:
+        await eventually(lambda: r.collector.stats.stored > 20)
+        diffs = [e for e in await r.stored() if isinstance(e, DepthDiffReceived)]
+        again = diffs[-1]
+        frame = {
+            "stream": "btcusdt@depth@100ms",
+            "data": {
+                "e": "depthUpdate", "E": again.exchange_ts // 1_000_000, "s": "BTCUSDT",
+                "U": again.first_update_id, "u": again.final_update_id,
+                "b": [[str(p), str(q)] for p, q in again.bids],
+                "a": [[str(p), str(q)] for p, q in again.asks],
+            },
+        }  # fmt: skip
+        await r.fake.send_raw(json.dumps(frame))
+        await eventually(lambda: r.feed.stats.duplicates_filtered >= 1)
+        await r.settle()
+        events = await r.stored()
+    assert r.collector.stats.gaps == 0
+    assert r.collector.stats.rejected == 0
+    assert r.fake.depth_requests == ["BTCUSDT"]  # no resync
+    ids = [e.final_update_id for e in diffs_are_contiguous(events, "BTCUSDT")]
+    assert len(ids) == len(set(ids))
+
+
 async def test_server_shutdown_switches_connections_without_a_gap() -> None:
     """On serverShutdown a second connection opens beside the first; nothing is lost."""
     async with running() as r:
