@@ -43,8 +43,8 @@ class OrderBook:
     *window*, every price of the side at or better than the window's *edge* (no edge: every
     price). Most changes land near the top; one deeper than the edge costs a comparison
     instead of a search and an insertion into a list of the whole side (a Binance snapshot
-    has 1,000 levels a side). The window keeps between ``window`` and ``2 * window``
-    prices; emptied (the top swept away), it is refilled from the dict.
+    has 1,000 levels a side). Grown past ``2 * window`` prices, the window is cut back to
+    the best ``window``; emptied (the top swept away), it is refilled from the dict.
     """
 
     __slots__ = ("_ask_edge", "_ask_window", "_asks", "_bid_edge", "_bid_window", "_bids", "_size")
