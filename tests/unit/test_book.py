@@ -114,6 +114,16 @@ def test_a_price_back_at_the_edge_returns_to_the_window() -> None:
     assert book.best_bid() == (D(10), D(1))
 
 
+def test_removing_the_best_levels_one_by_one_walks_down_the_book() -> None:
+    """Each removal of the best level uncovers the next one, through the window's refills."""
+    book = OrderBook(window=2)
+    book.load([(D(p), D(1)) for p in range(1, 11)], [(D(p), D(1)) for p in range(11, 21)])
+    for bid, ask in zip(range(10, 1, -1), range(11, 20), strict=True):
+        book.apply([(D(bid), D(0))], [(D(ask), D(0))])
+        assert book.best_bid() == (D(bid - 1), D(1))
+        assert book.best_ask() == (D(ask + 1), D(1))
+
+
 def test_a_window_must_hold_a_price() -> None:
     with pytest.raises(ValueError, match="window"):
         OrderBook(window=0)

@@ -33,8 +33,6 @@ from algotrade.domain.events import (
     applied,
 )
 
-_ZERO = Decimal(0)
-
 
 class OrderBook:
     """Price levels of one symbol, bids and asks, with the best prices at hand.
@@ -112,20 +110,10 @@ class OrderBook:
             self._refill_asks()
 
     def _refill_bids(self) -> None:
-        if len(self._bids) <= 2 * self._size:
-            self._bid_window[:] = sorted(self._bids)
-            self._bid_edge = None
-        else:
-            self._bid_window[:] = reversed(heapq.nlargest(self._size, self._bids))
-            self._bid_edge = self._bid_window[0]
+        self._bid_window[:], self._bid_edge = _best_prices(self._bids, self._size, highest=True)
 
     def _refill_asks(self) -> None:
-        if len(self._asks) <= 2 * self._size:
-            self._ask_window[:] = sorted(self._asks)
-            self._ask_edge = None
-        else:
-            self._ask_window[:] = heapq.nsmallest(self._size, self._asks)
-            self._ask_edge = self._ask_window[-1]
+        self._ask_window[:], self._ask_edge = _best_prices(self._asks, self._size, highest=False)
 
     def best_bid(self) -> PriceLevel | None:
         """Return the highest bid level, if any."""
@@ -163,6 +151,21 @@ class OrderBook:
 
     def __len__(self) -> int:
         return len(self._bids) + len(self._asks)
+
+
+def _best_prices(
+    levels: dict[Decimal, Decimal], size: int, *, highest: bool
+) -> tuple[list[Decimal], Decimal | None]:
+    """Return a side's window (ascending) and its edge: every price while the side has at
+    most ``2 * size``, else the best ``size`` and the worst of them."""
+    if len(levels) <= 2 * size:
+        return sorted(levels), None
+    if highest:
+        window = heapq.nlargest(size, levels)
+        window.reverse()
+        return window, window[0]
+    window = heapq.nsmallest(size, levels)
+    return window, window[-1]
 
 
 class BookSynchronizer:
