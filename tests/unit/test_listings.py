@@ -46,7 +46,8 @@ def test_depth_lists_every_event_of_the_symbol_page_by_page(
     page: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`algotrade depth` writes as it reads, a page at a time (a week of depth did not fit
-    in memory: 1.36 GB for 145,000 events, now 117 MB), with the same output."""
+    in memory: 1.36 GB for 145,000 events, now 117 MB), with the same output; a symbol
+    with no depth (a typo listed an empty table) is named on stderr with those that have it."""
     db = tmp_path / "depth.db"
     expected = _store(db)
     assert len(expected) == 12
@@ -62,6 +63,8 @@ def test_depth_lists_every_event_of_the_symbol_page_by_page(
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.stdout) == expected
     assert json.loads(empty.stdout) == []
+    assert "no depth events for DOTUSDT; symbols with depth: BTCUSDT, ETHUSDT" in empty.stderr
+    assert "no depth events" not in listed.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == [
         "kind",

@@ -1084,10 +1084,13 @@ def depth(
         # listing keeps one page in memory, not the whole stream.
         db = open_store(store, patient=False, existing="store")
         count, after = 0, 0
+        symbols: set[str] = set()  # those with depth, named when the asked one has none
         typer.echo("[" if as_json else _line(None, columns), nl=not as_json)
         try:
             while page := await db.read_all(after, limit=LISTING_PAGE, types=DEPTH_TYPES):
                 after = page[-1].position
+                if not count:
+                    symbols.update(s.event.symbol for s in page if isinstance(s.event, DEPTH_TYPES))
                 rows = [
                     text(depth_view(s.event))
                     for s in page
@@ -1100,6 +1103,9 @@ def depth(
                     count += len(rows)
         finally:
             await db.close()
+        if not count:
+            held = ", ".join(sorted(symbols)) or "none"
+            typer.echo(f"no depth events for {name}; symbols with depth: {held}", err=True)
         return count
 
     count = execute(main)
