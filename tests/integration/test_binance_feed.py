@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,10 +14,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from algotrade.adapters.binance.feed import BinanceFeed
+from algotrade.adapters.binance.feed import BinanceFeed, FeedNotice
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.apps.collector import Collector
+from algotrade.apps.health import UnhealthyError
 from algotrade.apps.logs import configure_logging
+from algotrade.apps.runner import feed_log
+from algotrade.apps.services import collector_checks
+from algotrade.apps.settings import FlowBounds, ServiceSettings
 from algotrade.domain.errors import RecorderError
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -47,6 +52,11 @@ class Running:
     feed: BinanceFeed
     collector: Collector
     store: InMemoryEventStore
+    notices: list[FeedNotice]
+
+    def told(self, message: str) -> list[dict[str, object]]:
+        """Return the fields of every notice the feed gave with ``message``."""
+        return [n.fields for n in self.notices if n.message == message]
 
     async def stored(self) -> list[Event]:
         """Return every stored event, in order."""
@@ -73,25 +83,34 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    symbols: tuple[str, ...] = ("BTCUSDT",), *, watchdog: float = 5.0, **fake: object
+    symbols: tuple[str, ...] = ("BTCUSDT",),
+    *,
+    watchdog: float = 5.0,
+    unlisted: tuple[str, ...] = (),
+    **fake: object,
 ) -> AsyncIterator[Running]:
-    """Run a fake exchange and a collector on it; stop both at the end of the block."""
+    """Run a fake exchange and a collector on it; stop both at the end of the block.
+
+    The collector also asks for the ``unlisted`` symbols, which the exchange does not list.
+    """
+    notices: list[FeedNotice] = []
     async with FakeBinance(symbols, **fake) as exchange:  # type: ignore[arg-type]
         feed = BinanceFeed(
-            symbols,
+            symbols + unlisted,
             SystemClock(),
             ws_url=exchange.ws_url,
             rest_url=exchange.rest_url,
             watchdog=watchdog,
             backoff_initial=0.05,
             backoff_max=0.5,
+            notify=notices.append,
         )
         store = InMemoryEventStore()
         collector = Collector(feed, store, SystemClock(), flush_interval=0.05, backfill_timeout=3.0)
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(collector.run, stop)
-            yield Running(exchange, feed, collector, store)
+            yield Running(exchange, feed, collector, store, notices)
             stop.set()
 
 
@@ -141,6 +160,20 @@ async def test_a_dropped_connection_reconnects_records_the_gap_and_resyncs() -> 
     assert gaps
     assert gaps[0].reason is GapReason.GAP
     assert gaps[0].received_update_id > gaps[0].expected_update_id  # the missing range
+    # Told, in order: connected, lost (why, and the wait before the next try), connected.
+    said = [n.message for n in r.notices]
+    assert said[:3] == [
+        "market data connected",
+        "market data connection lost",
+        "market data connected",
+    ]
+    lost = r.told("market data connection lost")[0]
+    assert lost["error"]
+    assert lost["error"] != "closed"
+    assert lost["attempt"] == 0
+    assert 0.0 <= float(lost["retry_in"]) <= 0.05  # type: ignore[arg-type]
+    assert [n["connection"] for n in r.told("market data connected")][:2] == [1, 2]
+    assert [n.problem for n in r.notices][:3] == [False, True, False]
 
 
 async def test_silence_trips_the_watchdog() -> None:
@@ -153,6 +186,7 @@ async def test_silence_trips_the_watchdog() -> None:
         await eventually(lambda: r.collector.stats.gaps >= 1)  # frames lost while silent
         await r.settle()
     assert r.fake.depth_requests == ["BTCUSDT", "BTCUSDT"]  # resynced once
+    assert r.told("market data connection lost")[0]["error"] == "no frame for 0.5s (watchdog)"
 
 
 async def test_skipped_update_ids_are_a_stored_gap_and_a_resync_of_that_symbol_only() -> None:
@@ -264,6 +298,89 @@ async def test_rest_429_waits_retry_after_and_5xx_backs_off() -> None:
         await r.settle()
     assert r.feed.stats.rest_retries == 2
     assert r.collector.stats.gaps == 0
+    failed = r.told("REST request failed")
+    assert [(f["error"], f["attempt"]) for f in failed] == [
+        ('HTTP 429: {"code":-1003,"msg":"injected"}', 1),
+        ('HTTP 503: {"code":-1003,"msg":"injected"}', 2),
+    ]
+    assert failed[0]["retry_in"] == 0.3  # Retry-After
+    assert failed[0]["params"] == {"symbol": "BTCUSDT", "limit": 1000}
+
+
+async def test_an_exchange_out_of_reach_is_logged_and_shown_by_readiness(
+    tmp_path: Path,
+) -> None:
+    """Nothing listens at the exchange's address: each failed connection and snapshot
+    request is logged as a warning with its error and the wait before the next try, and
+    /readyz names the error (the collector counted reconnects and never said why)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    feed = BinanceFeed(
+        ("BTCUSDT",),
+        SystemClock(),
+        ws_url=f"ws://127.0.0.1:{port}",
+        rest_url=f"http://127.0.0.1:{port}",
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        notify=feed_log("collector"),
+    )
+    collector = Collector(feed, InMemoryEventStore(), SystemClock())
+    checks = {
+        c.name: c
+        for c in collector_checks(collector, ServiceSettings(bounds=FlowBounds(stale_after=0.1)))
+    }
+    log_path = tmp_path / "collector.log"
+    with log_path.open("w", encoding="utf-8") as logs:
+        configure_logging(logs, json=True)
+        try:
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(collector.run, stop)
+                await eventually(
+                    lambda: feed.stats.reconnects >= 2 and feed.stats.rest_retries >= 2
+                )
+                await anyio.sleep(0.2)
+                with pytest.raises(UnhealthyError) as stale:
+                    await checks["market_data"].probe()
+                stop.set()
+        finally:
+            configure_logging(sys.stderr)
+    lines = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+    connects = [line for line in lines if line["event"] == "market data connection failed"]
+    assert [line["attempt"] for line in connects[:2]] == [1, 2]
+    assert all(line["level"] == "warning" for line in connects)
+    assert all(line["error"].startswith("ConnectError") for line in connects)
+    assert all(0.0 <= line["retry_in"] <= 0.2 for line in connects)
+    rest = [line for line in lines if line["event"] == "REST request failed"]
+    assert rest[0]["url"] == f"http://127.0.0.1:{port}/api/v3/depth"
+    assert rest[0]["error"].startswith("ConnectError")
+    assert not [line for line in lines if line["event"] == "market data connected"]
+    message = str(stale.value)
+    assert message.startswith("no market data yet: nothing for ")
+    assert "; last feed error " in message
+    assert "ConnectError" in message
+
+
+async def test_an_unlisted_symbol_is_told_and_shown_by_readiness_while_others_flow() -> None:
+    """A symbol the exchange does not list (a typo) never syncs: each refused snapshot is
+    told with Binance's reason, /readyz's book check names it with that reason, and the
+    other symbol is collected meanwhile (the feed used to keep the reason to itself)."""
+    settings = ServiceSettings(bounds=FlowBounds(stale_after=30.0))
+    async with running(unlisted=("FOOBAR",)) as r:
+        await eventually(lambda: r.collector.stats.stored > 20)
+        await eventually(lambda: len(r.told("REST request failed")) >= 2)
+        checks = {c.name: c for c in collector_checks(r.collector, settings)}
+        assert await checks["market_data"].probe()  # BTCUSDT flows
+        with pytest.raises(UnhealthyError) as refused:
+            await checks["books"].probe()
+    assert r.collector.books["BTCUSDT"].synced
+    failed = r.told("REST request failed")
+    assert {f["params"]["symbol"] for f in failed} == {"FOOBAR"}  # type: ignore[index]
+    assert failed[0]["error"] == 'HTTP 400: {"code":-1121,"msg":"Invalid symbol."}'
+    message = str(refused.value)
+    assert message.startswith("book not synchronised: FOOBAR; last feed error ")
+    assert message.endswith('s ago: HTTP 400: {"code":-1121,"msg":"Invalid symbol."}')
 
 
 async def test_pings_are_answered_and_the_connection_stays() -> None:

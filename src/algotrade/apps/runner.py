@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
-from algotrade.adapters.binance.feed import BinanceFeed
+from algotrade.adapters.binance.feed import BinanceFeed, FeedNotice
 from algotrade.adapters.memory import InMemorySignalBus, SystemClock
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.adapters.store_bus import PaperGateway
@@ -29,7 +29,7 @@ from algotrade.apps.common import (
     stop_after,
     stop_on_signals,
 )
-from algotrade.apps.logs import log
+from algotrade.apps.logs import log, warn
 from algotrade.apps.processor import OutboxRelay, ProcessorService
 from algotrade.apps.settings import FeedSettings, RedisSettings, RunSettings
 from algotrade.apps.trader import TraderService
@@ -77,6 +77,15 @@ async def synthetic_starts(store: EventStore, symbols: Sequence[str]) -> dict[st
     return starts
 
 
+def feed_log(app: str) -> Callable[[FeedNotice], None]:
+    """Return what logs a live feed's notices: connections at info, failures as warnings."""
+
+    def notice(told: FeedNotice) -> None:
+        (warn if told.problem else log)(app, told.message, **told.fields)
+
+    return notice
+
+
 async def make_feed(settings: FeedSettings, store: EventStore) -> MarketFeed:
     """Build the market feed the settings name."""
     if settings.source.kind == "replay":
@@ -88,6 +97,7 @@ async def make_feed(settings: FeedSettings, store: EventStore) -> MarketFeed:
             SystemClock(),
             ws_url=settings.binance_ws_url,
             rest_url=settings.binance_rest_url,
+            notify=feed_log("collector"),
         )
     starts = await synthetic_starts(store, settings.symbols)
     if starts:

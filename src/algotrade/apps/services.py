@@ -37,7 +37,7 @@ from algotrade.apps.http import create_app, listen, serve_http
 from algotrade.apps.logs import log, warn
 from algotrade.apps.metrics import Figure, Figures, ServiceMetrics
 from algotrade.apps.processor import OutboxRelay, ProcessorService
-from algotrade.apps.runner import make_feed, outbox_name
+from algotrade.apps.runner import feed_log, make_feed, outbox_name
 from algotrade.apps.settings import (
     CollectorSettings,
     FeedSettings,
@@ -277,8 +277,19 @@ def _feed_summary(feed: MarketFeed) -> dict[str, Any]:
 
 
 def collector_checks(collector: Collector, settings: ServiceSettings) -> list[Check]:
-    """Return the collector's flow checks: fresh market data, every book synchronised."""
+    """Return the collector's flow checks: fresh market data, every book synchronised.
+
+    A failing check of a live feed also says its last error (a refused connection, an
+    unknown symbol's REST answer) and how long ago it happened.
+    """
     clock = collector.clock
+
+    def why() -> str:
+        feed = collector.feed
+        if not isinstance(feed, BinanceFeed) or not feed.last_error:
+            return ""
+        ago = clock.monotonic() - feed.last_error_at
+        return f"; last feed error {ago:.0f}s ago: {feed.last_error}"
 
     async def market_data() -> str:
         last = collector.last_event_at
@@ -286,13 +297,13 @@ def collector_checks(collector: Collector, settings: ServiceSettings) -> list[Ch
         if age > settings.bounds.stale_after:
             what = "no market data yet" if last is None else "market data stale"
             bound = settings.bounds.stale_after
-            raise UnhealthyError(f"{what}: nothing for {age:.1f}s (bound {bound:g}s)")
+            raise UnhealthyError(f"{what}: nothing for {age:.1f}s (bound {bound:g}s){why()}")
         return f"last event {age:.1f}s ago"
 
     async def books() -> str:
         out = [s for s in collector.feed.symbols if not _synced(collector, s)]
         if out:
-            raise UnhealthyError(f"book not synchronised: {', '.join(out)}")
+            raise UnhealthyError(f"book not synchronised: {', '.join(out)}{why()}")
         return f"{len(collector.feed.symbols)} synchronised"
 
     return [Check("market_data", "flow", market_data), Check("books", "flow", books)]
@@ -819,6 +830,7 @@ async def run_record(
         ws_url=feed_settings.binance_ws_url,
         rest_url=feed_settings.binance_rest_url,
         recorder=write,
+        notify=feed_log("record"),
     )
     collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
 

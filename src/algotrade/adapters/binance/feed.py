@@ -17,8 +17,12 @@ collector asks for one. Staying connected:
 * REST answers 429 or 418 wait ``Retry-After`` seconds; 5xx and network errors back off.
 
 A frame that cannot be understood is counted and set aside with its raw text (up to 2 KiB)
-and the stream goes on. A gap in update ids after a reconnect is not this class's business:
-the collector's book synchroniser sees it, stores a gap event and asks for a snapshot.
+and the stream goes on. Each connection opened, lost or failed and each REST request that
+failed is told to ``notify`` (a :class:`FeedNotice`: the service logs it), with the error
+and the wait before the next try; the last error is kept for the health checks.
+
+A gap in update ids after a reconnect is not this class's business: the collector's book
+synchroniser sees it, stores a gap event and asks for a snapshot.
 """
 
 from __future__ import annotations
@@ -72,6 +76,16 @@ class FeedStats:
     """Receive time minus exchange time of the latest depth diff, in milliseconds."""
 
 
+@dataclass(frozen=True, slots=True)
+class FeedNotice:
+    """A connection opened, lost or failed, or a REST request that failed: for the log."""
+
+    message: str
+    problem: bool
+    """True for a failure (retried): a warning, not news."""
+    fields: dict[str, object]
+
+
 class BinanceFeed:
     """Binance spot market data for ``symbols``; see the module documentation."""
 
@@ -89,6 +103,7 @@ class BinanceFeed:
         backoff_max: float = 30.0,
         max_frame_bytes: int = 1 << 20,
         recorder: Callable[[str], None] | None = None,
+        notify: Callable[[FeedNotice], None] | None = None,
     ) -> None:
         self._symbols = tuple(s.upper() for s in symbols)
         self.clock = clock
@@ -104,6 +119,7 @@ class BinanceFeed:
         self.backoff_max = backoff_max
         self.max_frame_bytes = max_frame_bytes
         self.recorder = recorder
+        self.notify = notify
         self.stats = FeedStats()
         self._rejects: list[RejectedInput] = []
         self._send: MemoryObjectSendStream[list[MarketEvent]] | None = None
@@ -115,6 +131,9 @@ class BinanceFeed:
         self._last_depth: dict[str, int] = {}
         self._last_trade: dict[str, int] = {}
         self.last_error = ""
+        """The latest connection or REST failure (``""``: none yet)."""
+        self.last_error_at = 0.0
+        """Monotonic time of :attr:`last_error`."""
         self._wanted: list[str] = []
 
     @property
@@ -196,13 +215,25 @@ class BinanceFeed:
         """
         attempt = 0
         while True:
-            outcome = await self._connection(first_frame)
+            outcome, error = await self._connection(first_frame)
             first_frame = None
             if outcome == "replaced":
                 return  # the replacement's supervisor carries on
             self.stats.reconnects += 1
             attempt = 0 if outcome == "delivered" else attempt + 1
-            await anyio.sleep(self._backoff(attempt))
+            wait = self._backoff(attempt)
+            lost = "lost" if outcome == "delivered" else "failed"
+            self._failed(f"market data connection {lost}", error, attempt=attempt, retry_in=wait)
+            await anyio.sleep(wait)
+
+    def _failed(self, message: str, error: str, *, retry_in: float, **fields: object) -> None:
+        """Keep ``error`` as the last one and tell it, with the wait before the next try."""
+        self.last_error, self.last_error_at = error, self.clock.monotonic()
+        self._notify(message, True, error=error, retry_in=round(retry_in, 2), **fields)
+
+    def _notify(self, message: str, problem: bool, **fields: object) -> None:
+        if self.notify is not None:
+            self.notify(FeedNotice(message, problem, fields))
 
     def _replace(self) -> anyio.Event:
         """Start a replacement connection beside the current one; return its first-frame event."""
@@ -212,10 +243,12 @@ class BinanceFeed:
         self._tg.start_soon(self._supervise, first_frame)
         return first_frame
 
-    async def _connection(self, first_frame: anyio.Event | None) -> str:
-        """Run one connection until it ends: ``delivered``, ``failed`` or ``replaced``."""
+    async def _connection(self, first_frame: anyio.Event | None) -> tuple[str, str]:
+        """Run one connection until it ends: ``delivered``, ``failed`` or ``replaced``, and
+        why it ended."""
         assert self._http is not None
         delivered = False
+        error = "closed"
         replaced: anyio.Event | None = None  # set once our replacement delivers
         try:
             async with aconnect_ws(
@@ -227,19 +260,21 @@ class BinanceFeed:
                 session_class=AsyncWebSocketSession,
             ) as ws:
                 self.stats.connections += 1
+                count = self.stats.connections
+                self._notify("market data connected", False, connection=count, url=self.url)
                 opened = self.clock.monotonic()
                 if self.recorder is not None:
                     self._record(f"{self.url} <-> {self.clock.now_ns() / 1e9:.6f}")
                 while True:
                     if replaced is not None and replaced.is_set():
-                        return "replaced"
+                        return "replaced", ""
                     if replaced is None and self.clock.monotonic() - opened > self.lifetime:
                         replaced = self._replace()  # before Binance's 24-hour cut-off
                     try:
                         text = await ws.receive_text(timeout=self.watchdog)
                     except TimeoutError:
                         self.stats.silences += 1
-                        self.last_error = f"no frame for {self.watchdog:g}s"
+                        error = f"no frame for {self.watchdog:g}s (watchdog)"
                         break
                     self.stats.frames += 1
                     self.stats.last_frame_at = self.clock.monotonic()
@@ -256,10 +291,10 @@ class BinanceFeed:
             failed = find_error(e, RecorderError)  # (httpx-ws wraps it in a group)
             if failed is not None:
                 raise failed from None  # ...but the recorder's: reconnecting would lose more
-            self.last_error = f"{type(e).__name__}: {e}"
+            error = _describe(e)
         if replaced is not None:
-            return "replaced"  # dropped during a switch-over: the replacement carries on
-        return "delivered" if delivered else "failed"
+            return "replaced", ""  # dropped during a switch-over: the replacement carries on
+        return "delivered" if delivered else "failed", error
 
     def _record(self, line: str) -> None:
         """Hand a line to the recorder; its failure ends the feed (:class:`RecorderError`)."""
@@ -330,7 +365,7 @@ class BinanceFeed:
             try:
                 response = await self._http.get(url, params=params)
             except httpx.HTTPError as e:
-                self.last_error = f"{type(e).__name__}: {e}"
+                error = _describe(e)
                 wait = self._backoff(attempt)
             else:
                 if response.status_code == 200:
@@ -343,10 +378,14 @@ class BinanceFeed:
                 if response.status_code in (418, 429):
                     wait = _retry_after(response, default=self._backoff(attempt) + 1.0)
                 else:
-                    self.last_error = f"HTTP {response.status_code} from {url}"
                     wait = self._backoff(attempt)
+                # Binance says why in the body: {"code": -1121, "msg": "Invalid symbol."}
+                error = f"HTTP {response.status_code}: {_one_line(response.text)[:200]}"
             self.stats.rest_retries += 1
             attempt += 1
+            self._failed(
+                "REST request failed", error, retry_in=wait, url=url, params=params, attempt=attempt
+            )
             await anyio.sleep(wait)
         return None
 
@@ -402,6 +441,13 @@ def _retry_after(response: httpx.Response, *, default: float) -> float:
     except ValueError:
         return default
     return seconds if math.isfinite(seconds) and seconds >= 0 else default
+
+
+def _describe(error: BaseException) -> str:
+    """Return ``Type: message`` of a failure, looking inside a group of one (httpx-ws)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _one_line(text: str) -> str:
