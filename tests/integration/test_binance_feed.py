@@ -14,12 +14,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from algotrade.adapters.binance.feed import BinanceFeed, FeedNotice
+from algotrade.adapters.binance.feed import BinanceFeed
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
+from algotrade.adapters.notices import Notice
 from algotrade.apps.collector import Collector
 from algotrade.apps.health import UnhealthyError
 from algotrade.apps.logs import configure_logging
-from algotrade.apps.runner import feed_log
+from algotrade.apps.runner import log_notices
 from algotrade.apps.services import collector_checks
 from algotrade.apps.settings import FlowBounds, ServiceSettings
 from algotrade.domain.errors import RecorderError
@@ -52,7 +53,7 @@ class Running:
     feed: BinanceFeed
     collector: Collector
     store: InMemoryEventStore
-    notices: list[FeedNotice]
+    notices: list[Notice]
 
     def told(self, message: str) -> list[dict[str, object]]:
         """Return the fields of every notice the feed gave with ``message``."""
@@ -93,7 +94,7 @@ async def running(
 
     The collector also asks for the ``unlisted`` symbols, which the exchange does not list.
     """
-    notices: list[FeedNotice] = []
+    notices: list[Notice] = []
     async with FakeBinance(symbols, **fake) as exchange:  # type: ignore[arg-type]
         feed = BinanceFeed(
             symbols + unlisted,
@@ -323,7 +324,7 @@ async def test_an_exchange_out_of_reach_is_logged_and_shown_by_readiness(
         rest_url=f"http://127.0.0.1:{port}",
         backoff_initial=0.05,
         backoff_max=0.2,
-        notify=feed_log("collector"),
+        notify=log_notices("collector"),
     )
     collector = Collector(feed, InMemoryEventStore(), SystemClock())
     checks = {

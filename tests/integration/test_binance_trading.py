@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,6 +18,7 @@ from algotrade.adapters.binance.signing import Ed25519Signer, HmacSigner
 from algotrade.adapters.binance.trading import BinanceGateway
 from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus
+from algotrade.adapters.notices import Notice, Notify
 from algotrade.adapters.redis import RedisSignalConsumer, RedisSignalPublisher
 from algotrade.apps.trader import OrderFollower, TraderService
 from algotrade.domain.broker import Position, Sizing, SizingKind
@@ -94,9 +96,11 @@ class Exchange:
     trading: FakeTrading
     gateway: BinanceGateway
 
-    def user_stream(self) -> BinanceUserStream:
+    def user_stream(self, notify: Notify | None = None) -> BinanceUserStream:
         """Return a user data stream client for the fake account."""
-        return BinanceUserStream(self.trading.rest_url, self.trading.stream_url, API_KEY)
+        return BinanceUserStream(
+            self.trading.rest_url, self.trading.stream_url, API_KEY, notify=notify
+        )
 
 
 @pytest.fixture
@@ -308,7 +312,8 @@ async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnec
     trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"),
                            limit_offset_bps=D(10))  # fmt: skip
     follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600)
-    stream = exchange.user_stream()
+    notices: list[Notice] = []
+    stream = exchange.user_stream(notices.append)
     stop = anyio.Event()
     order_id = signal(8, Side.BUY).signal_id
 
@@ -349,6 +354,50 @@ async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnec
     assert await position(store) == exchange.trading.balance("BTC") == D("0.2") * D("0.999")
     assert trader.working == {}
     await stream.close()
+    # Told: connected, lost, failed while new listen keys were refused (with Binance's
+    # reason), connected again; failures as problems, with the wait before the next try.
+    said = [n.message for n in notices]
+    assert said[:2] == ["user data stream connected", "user data stream lost"]
+    assert said[-1] == "user data stream connected"
+    failed = [n for n in notices if n.message == "user data stream failed"]
+    assert failed
+    assert all(n.problem for n in failed)
+    assert failed[0].fields["error"] == (
+        'MessagingError: no listen key: HTTP 503: {"code":-1001,'
+        '"msg":"Internal error; unable to process your request."}'
+    )
+    assert [n.fields["attempt"] for n in failed] == list(range(1, len(failed) + 1))
+    assert [n.fields["connection"] for n in notices if not n.problem] == [1, 2]
+
+
+async def test_a_malformed_execution_report_is_told_with_its_text_and_the_stream_goes_on(
+    exchange: Exchange,
+) -> None:
+    """A user data stream frame that is not an execution report is counted and told with
+    its reason and raw text (it was kept in a list nothing logged); later reports arrive."""
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"))
+    follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600)
+    notices: list[Notice] = []
+    stream = exchange.user_stream(notices.append)
+    stop = anyio.Event()
+    bad = {"e": "executionReport", "s": "BTCUSDT", "X": "NEW"}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follower.run, stream, stop)
+        await eventually(lambda: stream.stats.connections == 1)
+        exchange.trading.send_event(bad)
+        await eventually(lambda: stream.stats.rejected == 1)
+        await bus.publish([signal(8, Side.BUY)])
+        await trader.handle(await bus.receive(10, 0.1))
+        await eventually(lambda: stream.stats.events >= 1)  # the market BUY's report
+        stop.set()
+    await stream.close()
+    (rejected,) = [n for n in notices if n.message == "input rejected"]
+    assert rejected.problem
+    assert rejected.fields["source"] == "binance-user-stream"
+    assert json.loads(str(rejected.fields["raw"])) == bad
+    assert "malformed executionReport" in str(rejected.fields["reason"])
+    assert stream.stats.connections == 1
 
 
 async def test_a_cancel_on_the_exchange_is_stored(exchange: Exchange) -> None:

@@ -320,6 +320,10 @@ class FakeTrading:
             "T": now, "t": fill["tradeId"] if fill else -1, "w": order.status == "NEW",
             "m": False, "O": order.time_ms, "Z": str(order.quote), "C": "",
         }  # fmt: skip
+        self.send_event(event)
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        """Send ``event`` as it is (a malformed one too) on every user data stream."""
         for queue in list(self._queues):
             with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
                 queue.send_nowait(event)

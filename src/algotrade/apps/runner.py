@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
-from algotrade.adapters.binance.feed import BinanceFeed, FeedNotice
+from algotrade.adapters.binance.feed import BinanceFeed
 from algotrade.adapters.memory import InMemorySignalBus, SystemClock
+from algotrade.adapters.notices import Notice, Notify
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.adapters.store_bus import PaperGateway
 from algotrade.adapters.synthetic import SyntheticFeed, SyntheticStart
@@ -77,10 +78,10 @@ async def synthetic_starts(store: EventStore, symbols: Sequence[str]) -> dict[st
     return starts
 
 
-def feed_log(app: str) -> Callable[[FeedNotice], None]:
-    """Return what logs a live feed's notices: connections at info, failures as warnings."""
+def log_notices(app: str) -> Notify:
+    """Return what logs a connection adapter's notices: news at info, failures as warnings."""
 
-    def notice(told: FeedNotice) -> None:
+    def notice(told: Notice) -> None:
         (warn if told.problem else log)(app, told.message, **told.fields)
 
     return notice
@@ -97,7 +98,7 @@ async def make_feed(settings: FeedSettings, store: EventStore) -> MarketFeed:
             SystemClock(),
             ws_url=settings.binance_ws_url,
             rest_url=settings.binance_rest_url,
-            notify=feed_log("collector"),
+            notify=log_notices("collector"),
         )
     starts = await synthetic_starts(store, settings.symbols)
     if starts:

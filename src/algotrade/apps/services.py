@@ -37,7 +37,7 @@ from algotrade.apps.http import create_app, listen, serve_http
 from algotrade.apps.logs import log, warn
 from algotrade.apps.metrics import Figure, Figures, ServiceMetrics
 from algotrade.apps.processor import OutboxRelay, ProcessorService
-from algotrade.apps.runner import feed_log, make_feed, outbox_name
+from algotrade.apps.runner import log_notices, make_feed, outbox_name
 from algotrade.apps.settings import (
     CollectorSettings,
     FeedSettings,
@@ -691,7 +691,9 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     stream: BinanceUserStream | None = None
     if exchange is not None and binance is not None:
         follower = OrderFollower(trader, exchange, reconcile_every=binance.reconcile_every)
-        stream = BinanceUserStream(binance.rest_url, binance.stream_url, binance.api_key)
+        stream = BinanceUserStream(
+            binance.rest_url, binance.stream_url, binance.api_key, notify=log_notices("trader")
+        )
         log("trader", "trading on Binance", url=binance.rest_url, production=binance.production)
     backlog = _Backlog()
     dependencies = dependency_checks(store, service_settings.store, client)
@@ -830,7 +832,7 @@ async def run_record(
         ws_url=feed_settings.binance_ws_url,
         rest_url=feed_settings.binance_rest_url,
         recorder=write,
-        notify=feed_log("record"),
+        notify=log_notices("record"),
     )
     collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
 

@@ -18,8 +18,9 @@ collector asks for one. Staying connected:
 
 A frame that cannot be understood is counted and set aside with its raw text (up to 2 KiB)
 and the stream goes on. Each connection opened, lost or failed and each REST request that
-failed is told to ``notify`` (a :class:`FeedNotice`: the service logs it), with the error
-and the wait before the next try; the last error is kept for the health checks.
+failed is told to ``notify`` (a :class:`~algotrade.adapters.notices.Notice`, which the
+service logs), with the error and the wait before the next try; the last error is kept for
+the health checks.
 
 A gap in update ids after a reconnect is not this class's business: the collector's book
 synchroniser sees it, stores a gap event and asks for a snapshot.
@@ -45,6 +46,7 @@ from algotrade.adapters.binance.messages import (
     parse_frame,
     parse_rest_agg_trades,
 )
+from algotrade.adapters.notices import Notice, Notify, describe
 from algotrade.domain.errors import InvalidInputError, RecorderError, find_error
 from algotrade.domain.events import DepthDiffReceived, MarketEvent, TradeReceived
 from algotrade.domain.ports import Clock, RejectedInput
@@ -76,16 +78,6 @@ class FeedStats:
     """Receive time minus exchange time of the latest depth diff, in milliseconds."""
 
 
-@dataclass(frozen=True, slots=True)
-class FeedNotice:
-    """A connection opened, lost or failed, or a REST request that failed: for the log."""
-
-    message: str
-    problem: bool
-    """True for a failure (retried): a warning, not news."""
-    fields: dict[str, object]
-
-
 class BinanceFeed:
     """Binance spot market data for ``symbols``; see the module documentation."""
 
@@ -103,7 +95,7 @@ class BinanceFeed:
         backoff_max: float = 30.0,
         max_frame_bytes: int = 1 << 20,
         recorder: Callable[[str], None] | None = None,
-        notify: Callable[[FeedNotice], None] | None = None,
+        notify: Notify | None = None,
     ) -> None:
         self._symbols = tuple(s.upper() for s in symbols)
         self.clock = clock
@@ -233,7 +225,7 @@ class BinanceFeed:
 
     def _notify(self, message: str, problem: bool, **fields: object) -> None:
         if self.notify is not None:
-            self.notify(FeedNotice(message, problem, fields))
+            self.notify(Notice(message, problem, fields))
 
     def _replace(self) -> anyio.Event:
         """Start a replacement connection beside the current one; return its first-frame event."""
@@ -291,7 +283,7 @@ class BinanceFeed:
             failed = find_error(e, RecorderError)  # (httpx-ws wraps it in a group)
             if failed is not None:
                 raise failed from None  # ...but the recorder's: reconnecting would lose more
-            error = _describe(e)
+            error = describe(e)
         if replaced is not None:
             return "replaced", ""  # dropped during a switch-over: the replacement carries on
         return "delivered" if delivered else "failed", error
@@ -365,7 +357,7 @@ class BinanceFeed:
             try:
                 response = await self._http.get(url, params=params)
             except httpx.HTTPError as e:
-                error = _describe(e)
+                error = describe(e)
                 wait = self._backoff(attempt)
             else:
                 if response.status_code == 200:
@@ -441,13 +433,6 @@ def _retry_after(response: httpx.Response, *, default: float) -> float:
     except ValueError:
         return default
     return seconds if math.isfinite(seconds) and seconds >= 0 else default
-
-
-def _describe(error: BaseException) -> str:
-    """Return ``Type: message`` of a failure, looking inside a group of one (httpx-ws)."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _one_line(text: str) -> str:

@@ -6,7 +6,9 @@ is kept alive with ``PUT`` every 30 minutes; the events arrive on ``<stream>/ws/
 open, so the caller can reconcile its open orders over REST knowing that any later change
 arrives on the socket: nothing falls between the two. A ``listenKeyExpired`` event, a close,
 a network error or silence longer than ``watchdog`` reconnects with a fresh key (backoff
-with jitter). A frame that cannot be understood is counted, set aside and skipped.
+with jitter). A frame that cannot be understood is counted, set aside and skipped. Each
+connection opened, lost or failed and each frame set aside is told to ``notify`` (a
+:class:`~algotrade.adapters.notices.Notice`, which the service logs).
 
 (Binance also offers the user data stream through its WebSocket API,
 ``userDataStream.subscribe``; the listen-key endpoints used here work on the Spot Testnet
@@ -27,6 +29,7 @@ from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
 from algotrade.adapters.binance.signing import API_KEY_HEADER
 from algotrade.adapters.binance.trading import ORDER_STATUS
+from algotrade.adapters.notices import Notice, Notify, describe
 from algotrade.domain.errors import InvalidInputError, MessagingError
 from algotrade.domain.events import OrderStatus
 from algotrade.domain.ports import RejectedInput
@@ -108,7 +111,9 @@ class BinanceUserStream:
         keepalive: float = 1800.0,
         watchdog: float = 3900.0,
         timeout: float = 10.0,
+        notify: Notify | None = None,
     ) -> None:
+        self.notify = notify
         self.rest_url = rest_url.rstrip("/")
         self.stream_url = stream_url.rstrip("/")
         self.keepalive = keepalive
@@ -146,7 +151,19 @@ class BinanceUserStream:
             if stop.is_set():
                 break
             attempt = 0 if delivered else attempt + 1
-            await anyio.sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
+            wait = random.uniform(0, min(30.0, 0.5 * 2**attempt))
+            self._notify(
+                f"user data stream {'lost' if delivered else 'failed'}",
+                True,
+                error=self.stats.last_error,
+                attempt=attempt,
+                retry_in=round(wait, 2),
+            )
+            await anyio.sleep(wait)
+
+    def _notify(self, message: str, problem: bool, **fields: object) -> None:
+        if self.notify is not None:
+            self.notify(Notice(message, problem, fields))
 
     async def _connection(
         self,
@@ -162,6 +179,7 @@ class BinanceUserStream:
             async with aconnect_ws(url, self._http) as ws, anyio.create_task_group() as tg:
                 self.stats.connections += 1
                 self.stats.connected = True
+                self._notify("user data stream connected", False, connection=self.stats.connections)
                 tg.start_soon(self._keep_alive, key)
                 await connected()
                 reconciled = True
@@ -173,11 +191,12 @@ class BinanceUserStream:
                         break
                     if '"listenKeyExpired"' in text:
                         self.stats.expired_keys += 1
+                        self.stats.last_error = "listen key expired"
                         break
                     await self._on_frame(text, handle)
                 tg.cancel_scope.cancel()
         except Exception as e:  # any failure of a connection means "reconnect"
-            self.stats.last_error = f"{type(e).__name__}: {e}"
+            self.stats.last_error = describe(e)
         finally:
             self.stats.connected = False
         return reconciled
@@ -189,10 +208,11 @@ class BinanceUserStream:
             event = parse_execution_report(text)
         except InvalidInputError as e:
             self.stats.rejected += 1
-            del self.stats.rejects[:-99]  # the latest hundred are kept for the logs
-            self.stats.rejects.append(
-                RejectedInput("binance-user-stream", "websocket", str(e), text[:_KEEP_RAW])
-            )
+            reject = RejectedInput("binance-user-stream", "websocket", str(e), text[:_KEEP_RAW])
+            del self.stats.rejects[:-99]  # the latest hundred are kept
+            self.stats.rejects.append(reject)
+            fields = {"source": reject.source, "where": reject.where, "reason": reject.reason}
+            self._notify("input rejected", True, **fields, raw=reject.raw)
             return
         if event is not None:
             self.stats.events += 1
@@ -201,10 +221,16 @@ class BinanceUserStream:
     async def _listen_key(self) -> str:
         try:
             response = await self._http.post("/api/v3/userDataStream")
-            response.raise_for_status()
+        except httpx.HTTPError as e:
+            raise MessagingError(f"no listen key: {describe(e)}") from None
+        if response.status_code != 200:  # Binance says why: {"code": -2015, "msg": ...}
+            raise MessagingError(
+                f"no listen key: HTTP {response.status_code}: {response.text[:200]}"
+            )
+        try:
             return str(orjson.loads(response.content)["listenKey"])
-        except (httpx.HTTPError, KeyError, TypeError, orjson.JSONDecodeError) as e:
-            raise MessagingError(f"no listen key: {e!r}") from None
+        except (KeyError, TypeError, orjson.JSONDecodeError) as e:
+            raise MessagingError(f"no listen key in {response.text[:200]!r}: {e!r}") from None
 
     async def _keep_alive(self, key: str) -> None:
         while True:
