@@ -373,6 +373,10 @@ def test_collector_on_the_fake_exchange_then_depth_and_gaps(
     assert rows[0]["kind"] == "snapshot"
     diffs = [r for r in rows if r["kind"] == "diff"]
     assert len(diffs) > 20
+    # The last progress line shows the prices: the top of book after the last stored diff.
+    last = [line for line in result.stderr.splitlines() if line.startswith("[collector]")][-1]
+    bid, ask = diffs[-1]["best_bid"][0], diffs[-1]["best_ask"][0]
+    assert f" BTCUSDT {bid}/{ask} events=" in last
     for before, after in itertools.pairwise(diffs):
         assert after["first_update_id"] == before["final_update_id"] + 1
     first = diffs[0]
@@ -403,7 +407,7 @@ def test_a_recording_that_cannot_be_written_stops_with_one_line(
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""  # no summary: nothing was recorded
-    last = result.stderr.strip().splitlines()[-1]
+    last = [line for line in result.stderr.splitlines() if line.startswith("[collector]")][-1]
     assert last == "algotrade: cannot write the recording '/dev/full': No space left on device"
     assert "Traceback" not in result.stderr
     assert "reconnect" not in result.stderr

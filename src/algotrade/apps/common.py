@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import re
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -237,9 +238,14 @@ class Progress:
             self.show()
 
     def show(self) -> None:
-        """Print the status line now."""
+        """Print the status line now.
+
+        On a terminal the line is cut to its width: a longer one wraps, and rewriting it in
+        place then clears only its last row, so every update left a new line behind.
+        """
         line = self.render(self.clock.monotonic() - self.started)
         if self.tty:
+            line = line[: max(shutil.get_terminal_size().columns - 1, 1)]
             self.stream.write("\r\x1b[2K" + line)
         else:
             self.stream.write(line + "\n")

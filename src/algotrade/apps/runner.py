@@ -208,11 +208,25 @@ def outbox_name(redis: RedisSettings) -> str:
     return f"outbox:{redis.stream}"
 
 
+def book_tops(collector: Collector, shown: int = 3) -> str:
+    """Return ``SYMBOL bid/ask`` of the first ``shown`` symbols (``syncing`` until a book is
+    synchronised), for progress lines: the prices are what says that data flows."""
+    symbols = collector.feed.symbols
+    parts = []
+    for symbol in symbols[:shown]:
+        top = collector.top(symbol)
+        parts.append(f"{symbol} {top.bid_price}/{top.ask_price}" if top else f"{symbol} syncing")
+    if len(symbols) > shown:
+        parts.append(f"+{len(symbols) - shown} more")
+    return " ".join(parts)
+
+
 def render_run(p: Pipeline, elapsed: float) -> str:
     """Return the one-line progress of a run."""
     c, pr, t = p.collector.stats, p.processor.stats, p.trader.stats
     return (
-        f"[run] {elapsed:6.1f}s events={c.received:,} ({rate(c.received, elapsed)})"
+        f"[run] {elapsed:6.1f}s {book_tops(p.collector)} events={c.received:,}"
+        f" ({rate(c.received, elapsed)})"
         f" stored={c.stored:,} gaps={c.gaps} bars={pr.bars:,} signals={pr.signals}"
         f" orders={t.orders}"
     )

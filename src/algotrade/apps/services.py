@@ -37,7 +37,7 @@ from algotrade.apps.http import create_app, listen, serve_http
 from algotrade.apps.logs import log, warn
 from algotrade.apps.metrics import Figure, Figures, ServiceMetrics
 from algotrade.apps.processor import OutboxRelay, ProcessorService
-from algotrade.apps.runner import log_notices, make_feed, outbox_name
+from algotrade.apps.runner import book_tops, log_notices, make_feed, outbox_name
 from algotrade.apps.settings import (
     CollectorSettings,
     FeedSettings,
@@ -391,7 +391,8 @@ async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
             "collector",
             collector.run,
             lambda e: (
-                f"[collector] {e:6.1f}s events={c.received:,} ({rate(c.received, e)})"
+                f"[collector] {e:6.1f}s {book_tops(collector)} events={c.received:,}"
+                f" ({rate(c.received, e)})"
                 f" stored={c.stored:,} duplicates={c.duplicates:,} buffered={c.buffered:,}"
                 f" gaps={c.gaps} rejected={c.rejected}{_feed_line(feed)}"
             ),
@@ -850,7 +851,8 @@ async def run_record(
             "record",
             work,
             lambda e: (
-                f"[record] {e:6.1f}s lines={lines:,} events={collector.stats.received:,}"
+                f"[record] {e:6.1f}s {book_tops(collector)} lines={lines:,}"
+                f" events={collector.stats.received:,}"
                 f" gaps={collector.stats.gaps}{_feed_line(feed)}"
             ),
             clock,
