@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from algotrade.adapters.candles import binance_interval, candle_bar
+from algotrade.adapters.notices import describe
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import InvalidInputError, MessagingError
 from algotrade.domain.events import BarClosed
@@ -72,7 +73,7 @@ class BinanceKlines:
             try:
                 response = await client.get(f"{self.rest_url}/api/v3/klines", params=params)
             except httpx.HTTPError as e:
-                error = f"{type(e).__name__}: {e}"
+                error = describe(e)
             else:
                 if response.status_code == 200:
                     try:
