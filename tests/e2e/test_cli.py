@@ -407,7 +407,7 @@ def test_a_recording_that_cannot_be_written_stops_with_one_line(
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""  # no summary: nothing was recorded
-    last = [line for line in result.stderr.splitlines() if line.startswith("[collector]")][-1]
+    last = result.stderr.strip().splitlines()[-1]
     assert last == "algotrade: cannot write the recording '/dev/full': No space left on device"
     assert "Traceback" not in result.stderr
     assert "reconnect" not in result.stderr
