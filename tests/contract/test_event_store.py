@@ -13,6 +13,7 @@ import pytest
 from algotrade.adapters.memory import InMemoryEventStore
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
+from algotrade.apps.common import open_store
 from algotrade.domain.errors import ConcurrencyError, StoreError
 from algotrade.domain.events import (
     BarClosed,
@@ -199,6 +200,87 @@ async def test_an_append_costs_the_same_however_many_segments_the_store_holds(
     assert costs[1] < costs[0] * 1.2, costs
 
 
+async def test_sqlite_retention_deletes_market_data_stored_longer_than_it(tmp_path: Path) -> None:
+    """With a one-hour retention, market data stored over an hour ago is deleted by the next
+    append (at most once a minute); other events stay, and positions go on where they were.
+    `--depth-retention` used to do nothing on SQLite: the default store grew for ever."""
+    t = 1_000_000.0
+    clock = [t]
+    store = SqliteEventStore(tmp_path / "kept.db", retention=3600.0, now=lambda: clock[0])
+
+    async def positions() -> list[int]:
+        return [s.position for s in await store.read_all(0)]
+
+    try:
+        await store.append([trade(1), trade(2)])  # positions 1-2, stored at t
+        await store.append([bar(100, 0)])  # position 3: not market data
+        clock[0] = t + 1800
+        await store.append([trade(3)])  # position 4: nothing an hour old yet
+        assert await positions() == [1, 2, 3, 4]
+        clock[0] = t + 3601
+        await store.append([trade(4)])  # position 5: 1-2 are over an hour old
+        assert await positions() == [3, 4, 5]
+        assert [s.position for s in await store.read_all(1, limit=2)] == [3, 4]
+        assert store.expired_events == 2
+        clock[0] = t + 5399  # a deletion: position 4 is not an hour old yet
+        await store.append([trade(5)])
+        clock[0] = t + 5420  # position 4 is, but the last deletion was 21 s ago
+        await store.append([trade(6)])
+        assert await positions() == [3, 4, 5, 6, 7]
+        clock[0] = t + 5460  # a minute after it: position 4 goes
+        await store.append([trade(7)])
+        assert await positions() == [3, 5, 6, 7, 8]
+        last = await store.last_event("trades-BTCUSDT")
+        assert isinstance(last, TradeReceived)
+        assert (last.trade_id, last.version) == (7, 7)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_retention_keeps_the_newest_segment_so_no_position_is_given_twice(
+    tmp_path: Path,
+) -> None:
+    """Everything expired and an append of tracking only: the newest segment stays (it holds
+    the highest position), so the next event is stored after it, not at a reused position
+    that a reader already went past."""
+    clock = [1_000_000.0]
+    store = SqliteEventStore(tmp_path / "newest.db", retention=60.0, now=lambda: clock[0])
+    try:
+        await store.append([trade(1)])
+        await store.append([trade(2), trade(3)])
+        clock[0] += 3600
+        await store.append([], tracking=Tracking("reader", 3))  # deletes, keeps the newest
+        assert [s.position for s in await store.read_all(0)] == [2, 3]
+        result = await store.append([trade(4)])
+        assert result.stored[0].position == 4
+    finally:
+        await store.close()
+
+
+async def test_a_store_written_before_retention_opens_and_keeps_its_old_segments(
+    tmp_path: Path,
+) -> None:
+    """A file whose segments have no storing time gains the column on opening; those
+    segments are kept (their age is unknown), newer ones expire."""
+    path = tmp_path / "old.db"
+    clock = [1_000_000.0]
+    store = SqliteEventStore(path)
+    await store.append([trade(1)])
+    await store.close()
+    with sqlite3.connect(path) as db:  # as the file was before the column existed
+        db.execute("DROP INDEX segments_by_stored")
+        db.execute("ALTER TABLE segments DROP COLUMN stored")
+    store = SqliteEventStore(path, retention=60.0, now=lambda: clock[0])
+    try:
+        await store.append([trade(2)])
+        await store.append([trade(3)])
+        clock[0] += 3600
+        await store.append([trade(4)])
+        assert [s.position for s in await store.read_all(0)] == [1, 4]  # 2-3 expired
+    finally:
+        await store.close()
+
+
 async def test_a_full_disk_is_a_store_error_and_loses_nothing_committed(tmp_path: Path) -> None:
     """SQLite's "database or disk is full" (here: a page limit) is a StoreError naming it,
     the failed batch leaves nothing behind, and appends go on once there is room again.
@@ -295,3 +377,18 @@ async def test_market_duplicates_by_natural_order(store: EventStore) -> None:
         "DepthDiffReceived", "TradeReceived",
     ]  # fmt: skip
     assert await store.head() == 5
+
+
+async def test_the_services_retention_reaches_the_sqlite_store(tmp_path: Path) -> None:
+    """`--depth-retention` opens the SQLite store with it; other commands keep all data."""
+    kept = open_store(str(tmp_path / "a.db"), depth_retention=7 * 86400.0)
+    forever = open_store(str(tmp_path / "b.db"), depth_retention=0.0)
+    reader = open_store(str(tmp_path / "a.db"))
+    try:
+        assert isinstance(kept, SqliteEventStore)
+        assert isinstance(forever, SqliteEventStore)
+        assert isinstance(reader, SqliteEventStore)
+        assert (kept.retention, forever.retention, reader.retention) == (7 * 86400.0, None, None)
+    finally:
+        for store in (kept, forever, reader):
+            await store.close()

@@ -19,12 +19,18 @@ Two tables share one position space:
 so version checks and ``last_event`` never scan. Market streams are ordered by their
 natural sequence (the update id of depth events, the trade id of trades): appending a market
 event at or below its stream's last sequence is a duplicate, which is what its id says.
+
+With a ``retention`` (the collector's ``--depth-retention``), market data is deleted once it
+has been stored that long: about once a minute an append also deletes up to 10,000 expired
+segments, oldest first, in a transaction of its own. Everything else is kept, and so is the
+newest segment (it holds the highest position: positions are never given out twice).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -50,7 +56,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
     first    INTEGER PRIMARY KEY,
     last     INTEGER NOT NULL,
-    data     BLOB    NOT NULL
+    data     BLOB    NOT NULL,
+    stored   INTEGER  -- Unix seconds of the append (NULL: written before retention, kept)
 );
 CREATE TABLE IF NOT EXISTS events (
     position INTEGER PRIMARY KEY,
@@ -76,6 +83,8 @@ CREATE TABLE IF NOT EXISTS tracking (
 );
 """
 _CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
+PRUNE_EVERY = 60.0  # seconds between two deletions of expired market data
+PRUNE_BATCH = 10_000  # segments a deletion removes at most (the write lock stays short)
 
 
 #: A market event's natural order within its stream, by event class.
@@ -99,9 +108,21 @@ class _Stream:
 class SqliteEventStore:
     """An :class:`~algotrade.domain.ports.EventStore` on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, poll_interval: float = 0.01) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        poll_interval: float = 0.01,
+        retention: float | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.path = str(path)
         self.poll_interval = poll_interval
+        self.retention = retention or None  # seconds; None or 0: market data kept for ever
+        self._now = now
+        self._pruned_at = float("-inf")
+        self.expired_events = 0
+        """Market events deleted by the retention since the store was opened."""
         if self.path == ":memory:":
             raise StoreError("the SQLite store needs a file; use the in-memory store instead")
         opened: list[sqlite3.Connection] = []
@@ -115,6 +136,10 @@ class SqliteEventStore:
                     f"{self.path!r} has store schema {found}; this version reads {SCHEMA_VERSION}"
                 )
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(segments)")}
+            if "stored" not in columns:  # a store written before retention
+                self._db.execute("ALTER TABLE segments ADD COLUMN stored INTEGER")
+            self._db.execute("CREATE INDEX IF NOT EXISTS segments_by_stored ON segments (stored)")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._reader = self._connect()
         except BaseException as e:
@@ -157,7 +182,33 @@ class SqliteEventStore:
         except sqlite3.Error as e:
             _rollback(db)
             raise StoreError(f"commit failed on {self.path!r}: {e}") from e
+        if self.retention is not None:
+            self._expire()
         return result
+
+    def _expire(self) -> None:
+        """Delete market data stored longer than the retention (at most once a minute)."""
+        assert self.retention is not None
+        now = self._now()
+        if now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            expired = (
+                "SELECT first FROM segments WHERE stored < ?"
+                " AND first < (SELECT MAX(first) FROM segments) ORDER BY stored LIMIT ?"
+            )
+            args = (int(now - self.retention), PRUNE_BATCH)
+            events = "SELECT COALESCE(SUM(last - first + 1), 0) FROM segments WHERE first IN"
+            (count,) = db.execute(f"{events} ({expired})", args).fetchone()
+            db.execute(f"DELETE FROM segments WHERE first IN ({expired})", args)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback(db)  # what was appended is committed; the next minute tries again
+            return
+        self.expired_events += int(count)
 
     def _append_locked(self, events: Sequence[Event], tracking: Tracking | None) -> AppendResult:
         db = self._db
@@ -211,7 +262,10 @@ class SqliteEventStore:
         if run:
             segments.append(self._segment(head, run))
         try:
-            db.executemany("INSERT INTO segments (first, last, data) VALUES (?, ?, ?)", segments)
+            db.executemany(
+                "INSERT INTO segments (first, last, data, stored) VALUES (?, ?, ?, ?)",
+                [(*segment, int(self._now())) for segment in segments],
+            )
             db.executemany(
                 "INSERT INTO events (position, id, stream, version, type, data)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

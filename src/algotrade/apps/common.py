@@ -127,8 +127,9 @@ def open_store(
     """Open the event store named by ``url``: a SQLite path (default), ``memory``, or a
     ``mongodb://`` URL.
 
-    For MongoDB, ``depth_retention`` (seconds, 0 for ever) sets the market data's TTL index
-    (``None``: left as it is); a ``patient`` store retries an unreachable server for ever
+    ``depth_retention`` (seconds, 0 for ever; ``None``: left as it is) is how long market
+    data is kept: MongoDB's TTL index, counted from the receive time; SQLite deletes it
+    that long after it was stored; a ``patient`` store retries an unreachable server for ever
     (services), an impatient one gives up after 15 seconds (one-shot commands).
     ``existing``: the option naming the store, for commands that read one (or set the kill
     switch): a SQLite file that is not there is then an error naming that option, rather
@@ -153,7 +154,7 @@ def open_store(
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     if existing is not None and not Path(path).exists():
         raise ConfigurationError(existing, f"no store at {path!r} (nothing was created)")
-    return SqliteEventStore(path)
+    return SqliteEventStore(path, retention=depth_retention)
 
 
 async def paced(
