@@ -21,6 +21,7 @@ from bench import (
     run_throughput,
     signals,
     sma,
+    sqlite_growth,
 )
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -62,6 +63,7 @@ def main() -> None:
         ("processor", processor_catchup),
         ("signals", signals),
         ("mongo", mongo_ingest),
+        ("sqlite_growth", sqlite_growth),
         ("backtest", backtest),
         ("load", load),
     ]
