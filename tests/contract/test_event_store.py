@@ -257,6 +257,40 @@ async def test_sqlite_retention_keeps_the_newest_segment_so_no_position_is_given
         await store.close()
 
 
+async def test_a_failed_deletion_is_told_and_tried_again_a_minute_later(tmp_path: Path) -> None:
+    """A deletion of expired market data that fails (here: refused by an authorizer) leaves
+    the append that triggered it stored, is told to ``on_problem``, and the next minute's
+    deletion succeeds."""
+    clock = [1_000_000.0]
+    told: list[tuple[str, str]] = []
+    store = SqliteEventStore(
+        tmp_path / "refused.db",
+        retention=60.0,
+        now=lambda: clock[0],
+        on_problem=lambda what, detail: told.append((what, detail)),
+    )
+
+    def no_deletes(action: int, *_: object) -> int:
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_DELETE else sqlite3.SQLITE_OK
+
+    try:
+        await store.append([trade(1)])
+        clock[0] += 3600
+        store._db.set_authorizer(no_deletes)
+        result = await store.append([trade(2)])
+        store._db.set_authorizer(None)
+        assert result.stored[0].position == 2
+        assert [s.position for s in await store.read_all(0)] == [1, 2]
+        assert told == [("expired market data not deleted, retrying in a minute", "not authorized")]
+        assert store.expired_events == 0
+        clock[0] += 60
+        await store.append([trade(3)])
+        assert [s.position for s in await store.read_all(0)] == [2, 3]
+        assert store.expired_events == 1
+    finally:
+        await store.close()
+
+
 async def test_a_store_written_before_retention_opens_and_keeps_its_old_segments(
     tmp_path: Path,
 ) -> None:

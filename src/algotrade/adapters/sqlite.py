@@ -115,11 +115,14 @@ class SqliteEventStore:
         poll_interval: float = 0.01,
         retention: float | None = None,
         now: Callable[[], float] = time.time,
+        on_problem: Callable[[str, str], None] | None = None,
     ) -> None:
         self.path = str(path)
         self.poll_interval = poll_interval
         self.retention = retention or None  # seconds; None or 0: market data kept for ever
         self._now = now
+        self.on_problem = on_problem
+        """Told ``(what, detail)`` of a failure the store survives (a deletion that failed)."""
         self._pruned_at = float("-inf")
         self.expired_events = 0
         """Market events deleted by the retention since the store was opened."""
@@ -205,8 +208,10 @@ class SqliteEventStore:
             (count,) = db.execute(f"{events} ({expired})", args).fetchone()
             db.execute(f"DELETE FROM segments WHERE first IN ({expired})", args)
             db.execute("COMMIT")
-        except sqlite3.Error:
+        except sqlite3.Error as e:
             _rollback(db)  # what was appended is committed; the next minute tries again
+            if self.on_problem is not None:
+                self.on_problem("expired market data not deleted, retrying in a minute", str(e))
             return
         self.expired_events += int(count)
 

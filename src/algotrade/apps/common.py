@@ -154,7 +154,11 @@ def open_store(
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     if existing is not None and not Path(path).exists():
         raise ConfigurationError(existing, f"no store at {path!r} (nothing was created)")
-    return SqliteEventStore(path, retention=depth_retention)
+    return SqliteEventStore(
+        path,
+        retention=depth_retention,
+        on_problem=lambda what, detail: warn("store", what, detail=detail),
+    )
 
 
 async def paced(
