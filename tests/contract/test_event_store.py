@@ -10,10 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from algotrade.adapters.memory import InMemoryEventStore
+from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
+from algotrade.adapters.synthetic import SyntheticFeed
+from algotrade.apps.collector import Collector
 from algotrade.apps.common import open_store
+from algotrade.apps.services import collector_figures
 from algotrade.domain.errors import ConcurrencyError, StoreError
 from algotrade.domain.events import (
     BarClosed,
@@ -289,6 +292,23 @@ async def test_a_failed_deletion_is_told_and_tried_again_a_minute_later(tmp_path
         assert store.expired_events == 1
     finally:
         await store.close()
+
+
+async def test_the_collector_exports_the_market_events_the_retention_deleted(
+    tmp_path: Path,
+) -> None:
+    """`algotrade_expired_market_events_total` counts what the SQLite retention deleted."""
+    clock = [1_000_000.0]
+    store = SqliteEventStore(tmp_path / "metric.db", retention=60.0, now=lambda: clock[0])
+    collector = Collector(SyntheticFeed(), store, SystemClock())
+    try:
+        await store.append([trade(1), trade(2)])
+        clock[0] += 3600
+        await store.append([trade(3)])
+        figures = {f.name: f.value for f in collector_figures(collector, store)()}
+    finally:
+        await store.close()
+    assert figures["expired_market_events"] == 2
 
 
 async def test_a_store_written_before_retention_opens_and_keeps_its_old_segments(

@@ -29,6 +29,7 @@ from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.redis import RedisSignalConsumer
 from algotrade.adapters.replay import RecordingSink
+from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
 from algotrade.apps.collector import Collector
 from algotrade.apps.common import Progress, open_store, rate, stop_after, stop_on_signals
@@ -362,6 +363,9 @@ def collector_figures(collector: Collector, store: EventStore) -> Figures:
 
 
 def _store_figures(store: EventStore) -> list[Figure]:
+    if isinstance(store, SqliteEventStore):
+        what = "Market events deleted by the retention (SQLite)."
+        return [Figure("expired_market_events", "counter", what, store.expired_events)]
     if not isinstance(store, MongoEventStore):
         return []
     return [Figure("store_retries", "counter", "MongoDB operations retried.", store.stats.retries)]
