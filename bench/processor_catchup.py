@@ -47,7 +47,7 @@ async def read_rate(path: Path) -> tuple[int, float]:
     store = SqliteEventStore(path)
     after, count = 0, 0
     start = time.perf_counter()
-    while page := await store.read_all(after, limit=5000, types=MARKET_TYPES):
+    while page := await store.read_all(after, limit=5000, types=MARKET_TYPES, levels=False):
         after = page[-1].position
         count += len(page)
     elapsed = time.perf_counter() - start
@@ -92,8 +92,9 @@ def run(repeats: int = 3) -> tuple[dict[str, float], str]:
         f" collector --source synthetic --duration {COLLECT}` ({events:,} market events:",
         "depth diffs with their top of book, and trades), then, best of"
         f" {repeats} in turn: the store's",
-        "`read_all` alone (pages of 5,000, the processor's), and a new `ProcessorService`",
-        "catching up on a fresh copy of it (1-minute bars, SMA 50/200, bars and checkpoint",
+        "`read_all` alone (pages of 5,000, without depth levels: the processor's), and a",
+        "new `ProcessorService` catching up on a fresh copy of it (1-minute bars, SMA 50/200,",
+        "bars and checkpoint",
         "stored as it goes), as `algotrade processor` does after a restart.",
         "",
         "| step | events/s |",

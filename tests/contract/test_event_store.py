@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -24,11 +25,12 @@ from algotrade.domain.events import (
     Event,
     GapReason,
     SequenceGapDetected,
+    TopOfBook,
     TradeReceived,
     with_version,
 )
 from algotrade.domain.ports import EventStore, Tracking
-from tests.support.builders import D, bar, diff
+from tests.support.builders import D, bar, diff, snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -153,6 +155,32 @@ async def test_read_stream_after_version_and_limit(store: EventStore) -> None:
     await store.append(events)
     page = await store.read_stream("trades-BTCUSDT", after_version=2, limit=2)
     assert [e.version for e in page] == [3, 4]
+
+
+async def test_read_all_without_levels_keeps_every_other_field(store: EventStore) -> None:
+    """`levels=False` (a reader of the top of book): a store that decodes documents returns
+    depth diffs without their levels and every other field as stored; snapshots and trades
+    come whole, and the default read has everything."""
+    top = TopOfBook(D("100"), D("2"), D("101"), D("3"))
+    appended: list[Event] = [
+        snapshot(100),
+        dataclasses.replace(diff(101, 102, [("100", "2")], [("101", "3")]), top=top),
+        trade(1),
+    ]
+    await store.append(appended)
+    full = [s.event for s in await store.read_all(0)]
+    lean = [s.event for s in await store.read_all(0, levels=False)]
+    assert [(e.stream, e.id) for e in full] == [(e.stream, e.id) for e in appended]
+    diff_full, diff_lean = full[1], lean[1]
+    assert isinstance(diff_full, DepthDiffReceived)
+    assert isinstance(diff_lean, DepthDiffReceived)
+    levels = (((D("100"), D("2")),), ((D("101"), D("3")),))
+    assert (diff_full.bids, diff_full.asks) == levels
+    in_memory = isinstance(store, InMemoryEventStore)  # nothing to decode: levels kept
+    assert (diff_lean.bids, diff_lean.asks) == (levels if in_memory else ((), ()))
+    assert dataclasses.replace(diff_lean, bids=diff_full.bids, asks=diff_full.asks) == diff_full
+    assert diff_lean.top == top
+    assert (lean[0], lean[2]) == (full[0], full[2])
 
 
 async def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:

@@ -205,8 +205,11 @@ def encode(event: ev.Event) -> bytes:
     return orjson.dumps(to_dict(event))
 
 
-def from_dict(type_: str, stream: str, version: int, doc: dict[str, Any]) -> ev.Event:
-    """Rebuild an event from its stored document.
+def from_dict(
+    type_: str, stream: str, version: int, doc: dict[str, Any], *, levels: bool = True
+) -> ev.Event:
+    """Rebuild an event from its stored document (a depth diff without its levels when
+    ``levels`` is false: see ``EventStore.read_all``).
 
     Raises:
         InvalidInputError: unknown type or a document that does not fit it.
@@ -216,7 +219,7 @@ def from_dict(type_: str, stream: str, version: int, doc: dict[str, Any]) -> ev.
         raise InvalidInputError(f"unknown event type {type_!r}")
     try:
         if type_ == "DepthDiffReceived":  # the hot path, as in to_dict
-            return _depth_event(stream, version, doc)
+            return _depth_event(stream, version, doc, levels)
         if type_ == "TradeReceived":
             return _trade_event(stream, version, doc)
         if schema.defaults:
@@ -227,7 +230,9 @@ def from_dict(type_: str, stream: str, version: int, doc: dict[str, Any]) -> ev.
         raise InvalidInputError(f"stored {type_} at {stream}@{version} is malformed: {e!r}") from e
 
 
-def _depth_event(stream: str, version: int, doc: dict[str, Any]) -> ev.DepthDiffReceived:
+def _depth_event(
+    stream: str, version: int, doc: dict[str, Any], levels: bool = True
+) -> ev.DepthDiffReceived:
     return ev.DepthDiffReceived(
         stream=stream,
         version=version,
@@ -237,8 +242,8 @@ def _depth_event(stream: str, version: int, doc: dict[str, Any]) -> ev.DepthDiff
         symbol=str(doc["s"]),
         first_update_id=int(doc["U"]),
         final_update_id=int(doc["u"]),
-        bids=levels_of(doc["b"]),
-        asks=levels_of(doc["a"]),
+        bids=levels_of(doc["b"]) if levels else (),
+        asks=levels_of(doc["a"]) if levels else (),
         top=_top_in(doc.get("t")),  # absent from documents stored before it existed
     )
 

@@ -81,6 +81,7 @@ class InMemoryEventStore:
         *,
         limit: int = 1000,
         types: tuple[type[Event], ...] | None = None,
+        levels: bool = True,  # nothing to decode here: the events keep their levels
     ) -> list[StoredEvent]:
         """Return events after position ``after``."""
         out = []

@@ -358,13 +358,17 @@ class SqliteEventStore:
         *,
         limit: int = 1000,
         types: tuple[type[Event], ...] | None = None,
+        levels: bool = True,
     ) -> list[StoredEvent]:
-        """Return up to ``limit`` events after position ``after``, in order."""
+        """Return up to ``limit`` events after position ``after``, in order (depth diffs
+        without their levels when ``levels`` is false)."""
         names = None if types is None else frozenset(codec.type_name(t) for t in types)
         with codec.gc_paused():
-            return self._read_all(after, limit, names)
+            return self._read_all(after, limit, names, levels)
 
-    def _read_all(self, after: int, limit: int, names: frozenset[str] | None) -> list[StoredEvent]:
+    def _read_all(
+        self, after: int, limit: int, names: frozenset[str] | None, levels: bool
+    ) -> list[StoredEvent]:
         found: list[tuple[int, str, int, str, Any]] = []
         if names is None or not names <= SEGMENTED:
             query = "SELECT position, stream, version, type, data FROM events WHERE position > ?"
@@ -380,7 +384,10 @@ class SqliteEventStore:
                     break
                 found.append(entry)
             found.sort(key=lambda entry: entry[0])
-        return [StoredEvent(p, codec.from_dict(t, s, v, doc)) for p, s, v, t, doc in found[:limit]]
+        decode = codec.from_dict
+        return [
+            StoredEvent(p, decode(t, s, v, doc, levels=levels)) for p, s, v, t, doc in found[:limit]
+        ]
 
     async def read_stream(
         self, stream: str, *, after_version: int = 0, limit: int | None = None

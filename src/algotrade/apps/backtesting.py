@@ -188,8 +188,8 @@ class MarketEvents:
             store = portal.call(lambda: open_store(self.source, patient=False, existing="data"))
             try:
                 after = 0
-                while batch := portal.call(
-                    partial(store.read_all, after, limit=size, types=MARKET_TYPES)
+                while batch := portal.call(  # the top of book is what a backtest reads
+                    partial(store.read_all, after, limit=size, types=MARKET_TYPES, levels=False)
                 ):
                     after = batch[-1].position
                     keeps = self._choice.keeps
@@ -280,7 +280,7 @@ async def store_history(
     choice = _Choice(symbol.upper() if symbol else None)
     items: list[tuple[Event, int]] = []
     after = 0
-    while batch := await store.read_all(after, limit=10_000, types=MARKET_TYPES):
+    while batch := await store.read_all(after, limit=10_000, types=MARKET_TYPES, levels=False):
         items.extend((s.event, s.position) for s in batch if choice.keeps(s.event))
         after = batch[-1].position
     name = choice.chosen(len(items), f"stored in {source}")

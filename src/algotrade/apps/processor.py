@@ -214,7 +214,11 @@ class ProcessorService:
             self._position = await self.store.tracking_position(self.tracking_name)
         position = self._position
         handled = 0
-        while batch := await self.store.read_all(position, limit=batch_size, types=MARKET_TYPES):
+        # Bars and strategies read the top of book, never the levels: not decoding them
+        # makes catching up about 1.5 times faster (docs/benchmarks.md).
+        while batch := await self.store.read_all(
+            position, limit=batch_size, types=MARKET_TYPES, levels=False
+        ):
             await self.handle(batch)
             if self._position is None:  # rejoined another processor: the next call reloads
                 return handled + len(batch)

@@ -83,8 +83,14 @@ class EventStore(Protocol):
         *,
         limit: int = 1000,
         types: tuple[type[Event], ...] | None = None,
+        levels: bool = True,
     ) -> list[StoredEvent]:
-        """Return up to ``limit`` events with position above ``after``, in order."""
+        """Return up to ``limit`` events with position above ``after``, in order.
+
+        ``levels=False`` says the reader needs no depth levels (it reads the top of book):
+        a store that decodes documents may then return depth diffs with empty ``bids`` and
+        ``asks`` (every other field as stored), which is most of the cost of reading them.
+        """
         ...
 
     async def head(self) -> int:

@@ -105,7 +105,7 @@ def _depth_document(e: ev.DepthDiffReceived, position: int) -> dict[str, Any]:
     }
 
 
-def _depth_event(doc: Mapping[str, Any]) -> ev.DepthDiffReceived:
+def _depth_event(doc: Mapping[str, Any], levels: bool = True) -> ev.DepthDiffReceived:
     return ev.DepthDiffReceived(
         stream=doc["stream"],
         version=doc["version"],
@@ -115,8 +115,8 @@ def _depth_event(doc: Mapping[str, Any]) -> ev.DepthDiffReceived:
         symbol=doc["symbol"],
         first_update_id=doc["first_update_id"],
         final_update_id=doc["final_update_id"],
-        bids=levels_of(doc["bids"]),
-        asks=levels_of(doc["asks"]),
+        bids=levels_of(doc["bids"]) if levels else (),
+        asks=levels_of(doc["asks"]) if levels else (),
         top=_top(doc),
     )
 
@@ -217,8 +217,9 @@ def to_document(event: ev.Event, position: int) -> dict[str, Any]:
     return doc
 
 
-def from_document(doc: Mapping[str, Any]) -> ev.Event:
-    """Rebuild the event a document stores.
+def from_document(doc: Mapping[str, Any], *, levels: bool = True) -> ev.Event:
+    """Rebuild the event a document stores (a depth diff without its levels when
+    ``levels`` is false: see ``EventStore.read_all``).
 
     Raises:
         InvalidInputError: unknown type, or a document that does not fit it.
@@ -226,7 +227,7 @@ def from_document(doc: Mapping[str, Any]) -> ev.Event:
     name = doc.get("type")
     try:
         if name == "DepthDiffReceived":
-            return _depth_event(doc)
+            return _depth_event(doc, levels)
         schema = _SCHEMAS.get(str(name))
         if schema is None:
             raise InvalidInputError(f"unknown event type {name!r} in document {doc.get('_id')!r}")

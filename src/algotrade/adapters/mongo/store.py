@@ -668,9 +668,9 @@ class MongoEventStore:
                 self._checkpointed = mark
         return self._mark
 
-    def _decode(self, doc: Doc) -> Event | None:
+    def _decode(self, doc: Doc, levels: bool = True) -> Event | None:
         try:
-            return documents.from_document(doc)
+            return documents.from_document(doc, levels=levels)
         except InvalidInputError as e:
             self.stats.malformed += 1
             if self.on_problem is not None:
@@ -683,13 +683,15 @@ class MongoEventStore:
         *,
         limit: int = 1000,
         types: tuple[type[Event], ...] | None = None,
+        levels: bool = True,
     ) -> list[StoredEvent]:
-        """Return up to ``limit`` events after position ``after``, in order."""
+        """Return up to ``limit`` events after position ``after``, in order (depth diffs
+        without their levels when ``levels`` is false)."""
         await self._ensure_ready()
-        return await self._retrying("read", lambda: self._read_all(after, limit, types))
+        return await self._retrying("read", lambda: self._read_all(after, limit, types, levels))
 
     async def _read_all(
-        self, after: int, limit: int, types: tuple[type[Event], ...] | None
+        self, after: int, limit: int, types: tuple[type[Event], ...] | None, levels: bool
     ) -> list[StoredEvent]:
         mark = await self._advance()
         if types is None:
@@ -717,7 +719,7 @@ class MongoEventStore:
                     position = int(doc["position"])
                     if self._aborted and self._is_aborted(position):
                         continue
-                    event = self._decode(doc)
+                    event = self._decode(doc, levels)
                     if event is not None:
                         out.append(StoredEvent(position, event))
             if len(page) < limit:
