@@ -6,7 +6,7 @@ import itertools
 import json
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,7 @@ class Running:
     store: InMemoryEventStore
     notices: list[Notice]
 
-    def told(self, message: str) -> list[dict[str, object]]:
+    def told(self, message: str) -> list[Mapping[str, object]]:
         """Return the fields of every notice the feed gave with ``message``."""
         return [n.fields for n in self.notices if n.message == message]
 

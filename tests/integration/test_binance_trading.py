@@ -18,7 +18,7 @@ from algotrade.adapters.binance.signing import Ed25519Signer, HmacSigner
 from algotrade.adapters.binance.trading import BinanceGateway
 from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus
-from algotrade.adapters.notices import Notice, Notify
+from algotrade.adapters.notices import Notice, Notify, ignore
 from algotrade.adapters.redis import RedisSignalConsumer, RedisSignalPublisher
 from algotrade.apps.trader import OrderFollower, TraderService
 from algotrade.domain.broker import Position, Sizing, SizingKind
@@ -96,7 +96,7 @@ class Exchange:
     trading: FakeTrading
     gateway: BinanceGateway
 
-    def user_stream(self, notify: Notify | None = None) -> BinanceUserStream:
+    def user_stream(self, notify: Notify = ignore) -> BinanceUserStream:
         """Return a user data stream client for the fake account."""
         return BinanceUserStream(
             self.trading.rest_url, self.trading.stream_url, API_KEY, notify=notify

@@ -7,7 +7,7 @@ and the service logs it with its own context.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -18,10 +18,14 @@ class Notice:
     message: str
     problem: bool
     """True for a failure (it is retried): a warning, not news."""
-    fields: dict[str, object]
+    fields: Mapping[str, object]
 
 
 Notify = Callable[[Notice], None]
+
+
+def ignore(told: Notice) -> None:
+    """Drop a notice: an adapter's default when nobody logs (tests, tools)."""
 
 
 def describe(error: BaseException) -> str:

@@ -199,21 +199,19 @@ class SqliteEventStore:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            expired = (
-                "SELECT first FROM segments WHERE stored < ?"
-                " AND first < (SELECT MAX(first) FROM segments) ORDER BY stored LIMIT ?"
-            )
-            args = (int(now - self.retention), PRUNE_BATCH)
-            events = "SELECT COALESCE(SUM(last - first + 1), 0) FROM segments WHERE first IN"
-            (count,) = db.execute(f"{events} ({expired})", args).fetchone()
-            db.execute(f"DELETE FROM segments WHERE first IN ({expired})", args)
+            deleted = db.execute(
+                "DELETE FROM segments WHERE first IN (SELECT first FROM segments"
+                " WHERE stored < ? AND first < (SELECT MAX(first) FROM segments)"
+                " ORDER BY stored LIMIT ?) RETURNING last - first + 1",
+                (int(now - self.retention), PRUNE_BATCH),
+            ).fetchall()
             db.execute("COMMIT")
         except sqlite3.Error as e:
             _rollback(db)  # what was appended is committed; the next minute tries again
             if self.on_problem is not None:
                 self.on_problem("expired market data not deleted, retrying in a minute", str(e))
             return
-        self.expired_events += int(count)
+        self.expired_events += sum(n for (n,) in deleted)
 
     def _append_locked(self, events: Sequence[Event], tracking: Tracking | None) -> AppendResult:
         db = self._db

@@ -46,7 +46,7 @@ from algotrade.adapters.binance.messages import (
     parse_frame,
     parse_rest_agg_trades,
 )
-from algotrade.adapters.notices import Notice, Notify, describe
+from algotrade.adapters.notices import Notice, Notify, describe, ignore
 from algotrade.domain.errors import InvalidInputError, RecorderError, find_error
 from algotrade.domain.events import DepthDiffReceived, MarketEvent, TradeReceived
 from algotrade.domain.ports import Clock, RejectedInput
@@ -95,7 +95,7 @@ class BinanceFeed:
         backoff_max: float = 30.0,
         max_frame_bytes: int = 1 << 20,
         recorder: Callable[[str], None] | None = None,
-        notify: Notify | None = None,
+        notify: Notify = ignore,
     ) -> None:
         self._symbols = tuple(s.upper() for s in symbols)
         self.clock = clock
@@ -221,11 +221,9 @@ class BinanceFeed:
     def _failed(self, message: str, error: str, *, retry_in: float, **fields: object) -> None:
         """Keep ``error`` as the last one and tell it, with the wait before the next try."""
         self.last_error, self.last_error_at = error, self.clock.monotonic()
-        self._notify(message, True, error=error, retry_in=round(retry_in, 2), **fields)
-
-    def _notify(self, message: str, problem: bool, **fields: object) -> None:
-        if self.notify is not None:
-            self.notify(Notice(message, problem, fields))
+        self.notify(
+            Notice(message, True, {"error": error, "retry_in": round(retry_in, 2), **fields})
+        )
 
     def _replace(self) -> anyio.Event:
         """Start a replacement connection beside the current one; return its first-frame event."""
@@ -253,7 +251,9 @@ class BinanceFeed:
             ) as ws:
                 self.stats.connections += 1
                 count = self.stats.connections
-                self._notify("market data connected", False, connection=count, url=self.url)
+                self.notify(
+                    Notice("market data connected", False, {"connection": count, "url": self.url})
+                )
                 opened = self.clock.monotonic()
                 if self.recorder is not None:
                     self._record(f"{self.url} <-> {self.clock.now_ns() / 1e9:.6f}")

@@ -17,9 +17,10 @@ and in production.)
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import anyio
@@ -29,7 +30,7 @@ from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
 from algotrade.adapters.binance.signing import API_KEY_HEADER
 from algotrade.adapters.binance.trading import ORDER_STATUS
-from algotrade.adapters.notices import Notice, Notify, describe
+from algotrade.adapters.notices import Notice, Notify, describe, ignore
 from algotrade.domain.errors import InvalidInputError, MessagingError
 from algotrade.domain.events import OrderStatus
 from algotrade.domain.ports import RejectedInput
@@ -96,7 +97,6 @@ class UserStreamStats:
     expired_keys: int = 0
     keepalives: int = 0
     last_error: str = ""
-    rejects: list[RejectedInput] = field(default_factory=list)
 
 
 class BinanceUserStream:
@@ -111,7 +111,7 @@ class BinanceUserStream:
         keepalive: float = 1800.0,
         watchdog: float = 3900.0,
         timeout: float = 10.0,
-        notify: Notify | None = None,
+        notify: Notify = ignore,
     ) -> None:
         self.notify = notify
         self.rest_url = rest_url.rstrip("/")
@@ -152,18 +152,14 @@ class BinanceUserStream:
                 break
             attempt = 0 if delivered else attempt + 1
             wait = random.uniform(0, min(30.0, 0.5 * 2**attempt))
-            self._notify(
-                f"user data stream {'lost' if delivered else 'failed'}",
-                True,
-                error=self.stats.last_error,
-                attempt=attempt,
-                retry_in=round(wait, 2),
-            )
+            lost = "lost" if delivered else "failed"
+            fields = {
+                "error": self.stats.last_error,
+                "attempt": attempt,
+                "retry_in": round(wait, 2),
+            }
+            self.notify(Notice(f"user data stream {lost}", True, fields))
             await anyio.sleep(wait)
-
-    def _notify(self, message: str, problem: bool, **fields: object) -> None:
-        if self.notify is not None:
-            self.notify(Notice(message, problem, fields))
 
     async def _connection(
         self,
@@ -179,7 +175,8 @@ class BinanceUserStream:
             async with aconnect_ws(url, self._http) as ws, anyio.create_task_group() as tg:
                 self.stats.connections += 1
                 self.stats.connected = True
-                self._notify("user data stream connected", False, connection=self.stats.connections)
+                connection = {"connection": self.stats.connections}
+                self.notify(Notice("user data stream connected", False, connection))
                 tg.start_soon(self._keep_alive, key)
                 await connected()
                 reconciled = True
@@ -209,10 +206,7 @@ class BinanceUserStream:
         except InvalidInputError as e:
             self.stats.rejected += 1
             reject = RejectedInput("binance-user-stream", "websocket", str(e), text[:_KEEP_RAW])
-            del self.stats.rejects[:-99]  # the latest hundred are kept
-            self.stats.rejects.append(reject)
-            fields = {"source": reject.source, "where": reject.where, "reason": reject.reason}
-            self._notify("input rejected", True, **fields, raw=reject.raw)
+            self.notify(Notice("input rejected", True, dataclasses.asdict(reject)))
             return
         if event is not None:
             self.stats.events += 1
