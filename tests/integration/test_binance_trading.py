@@ -211,6 +211,72 @@ async def test_a_trader_that_died_before_storing_finds_the_placed_order(
     assert last.status is OrderStatus.FILLED
 
 
+async def test_an_answer_cut_short_after_placing_is_looked_up_not_placed_again(
+    exchange: Exchange,
+) -> None:
+    """The exchange placed the order but its answer arrived cut short (not JSON): the
+    order may exist, so the gateway looks it up and finds it instead of raising."""
+    exchange.trading.garble_next("/api/v3/order")
+
+    outcome = await exchange.gateway.submit(order_of(7))
+
+    assert isinstance(outcome, OrderUpdated)
+    assert outcome.status is OrderStatus.FILLED
+    assert len(exchange.trading.posts) == 1
+    assert exchange.gateway.stats.found == 1
+    assert exchange.gateway.stats.uncertain == 1
+
+
+async def test_a_trades_answer_cut_short_is_read_again_for_the_commissions(
+    exchange: Exchange,
+) -> None:
+    """Finding a placed order reads its trades for the commissions; an answer cut short is
+    read again, and the order's fees are the exchange's."""
+    placed = await exchange.gateway.submit(order_of(8))  # a trader that died before storing
+    exchange.trading.garble_next("/api/v3/myTrades")
+
+    outcome = await exchange.gateway.submit(order_of(8))
+
+    assert isinstance(placed, OrderUpdated)
+    assert isinstance(outcome, OrderUpdated)
+    assert outcome.status is OrderStatus.FILLED
+    assert (outcome.fees, outcome.base_fees) == (placed.fees, placed.base_fees)
+    assert placed.base_fees > 0  # a BUY pays its commission in BTC
+    assert len(exchange.trading.posts) == 1
+    assert exchange.trading.garbled["/api/v3/myTrades"] == 0  # the fault was served
+
+
+async def test_answers_that_stay_malformed_leave_the_signal_pending(exchange: Exchange) -> None:
+    """Every answer cut short: the gateway gives up with a MessagingError naming the cause,
+    the trader stores nothing and leaves the signal pending, and goes on."""
+    exchange.trading.garble_next("/api/v3/order", times=100)
+    exchange.trading.garble_next("/api/v3/myTrades", times=100)
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway)
+
+    await bus.publish([signal(9, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+
+    assert await stored(store, signal(9, Side.BUY).signal_id) == []
+    assert bus.pending == 1
+    assert trader.stats.failed == 1
+    assert len(exchange.trading.posts) == 1  # placed once; every later attempt looked it up
+    with pytest.raises(MessagingError, match="not JSON"):
+        await exchange.gateway.submit(order_of(9))
+
+
+async def test_a_retry_after_that_is_not_seconds_waits_one_second(exchange: Exchange) -> None:
+    """HTTP allows Retry-After as a date: not a number of seconds, it counts as no header
+    (one second's wait) instead of an error."""
+    exchange.trading.fail_next(429, retry_after="Wed, 21 Oct 2026 07:28:00 GMT")
+
+    outcome = await exchange.gateway.submit(order_of(10))
+
+    assert isinstance(outcome, OrderUpdated)
+    assert exchange.gateway.stats.rate_limited == 1
+    assert len(exchange.trading.posts) == 1
+
+
 @pytest.mark.parametrize(
     ("quantity", "reason"),
     [("0.000001", "below the minimum 0.00001"), ("0.0001", "notional 3.0000")],

@@ -89,7 +89,9 @@ class FakeOrder:
 class ApiError(Exception):
     """An answer with Binance's error body (and a Retry-After header when given)."""
 
-    def __init__(self, status: int, code: int, msg: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, code: int, msg: str, retry_after: float | str | None = None
+    ) -> None:
         super().__init__(msg)
         self.status, self.code, self.msg, self.retry_after = status, code, msg, retry_after
 
@@ -117,7 +119,8 @@ class FakeTrading:
         self.hold_limits = False
         self.user_streams_down = False  # new listen keys refused (503) while set
         self.stalls: list[float] = []
-        self.failures: list[tuple[int, int, float | None]] = []
+        self.failures: list[tuple[int, int, float | str | None]] = []
+        self.garbled: dict[str, int] = {}  # path: how many of its next 200 answers to cut short
         self.listen_keys: set[str] = set()
         self.streams: set[Any] = set()
         self._next_id = 1
@@ -163,10 +166,20 @@ class FakeTrading:
         self.skew_ms = ms
 
     def fail_next(
-        self, status: int, *, code: int = -1003, times: int = 1, retry_after: float | None = None
+        self,
+        status: int,
+        *,
+        code: int = -1003,
+        times: int = 1,
+        retry_after: float | str | None = None,
     ) -> None:
         """Answer the next ``times`` signed requests with ``status`` (and Retry-After)."""
         self.failures.extend([(status, code, retry_after)] * times)
+
+    def garble_next(self, path: str, *, times: int = 1) -> None:
+        """Cut short the body of the next ``times`` successful answers on ``path`` (after
+        doing what the request asked), as a proxy or a dropped connection would."""
+        self.garbled[path] = self.garbled.get(path, 0) + times
 
     def drop_user_streams(self) -> None:
         """Cut every user data stream connection."""
@@ -394,6 +407,14 @@ class FakeTrading:
             )  # fmt: skip
             if e.retry_after is not None:
                 response.headers["Retry-After"] = str(e.retry_after)
+            return response
+
+        @app.after_request
+        async def garble(response: Response) -> Response:
+            if response.status_code == 200 and self.garbled.get(request.path, 0) > 0:
+                self.garbled[request.path] -= 1
+                body = await response.get_data()
+                response.set_data(body[: len(body) // 2])
             return response
 
         @app.get("/api/v3/ping")

@@ -12,7 +12,7 @@ filled market order would not stop a second one.)
 What each answer means:
 
 ==========================================  ===================================================
-timeout, connection error, 5xx              the order may or may not exist: look it up, retry
+timeout, connection error, 5xx, not JSON   the order may or may not exist: look it up, retry
 ``-1021`` timestamp outside the recvWindow  re-synchronise with ``GET /api/v3/time``, retry
 429 / ``-1003`` with ``Retry-After``        wait (up to ``max_wait`` seconds), retry
 418 (IP banned)                             give up for now: :class:`MessagingError`
@@ -122,6 +122,15 @@ class GatewayStats:
     rate_limited: int = 0
     rejected_by_rules: int = 0
     rejected_by_exchange: int = 0
+
+
+def _seconds(headers: httpx.Headers) -> float | None:
+    """Return ``Retry-After`` in seconds; ``None`` when absent or not a number of seconds
+    (HTTP also allows a date, which Binance does not send)."""
+    try:
+        return float(headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
 
 
 class _ApiError(Exception):
@@ -387,7 +396,12 @@ class BinanceGateway:
         query = signed_query(
             params, self._signer, timestamp_ms=timestamp, recv_window_ms=self.recv_window_ms
         )
-        return orjson.loads(await self._request(method, f"{path}?{query}"))
+        body = await self._request(method, f"{path}?{query}")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            # Cut short on the way (a proxy, a dropped connection): it may have taken effect.
+            raise _UncertainError(f"{method} {path}: the answer is not JSON ({e})") from None
 
     async def _public(self, path: str, params: Mapping[str, str]) -> bytes:
         try:
@@ -411,8 +425,7 @@ class BinanceGateway:
                 code, msg = int(body["code"]), str(body["msg"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 code, msg = 0, response.text[:200]
-            retry = response.headers.get("Retry-After")
-            raise _ApiError(response.status_code, code, msg, float(retry) if retry else None)
+            raise _ApiError(response.status_code, code, msg, _seconds(response.headers))
         return response.content
 
     # --- wire -----------------------------------------------------------------------------
@@ -438,11 +451,19 @@ class BinanceGateway:
 
     @staticmethod
     def _commissions(trades: Any, info: SymbolInfo) -> tuple[Decimal, Decimal]:
-        """Return the commissions paid in the quote asset and in the base asset."""
+        """Return the commissions paid in the quote asset and in the base asset.
+
+        Raises:
+            MessagingError: the trades are malformed.
+        """
         fees = base_fees = Decimal(0)
-        for trade in trades:
-            quote, base = info.commission(Decimal(trade["commission"]), trade["commissionAsset"])
-            fees, base_fees = fees + quote, base_fees + base
+        try:
+            for trade in trades:
+                amount = Decimal(trade["commission"])
+                quote, base = info.commission(amount, trade["commissionAsset"])
+                fees, base_fees = fees + quote, base_fees + base
+        except (KeyError, TypeError, InvalidOperation) as e:
+            raise MessagingError(f"malformed trades from Binance: {e!r}") from None
         return fees, base_fees
 
     def _outcome(self, order: OrderPlaced, report: ExecutionReport) -> OrderRejected | OrderUpdated:
