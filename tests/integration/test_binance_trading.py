@@ -99,7 +99,12 @@ class Exchange:
     def user_stream(self, notify: Notify = ignore) -> BinanceUserStream:
         """Return a user data stream client for the fake account."""
         return BinanceUserStream(
-            self.trading.rest_url, self.trading.stream_url, API_KEY, notify=notify
+            self.trading.stream_url,
+            API_KEY,
+            HmacSigner(API_SECRET),
+            timestamp_ms=self.gateway.server_time_ms,
+            resync=self.gateway.sync_time,
+            notify=notify,
         )
 
 
@@ -420,8 +425,8 @@ async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnec
     assert await position(store) == exchange.trading.balance("BTC") == D("0.2") * D("0.999")
     assert trader.working == {}
     await stream.close()
-    # Told: connected, lost, failed while new listen keys were refused (with Binance's
-    # reason), connected again; failures as problems, with the wait before the next try.
+    # Told: connected, lost, failed while subscriptions were refused (with Binance's
+    # answer), connected again; failures as problems, with the wait before the next try.
     said = [n.message for n in notices]
     assert said[:2] == ["user data stream connected", "user data stream lost"]
     assert said[-1] == "user data stream connected"
@@ -429,11 +434,118 @@ async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnec
     assert failed
     assert all(n.problem for n in failed)
     assert failed[0].fields["error"] == (
-        'MessagingError: no listen key: HTTP 503: {"code":-1001,'
+        'MessagingError: subscription refused: status 503: {"code":-1001,'
         '"msg":"Internal error; unable to process your request."}'
     )
     assert [n.fields["attempt"] for n in failed] == list(range(1, len(failed) + 1))
     assert [n.fields["connection"] for n in notices if not n.problem] == [1, 2]
+
+
+async def run_stream(stream: BinanceUserStream, until: Callable[[], bool]) -> list[int]:
+    """Run ``stream`` until ``until()`` holds; return the connection count at each call of
+    its ``connected`` callback (where the follower reconciles)."""
+    calls: list[int] = []
+
+    async def connected() -> None:
+        calls.append(stream.stats.connections)
+
+    async def handle(event: object) -> None:
+        raise AssertionError(f"no report was expected: {event}")
+
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.run, handle, connected, stop)
+        await eventually(until)
+        stop.set()
+    await stream.close()
+    return calls
+
+
+async def test_the_subscription_is_signed_and_ended_subscriptions_are_renewed(
+    exchange: Exchange,
+) -> None:
+    """The stream subscribes on the WebSocket API with a signed request (the fake checks it
+    as Binance does); an eventStreamTerminated ends that subscription: the stream
+    reconnects, subscribes again and reconciles."""
+    notices: list[Notice] = []
+    stream = exchange.user_stream(notices.append)
+
+    async def terminated_then_back() -> None:
+        await eventually(lambda: stream.stats.connections == 1)
+        exchange.trading.terminate_user_streams()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(terminated_then_back)
+        calls = await run_stream(stream, lambda: stream.stats.connections == 2)
+
+    assert exchange.trading.subscriptions == 2
+    assert stream.stats.terminated == 1
+    assert calls == [1, 2]  # reconciled after each subscription
+    lost = [n for n in notices if n.message == "user data stream lost"]
+    assert [n.fields["error"] for n in lost] == ["Binance sent eventStreamTerminated"]
+    connected = [n.fields for n in notices if n.message == "user data stream connected"]
+    assert [c["subscription"] for c in connected] == [1, 2]
+
+
+async def test_a_refused_signature_is_told_with_binance_s_answer(exchange: Exchange) -> None:
+    """A wrong secret: Binance refuses the subscription (-1022); the stream says so, never
+    counts a connection, and keeps trying."""
+    notices: list[Notice] = []
+    stream = BinanceUserStream(
+        exchange.trading.stream_url, API_KEY, HmacSigner("wrong"), notify=notices.append
+    )
+    calls = await run_stream(
+        stream, lambda: sum(n.message == "user data stream failed" for n in notices) >= 2
+    )
+
+    assert (stream.stats.connections, calls) == (0, [])
+    assert notices[0].fields["error"] == (
+        'MessagingError: subscription refused: status 400: {"code":-1022,'
+        '"msg":"Signature for this request is not valid."}'
+    )
+
+
+async def test_a_clock_refused_by_the_subscription_is_measured_again(exchange: Exchange) -> None:
+    """The exchange's clock moved 20 s since it was measured: the subscription is refused
+    (-1021), the clock is measured again, and the next attempt subscribes."""
+    await exchange.gateway.sync_time()
+    exchange.trading.skew(-20_000)
+    notices: list[Notice] = []
+    stream = exchange.user_stream(notices.append)
+
+    await run_stream(stream, lambda: stream.stats.connections == 1)
+
+    (failed,) = [n for n in notices if n.message == "user data stream failed"]
+    assert '"code":-1021' in str(failed.fields["error"])
+    assert exchange.gateway.stats.resyncs == 2
+    assert abs(exchange.gateway.offset_ms + 20_000) < 1_000
+
+
+async def test_a_quiet_account_stays_connected_and_a_silent_session_is_dropped(
+    exchange: Exchange,
+) -> None:
+    """No account activity: ``ping`` requests keep frames coming, so the watchdog stays
+    quiet; once the session answers nothing (half-open), the watchdog reconnects."""
+    notices: list[Notice] = []
+    stream = BinanceUserStream(
+        exchange.trading.stream_url, API_KEY, HmacSigner(API_SECRET),
+        keepalive=0.1, watchdog=0.5, notify=notices.append,
+    )  # fmt: skip
+
+    async def quiet_then_silent() -> None:
+        await eventually(lambda: stream.stats.keepalives >= 12)  # 1.2 s: past the watchdog
+        assert (stream.stats.connections, stream.stats.connected) == (1, True)
+        exchange.trading.ws_api_silent = True
+        await eventually(lambda: any(n.message == "user data stream lost" for n in notices))
+        exchange.trading.ws_api_silent = False
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(quiet_then_silent)
+        await run_stream(stream, lambda: stream.stats.connections == 2)
+
+    lost = [n for n in notices if n.message == "user data stream lost"]
+    assert lost[0].fields["error"] == "no frame for 0.5s (watchdog)"
+    assert exchange.trading.requests.count("WS ping") >= 12
 
 
 async def test_a_malformed_execution_report_is_told_with_its_text_and_the_stream_goes_on(
@@ -461,7 +573,7 @@ async def test_a_malformed_execution_report_is_told_with_its_text_and_the_stream
     (rejected,) = [n for n in notices if n.message == "input rejected"]
     assert rejected.problem
     assert rejected.fields["source"] == "binance-user-stream"
-    assert json.loads(str(rejected.fields["raw"])) == bad
+    assert json.loads(str(rejected.fields["raw"]))["event"] == bad
     assert "malformed executionReport" in str(rejected.fields["reason"])
     assert stream.stats.connections == 1
 

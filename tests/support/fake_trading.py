@@ -9,15 +9,19 @@ the free balance (-2010 "Account has insufficient balance for requested action."
 a market order (or a marketable limit order) walks the book's levels; a BUY pays its
 commission in the base asset, a SELL in the quote asset (``fee_rate`` of each fill), as
 Binance does without BNB. Each change of an order is sent as an ``executionReport`` to every
-user data stream of the account (``/ws/<listenKey>``).
+user data stream subscription of the account: on the WebSocket API (``/ws-api/v3``), after a
+``userDataStream.subscribe.signature`` request checked like a signed REST request (API key,
+signature over the parameters sorted by name, timestamp), wrapped as Binance wraps it
+(``{"subscriptionId": N, "event": {...}}``); ``ping`` requests are answered.
 
 Faults, as Binance produces them: ``stall_after_accept`` (the order is placed, the answer
 comes after the client gave up), ``skew`` (the server clock runs ahead or behind: -1021),
 ``fail_next`` (429 with Retry-After, 418, 5xx), ``hold_limits`` (limit orders rest until
-``fill_resting``), ``drop_user_streams`` (cut every user data connection), and
-``cancel``/``fill_resting`` change orders while nobody listens.
+``fill_resting``), ``drop_user_streams`` (cut every subscribed connection),
+``terminate_user_streams`` (send ``eventStreamTerminated``), ``user_streams_down`` (refuse
+subscriptions with 503), and ``cancel``/``fill_resting`` change orders while nobody listens.
 
-One Quart app (hypercorn) serves REST and the user data WebSocket on one port.
+One Quart app (hypercorn) serves REST and the WebSocket API on one port.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from urllib.parse import parse_qsl, unquote
 
 import anyio
 import anyio.abc
+import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -117,12 +122,12 @@ class FakeTrading:
         self.requests: list[str] = []  # method and path of every request
         self.skew_ms = 0
         self.hold_limits = False
-        self.user_streams_down = False  # new listen keys refused (503) while set
+        self.user_streams_down = False  # subscriptions refused (503) while set
         self.stalls: list[float] = []
         self.failures: list[tuple[int, int, float | str | None]] = []
         self.garbled: dict[str, int] = {}  # path: how many of its next 200 answers to cut short
-        self.listen_keys: set[str] = set()
-        self.streams: set[Any] = set()
+        self.subscriptions = 0  # user data stream subscriptions accepted
+        self.ws_api_silent = False  # the WebSocket API answers nothing (a half-open socket)
         self._next_id = 1
         self._trade_id = 9_000_000
         self._port = 0
@@ -152,8 +157,8 @@ class FakeTrading:
 
     @property
     def stream_url(self) -> str:
-        """Return the user data stream base URL (``--binance-user-stream-url``)."""
-        return f"ws://127.0.0.1:{self._port}"
+        """Return the WebSocket API URL (``--binance-user-stream-url``)."""
+        return f"ws://127.0.0.1:{self._port}/ws-api/v3"
 
     # --- faults and changes -------------------------------------------------------------------
 
@@ -182,9 +187,13 @@ class FakeTrading:
         self.garbled[path] = self.garbled.get(path, 0) + times
 
     def drop_user_streams(self) -> None:
-        """Cut every user data stream connection."""
+        """Cut every connection with a user data stream subscription."""
         for queue in list(self._queues):
             queue.close()
+
+    def terminate_user_streams(self) -> None:
+        """End every subscription with ``eventStreamTerminated`` (the connections stay)."""
+        self.send_event({"e": "eventStreamTerminated", "E": self._now()})
 
     def fill_resting(self, *, fraction: Decimal = Decimal(1)) -> int:
         """Fill ``fraction`` of what remains of every resting limit order at its price; return
@@ -357,7 +366,14 @@ class FakeTrading:
             status, code, retry_after = self.failures.pop(0)
             raise ApiError(status, code, f"injected {status}", retry_after)
         payload, _, signature = raw.rpartition("&signature=")
-        if not self._signed_by(key, payload, unquote(signature)):
+        self._check_signed(key, params, payload, unquote(signature))
+        return params
+
+    def _check_signed(
+        self, key: str | None, params: dict[str, str], payload: str, signature: str
+    ) -> None:
+        """Check a signed request's signature over ``payload`` and its timestamp."""
+        if not self._signed_by(key, payload, signature):
             raise ApiError(400, -1022, "Signature for this request is not valid.")
         try:
             timestamp = int(params["timestamp"])
@@ -372,7 +388,6 @@ class FakeTrading:
                                        "server's time.")  # fmt: skip
         if now - timestamp > window:
             raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
-        return params
 
     def _signed_by(self, key: str | None, payload: str, signature: str) -> bool:
         """Check an HMAC-SHA256 (hex) or, for the Ed25519 key, an Ed25519 (base64) signature."""
@@ -395,6 +410,47 @@ class FakeTrading:
             ):
                 return order
         raise ApiError(400, -2013, "Order does not exist.")
+
+    def _ws_request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Answer one WebSocket API request (``ping``, ``userDataStream.subscribe.signature``)."""
+        request_id, method = message.get("id"), message.get("method")
+        self.requests.append(f"WS {method}")
+        try:
+            if method == "ping":
+                return {"id": request_id, "status": 200, "result": {}}
+            if method != "userDataStream.subscribe.signature":
+                raise ApiError(400, -1020, f"Unsupported method {method!r}.")
+            params = {k: str(v) for k, v in message.get("params", {}).items()}
+            key = params.get("apiKey")
+            if key != API_KEY and (key != ED25519_API_KEY or self.ed25519_public_key is None):
+                raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+            if self.user_streams_down:
+                raise ApiError(503, -1001, "Internal error; unable to process your request.")
+            signature = params.pop("signature", "")
+            payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
+            self._check_signed(key, params, payload, signature)
+        except ApiError as e:
+            error = {"code": e.code, "msg": e.msg}
+            return {"id": request_id, "status": e.status, "error": error}
+        self.subscriptions += 1
+        return {"id": request_id, "status": 200, "result": {"subscriptionId": self.subscriptions}}
+
+    async def _forward(self, subscription: int, tg: anyio.abc.TaskGroup) -> None:
+        """Send the account's events to one subscription until it ends; cut the connection
+        when ``drop_user_streams`` closes its queue."""
+        send, receive = anyio.create_memory_object_stream[dict[str, Any]](1000)
+        self._queues.append(send)
+        try:
+            async with receive:
+                async for event in receive:
+                    await websocket.send_json({"subscriptionId": subscription, "event": event})
+                    if event.get("e") == "eventStreamTerminated":
+                        return
+            await websocket.close(1001)
+            tg.cancel_scope.cancel()
+        finally:
+            self._queues.remove(send)
+            send.close()
 
     def _app(self) -> Quart:
         app = Quart("fake-binance-trading")
@@ -498,35 +554,17 @@ class FakeTrading:
                               "locked": str(self.locked.get(a, Decimal(0)))} for a in assets],
             }  # fmt: skip
 
-        @app.route("/api/v3/userDataStream", methods=["POST", "PUT", "DELETE"])
-        async def user_data_stream() -> dict[str, Any]:
-            params = self._authenticate(signed=False)
-            if self.user_streams_down:
-                raise ApiError(503, -1001, "Internal error; unable to process your request.")
-            if request.method == "POST":
-                key = f"listen-{len(self.listen_keys) + 1:04d}"
-                self.listen_keys.add(key)
-                return {"listenKey": key}
-            if params.get("listenKey") not in self.listen_keys:
-                raise ApiError(400, -1125, "This listenKey does not exist.")
-            if request.method == "DELETE":
-                self.listen_keys.discard(params["listenKey"])
-            return {}
-
-        @app.websocket("/ws/<key>")
-        async def user_stream(key: str) -> None:
-            if key not in self.listen_keys:
-                return
+        @app.websocket("/ws-api/v3")
+        async def ws_api() -> None:
             await websocket.accept()
-            send, receive = anyio.create_memory_object_stream[dict[str, Any]](1000)
-            self._queues.append(send)
-            try:
-                async with receive:
-                    async for event in receive:
-                        await websocket.send_json(event)
-            finally:
-                self._queues.remove(send)
-                send.close()
-                await websocket.close(1001)
+            async with anyio.create_task_group() as tg:
+                while True:
+                    request_ = orjson.loads(await websocket.receive())
+                    if self.ws_api_silent:
+                        continue
+                    answer = self._ws_request(request_)
+                    if answer.get("status") == 200 and "subscriptionId" in answer["result"]:
+                        tg.start_soon(self._forward, answer["result"]["subscriptionId"], tg)
+                    await websocket.send_json(answer)
 
         return app

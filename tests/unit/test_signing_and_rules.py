@@ -15,7 +15,12 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from algotrade.adapters.binance.messages import parse_symbol_rules
-from algotrade.adapters.binance.signing import Ed25519Signer, HmacSigner, signed_query
+from algotrade.adapters.binance.signing import (
+    Ed25519Signer,
+    HmacSigner,
+    signed_params,
+    signed_query,
+)
 from algotrade.domain.errors import ConfigurationError, InvalidInputError
 from algotrade.domain.rules import SymbolRules, fit_limit_order, fit_market_order
 
@@ -26,6 +31,7 @@ QUERY = (
     "&timestamp=1499827319559"
 )
 SIGNATURE = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+DOCUMENTED_API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
 
 
 def test_hmac_reproduces_the_documented_signature() -> None:
@@ -37,6 +43,23 @@ def test_signed_query_appends_window_timestamp_and_signature_in_the_signed_order
               "quantity": "1", "price": "0.1"}  # fmt: skip
     query = signed_query(params, HmacSigner(SECRET), timestamp_ms=1499827319559)
     assert query == f"{QUERY}&signature={SIGNATURE}"
+
+
+def test_websocket_api_params_are_signed_sorted_by_name_as_documented() -> None:
+    """Binance's WebSocket API example ("SIGNED request example (HMAC)", order.place): every
+    parameter but the signature, sorted by name, ``name=value`` joined by ``&``."""
+    params = {"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+              "quantity": "0.01000000", "price": "52000.00", "newOrderRespType": "ACK",
+              "apiKey": DOCUMENTED_API_KEY}  # fmt: skip
+    signed = signed_params(
+        params, HmacSigner(SECRET), timestamp_ms=1645423376532, recv_window_ms=100
+    )
+    assert signed == {
+        **params,
+        "recvWindow": 100,
+        "timestamp": 1645423376532,
+        "signature": "cc15477742bd704c29492d96c7ead9414dfd8e0ec4a00f947bb5bb454ddbd08a",
+    }
 
 
 def test_ed25519_signatures_verify_with_the_public_key() -> None:
@@ -105,11 +128,13 @@ def test_trading_settings_and_clients_never_show_the_keys() -> None:
         [
             repr(settings),
             repr(BinanceGateway(settings.rest_url, settings.api_key, settings.signer())),
-            repr(BinanceUserStream(settings.rest_url, settings.stream_url, settings.api_key)),
+            repr(BinanceUserStream(settings.stream_url, settings.api_key, settings.signer())),
         ]
     )
 
     assert "the-api-key" not in shown
+    bare = BinanceUserStream("ws://127.0.0.1:8765", "k", settings.signer())
+    assert bare.stream_url == "ws://127.0.0.1:8765/ws-api/v3"  # the path is added
     assert SECRET not in shown
     assert "testnet.binance.vision" in shown
     assert is_production_url("https://api.binance.com")

@@ -790,7 +790,8 @@ def trader(
         typer.Option(
             "--binance-user-stream-url",
             envvar="ALGOTRADE_BINANCE_USER_STREAM_URL",
-            help="Binance user data stream base URL (default: the Spot Testnet's).",
+            help="Binance WebSocket API URL, where the user data stream is (default: the "
+            "Spot Testnet's, wss://ws-api.testnet.binance.vision/ws-api/v3).",
         ),
     ] = None,
     production: Annotated[

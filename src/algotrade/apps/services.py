@@ -697,7 +697,13 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     if exchange is not None and binance is not None:
         follower = OrderFollower(trader, exchange, reconcile_every=binance.reconcile_every)
         stream = BinanceUserStream(
-            binance.rest_url, binance.stream_url, binance.api_key, notify=log_notices("trader")
+            binance.stream_url,
+            binance.api_key,
+            binance.signer(),
+            timestamp_ms=exchange.server_time_ms,
+            resync=exchange.sync_time,
+            recv_window_ms=binance.recv_window_ms,
+            notify=log_notices("trader"),
         )
         log("trader", "trading on Binance", url=binance.rest_url, production=binance.production)
     backlog = _Backlog()

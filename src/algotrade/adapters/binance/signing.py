@@ -80,3 +80,19 @@ def signed_query(
     payload = urlencode([*params.items(), ("recvWindow", recv_window_ms),
                          ("timestamp", timestamp_ms)])  # fmt: skip
     return f"{payload}&{urlencode({'signature': signer.sign(payload)})}"
+
+
+def signed_params(
+    params: Mapping[str, str | int],
+    signer: Signer,
+    *,
+    timestamp_ms: int,
+    recv_window_ms: int = DEFAULT_RECV_WINDOW_MS,
+) -> dict[str, str | int]:
+    """Return the ``params`` of a signed WebSocket API request: with ``recvWindow``,
+    ``timestamp`` and ``signature``, signed over every other parameter sorted by name
+    (``name=value`` joined by ``&``), as Binance's WebSocket API requires."""
+    out: dict[str, str | int] = {**params, "recvWindow": recv_window_ms, "timestamp": timestamp_ms}
+    payload = "&".join(f"{name}={out[name]}" for name in sorted(out))
+    out["signature"] = signer.sign(payload)
+    return out

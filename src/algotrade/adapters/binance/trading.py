@@ -61,9 +61,10 @@ from algotrade.domain.ports import Clock
 from algotrade.domain.rules import SymbolRules, fit_limit_order, fit_market_order
 
 TESTNET_REST_URL = "https://testnet.binance.vision"
-TESTNET_STREAM_URL = "wss://stream.testnet.binance.vision"
+#: The WebSocket API, where Spot's user data stream is (the listen keys are gone).
+TESTNET_STREAM_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
 PRODUCTION_REST_URL = "https://api.binance.com"
-PRODUCTION_STREAM_URL = "wss://stream.binance.com:9443"
+PRODUCTION_STREAM_URL = "wss://ws-api.binance.com:443/ws-api/v3"
 
 
 def is_production_url(url: str) -> bool:
@@ -320,6 +321,10 @@ class BinanceGateway:
         """
         await self._public("/api/v3/ping", {})
 
+    def server_time_ms(self) -> int:
+        """Return the exchange's time now, in milliseconds, as last measured."""
+        return self.clock.now_ns() // 1_000_000 + self.offset_ms
+
     async def sync_time(self) -> None:
         """Measure the offset of the exchange's clock from ours (``GET /api/v3/time``).
 
@@ -392,9 +397,11 @@ class BinanceGateway:
     async def _signed(self, method: str, path: str, params: Mapping[str, str | int]) -> Any:
         if not self._synced:
             await self.sync_time()
-        timestamp = self.clock.now_ns() // 1_000_000 + self.offset_ms
         query = signed_query(
-            params, self._signer, timestamp_ms=timestamp, recv_window_ms=self.recv_window_ms
+            params,
+            self._signer,
+            timestamp_ms=self.server_time_ms(),
+            recv_window_ms=self.recv_window_ms,
         )
         body = await self._request(method, f"{path}?{query}")
         try:

@@ -1,41 +1,49 @@
 """Binance's user data stream: the account's ``executionReport`` events, reconnecting for ever.
 
-A listen key comes from ``POST /api/v3/userDataStream`` (API key header, no signature) and
-is kept alive with ``PUT`` every 30 minutes; the events arrive on ``<stream>/ws/<listenKey>``
-(httpx-ws). After every (re)connection the ``connected`` callback runs *after* the socket is
-open, so the caller can reconcile its open orders over REST knowing that any later change
-arrives on the socket: nothing falls between the two. A ``listenKeyExpired`` event, a close,
-a network error or silence longer than ``watchdog`` reconnects with a fresh key (backoff
-with jitter). A frame that cannot be understood is counted, set aside and skipped. Each
-connection opened, lost or failed and each frame set aside is told to ``notify`` (a
-:class:`~algotrade.adapters.notices.Notice`, which the service logs).
+Binance Spot serves it on its WebSocket API (``wss://ws-api.binance.com:443/ws-api/v3``;
+the listen-key endpoints were switched off for Spot on 2026-02-20). On each connection
+the stream sends ``userDataStream.subscribe.signature`` (the API key, a timestamp and a
+signature over both, HMAC or Ed25519 as for REST) and waits for Binance's answer; the
+events then arrive on the same socket as ``{"subscriptionId": N, "event": {...}}``. A
+``ping`` request every ``keepalive`` seconds proves the session alive end to end.
 
-(Binance also offers the user data stream through its WebSocket API,
-``userDataStream.subscribe``; the listen-key endpoints used here work on the Spot Testnet
-and in production.)
+After every (re)connection the ``connected`` callback runs *after* the subscription is
+accepted, so the caller can reconcile its open orders over REST knowing that any later
+change arrives on the socket: nothing falls between the two. An ``eventStreamTerminated``
+or ``serverShutdown`` event, a close, a network error, a refused subscription or silence
+longer than ``watchdog`` reconnects (backoff with jitter); a refusal for the clock
+(``-1021``) re-reads the exchange's time first. A frame that cannot be understood is
+counted, set aside and skipped. Each connection opened, lost or failed and each frame set
+aside is told to ``notify`` (a :class:`~algotrade.adapters.notices.Notice`, which the
+service logs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import anyio
 import httpx
 import orjson
 from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
-from algotrade.adapters.binance.signing import API_KEY_HEADER
-from algotrade.adapters.binance.trading import ORDER_STATUS
+from algotrade.adapters.binance.signing import DEFAULT_RECV_WINDOW_MS, Signer, signed_params
+from algotrade.adapters.binance.trading import ORDER_STATUS, TIMESTAMP
 from algotrade.adapters.notices import Notice, Notify, describe, ignore
 from algotrade.domain.errors import InvalidInputError, MessagingError
 from algotrade.domain.events import OrderStatus
 from algotrade.domain.ports import RejectedInput
 
 _KEEP_RAW = 2048
+WS_API_PATH = "/ws-api/v3"
+#: Events after which the subscription (or the server) is gone: reconnect.
+_ENDINGS = frozenset({"eventStreamTerminated", "serverShutdown"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +64,9 @@ class ExecutionEvent:
 
 
 def parse_execution_report(text: str | bytes) -> ExecutionEvent | None:
-    """Return the ``executionReport`` a frame carries (``None`` for other events).
+    """Return the ``executionReport`` a frame carries (``None`` for other events and for
+    answers to requests); the event may come bare or wrapped (``{"subscriptionId": N,
+    "event": {...}}``, as the WebSocket API sends it).
 
     Raises:
         InvalidInputError: the frame is not JSON or misses a field.
@@ -65,6 +75,10 @@ def parse_execution_report(text: str | bytes) -> ExecutionEvent | None:
         data = orjson.loads(text)
         if not isinstance(data, dict):
             raise TypeError("not an object")
+        if "subscriptionId" in data:  # the WebSocket API wraps each event
+            data = data["event"]
+            if not isinstance(data, dict):
+                raise TypeError("event is not an object")
         if data.get("e") != "executionReport":
             return None
         execution = data["x"]
@@ -86,6 +100,19 @@ def parse_execution_report(text: str | bytes) -> ExecutionEvent | None:
         raise InvalidInputError(f"malformed executionReport: {e!r}") from None
 
 
+def _ending(text: str) -> str:
+    """Return the name of the event a frame carries when it ends the subscription, else
+    ``""`` (bare or wrapped; a frame that is not JSON ends nothing)."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(data, dict) and isinstance(data.get("event"), dict):
+        data = data["event"]
+    name = data.get("e") if isinstance(data, dict) else None
+    return name if name in _ENDINGS else ""
+
+
 @dataclass
 class UserStreamStats:
     """What the stream did: for logs, metrics and tests."""
@@ -94,7 +121,7 @@ class UserStreamStats:
     connected: bool = False
     events: int = 0
     rejected: int = 0
-    expired_keys: int = 0
+    terminated: int = 0  # eventStreamTerminated or serverShutdown
     keepalives: int = 0
     last_error: str = ""
 
@@ -104,24 +131,37 @@ class BinanceUserStream:
 
     def __init__(
         self,
-        rest_url: str,
         stream_url: str,
         api_key: str,
+        signer: Signer,
         *,
-        keepalive: float = 1800.0,
-        watchdog: float = 3900.0,
+        timestamp_ms: Callable[[], int] | None = None,
+        resync: Callable[[], Awaitable[None]] | None = None,
+        recv_window_ms: int = DEFAULT_RECV_WINDOW_MS,
+        keepalive: float = 30.0,
+        watchdog: float = 95.0,
         timeout: float = 10.0,
         notify: Notify = ignore,
     ) -> None:
+        """``stream_url``: the WebSocket API's URL (a URL without a path gets
+        ``/ws-api/v3``). ``timestamp_ms``: the exchange's time in milliseconds (default:
+        this machine's); ``resync``: called before the next attempt when Binance refuses
+        the timestamp (the gateway's clock measurement)."""
+        url = httpx.URL(stream_url)
+        if url.path in ("", "/"):
+            stream_url = str(url.copy_with(path=WS_API_PATH))
+        self.stream_url = stream_url
         self.notify = notify
-        self.rest_url = rest_url.rstrip("/")
-        self.stream_url = stream_url.rstrip("/")
         self.keepalive = keepalive
-        self.watchdog = watchdog  # no event for that long: assume a half-open socket
+        self.watchdog = watchdog  # no frame for that long: assume a half-open socket
+        self.recv_window_ms = recv_window_ms
         self.stats = UserStreamStats()
-        self._http = httpx.AsyncClient(
-            base_url=self.rest_url, headers={API_KEY_HEADER: api_key}, timeout=timeout
-        )
+        self._api_key = api_key
+        self._signer = signer
+        self._timestamp_ms = timestamp_ms or (lambda: time.time_ns() // 1_000_000)
+        self._resync = resync
+        self._requests = 0
+        self._http = httpx.AsyncClient(timeout=timeout)
 
     def __repr__(self) -> str:
         return f"BinanceUserStream({self.stream_url!r}, api_key=***)"
@@ -169,26 +209,34 @@ class BinanceUserStream:
         """Run one connection until it ends; return whether it got as far as reconciling."""
         reconciled = False
         try:
-            key = await self._listen_key()
-            url = f"{self.stream_url}/ws/{key}"
             ws: AsyncWebSocketSession
-            async with aconnect_ws(url, self._http) as ws, anyio.create_task_group() as tg:
+            async with (
+                aconnect_ws(
+                    self.stream_url,
+                    self._http,
+                    keepalive_ping_interval_seconds=20.0,
+                    keepalive_ping_timeout_seconds=20.0,
+                ) as ws,
+                anyio.create_task_group() as tg,
+            ):
+                subscription = await self._subscribe(ws)
                 self.stats.connections += 1
                 self.stats.connected = True
-                connection = {"connection": self.stats.connections}
-                self.notify(Notice("user data stream connected", False, connection))
-                tg.start_soon(self._keep_alive, key)
+                fields = {"connection": self.stats.connections, "subscription": subscription}
+                self.notify(Notice("user data stream connected", False, fields))
+                tg.start_soon(self._keep_alive, ws)
                 await connected()
                 reconciled = True
                 while True:
                     try:
                         text = await ws.receive_text(timeout=self.watchdog)
                     except TimeoutError:
-                        self.stats.last_error = f"no event for {self.watchdog:g}s"
+                        self.stats.last_error = f"no frame for {self.watchdog:g}s (watchdog)"
                         break
-                    if '"listenKeyExpired"' in text:
-                        self.stats.expired_keys += 1
-                        self.stats.last_error = "listen key expired"
+                    ended = _ending(text)
+                    if ended:
+                        self.stats.terminated += 1
+                        self.stats.last_error = f"Binance sent {ended}"
                         break
                     await self._on_frame(text, handle)
                 tg.cancel_scope.cancel()
@@ -197,6 +245,52 @@ class BinanceUserStream:
         finally:
             self.stats.connected = False
         return reconciled
+
+    async def _subscribe(self, ws: AsyncWebSocketSession) -> object:
+        """Subscribe this connection to the account's events; return the subscription id.
+
+        Raises:
+            MessagingError: Binance refused (its code and message), or did not answer.
+        """
+        params = signed_params(
+            {"apiKey": self._api_key},
+            self._signer,
+            timestamp_ms=self._timestamp_ms(),
+            recv_window_ms=self.recv_window_ms,
+        )
+        answer = await self._request(ws, "userDataStream.subscribe.signature", params)
+        if answer.get("status") != 200:
+            error = answer.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            if code == TIMESTAMP and self._resync is not None:
+                await self._resync()
+            detail = orjson.dumps(error).decode() if error is not None else "no error given"
+            raise MessagingError(
+                f"subscription refused: status {answer.get('status')}: {detail[:200]}"
+            )
+        result = answer.get("result")
+        return result.get("subscriptionId") if isinstance(result, dict) else None
+
+    async def _request(
+        self, ws: AsyncWebSocketSession, method: str, params: dict[str, str | int] | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return its answer (before any event: none is subscribed)."""
+        self._requests += 1
+        request_id = f"algotrade-{self._requests}"
+        message: dict[str, Any] = {"id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        await ws.send_text(orjson.dumps(message).decode())
+        with anyio.move_on_after(self.watchdog):
+            while True:
+                text = await ws.receive_text()
+                try:
+                    answer = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    answer = None
+                if isinstance(answer, dict) and answer.get("id") == request_id:
+                    return answer
+        raise MessagingError(f"no answer to {method} in {self.watchdog:g}s")
 
     async def _on_frame(
         self, text: str, handle: Callable[[ExecutionEvent], Awaitable[None]]
@@ -212,24 +306,13 @@ class BinanceUserStream:
             self.stats.events += 1
             await handle(event)
 
-    async def _listen_key(self) -> str:
-        try:
-            response = await self._http.post("/api/v3/userDataStream")
-        except httpx.HTTPError as e:
-            raise MessagingError(f"no listen key: {describe(e)}") from None
-        if response.status_code != 200:  # Binance says why: {"code": -2015, "msg": ...}
-            raise MessagingError(
-                f"no listen key: HTTP {response.status_code}: {response.text[:200]}"
-            )
-        try:
-            return str(orjson.loads(response.content)["listenKey"])
-        except (KeyError, TypeError, orjson.JSONDecodeError) as e:
-            raise MessagingError(f"no listen key in {response.text[:200]!r}: {e!r}") from None
-
-    async def _keep_alive(self, key: str) -> None:
+    async def _keep_alive(self, ws: AsyncWebSocketSession) -> None:
+        """Send a ``ping`` request every ``keepalive`` seconds: its answer is a frame, so a
+        quiet account does not trip the watchdog, and a dead session does."""
         while True:
             await anyio.sleep(self.keepalive)
-            response = await self._http.put("/api/v3/userDataStream", params={"listenKey": key})
-            if response.status_code >= 400:
-                raise MessagingError(f"listen key keep-alive refused: HTTP {response.status_code}")
+            self._requests += 1
+            await ws.send_text(
+                orjson.dumps({"id": f"algotrade-{self._requests}", "method": "ping"}).decode()
+            )
             self.stats.keepalives += 1
