@@ -734,8 +734,9 @@ async def test_no_new_order_while_one_is_working(exchange: Exchange) -> None:
 
 
 async def test_an_ed25519_key_signs_orders_the_exchange_verifies() -> None:
-    """With an Ed25519 key (Binance's recommended type) the order is signed in base64 and
-    the fake exchange verifies it with the registered public key; a wrong key is refused."""
+    """With an Ed25519 key (Binance's recommended type) the order and the user data
+    stream's subscription are signed in base64 and the fake exchange verifies them with
+    the registered public key; a wrong key is refused."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     async with (
@@ -748,10 +749,12 @@ async def test_an_ed25519_key_signs_orders_the_exchange_verifies() -> None:
             Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
         )
         bad = BinanceGateway(trading.rest_url, ED25519_API_KEY, Ed25519Signer(other))
+        stream = BinanceUserStream(trading.stream_url, ED25519_API_KEY, Ed25519Signer(pem))
         try:
             outcome = await good.submit(order_of(40))
             with pytest.raises(MessagingError, match="-1022"):
                 await bad.submit(order_of(41))
+            await run_stream(stream, lambda: stream.stats.connections == 1)
         finally:
             await good.close()
             await bad.close()
@@ -759,6 +762,7 @@ async def test_an_ed25519_key_signs_orders_the_exchange_verifies() -> None:
     assert isinstance(outcome, OrderUpdated)
     assert outcome.status is OrderStatus.FILLED
     assert [p["newClientOrderId"] for p in trading.posts] == [order_of(40).order_id]
+    assert trading.subscriptions == 1  # the user data stream's subscription, signed too
 
 
 async def test_a_report_that_overtakes_the_storing_of_its_order_is_caught_up(
