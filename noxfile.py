@@ -80,7 +80,7 @@ def fuzz(session: nox.Session) -> None:
     """Coverage-guided fuzzing of every parser: ``nox -s fuzz -- 120`` gives each 120 s."""
     install(session, "test")
     seconds = session.posargs[0] if session.posargs else "60"
-    for target in ("frame", "rest", "entry", "candle", "config"):
+    for target in ("frame", "rest", "report", "entry", "candle", "config"):
         session.run("python", "fuzz/targets.py", target, f"-max_total_time={seconds}",
                     "-max_len=2048")  # fmt: skip
 

@@ -23,6 +23,7 @@ with atheris.instrument_imports(include=["algotrade"]):
         parse_frame,
         parse_rest_agg_trades,
     )
+    from algotrade.adapters.binance.userstream import ending, parse_execution_report
     from algotrade.adapters.candles import candle_bar
     from algotrade.adapters.redis.codec import signal_from_fields
     from algotrade.apps.common import (
@@ -47,6 +48,13 @@ def rest(data: bytes) -> None:
     for parse in (parse_depth_snapshot, parse_rest_agg_trades):
         with contextlib.suppress(InvalidInputError):
             parse("BTCUSDT", data, 1)
+
+
+def report(data: bytes) -> None:
+    """A user data stream frame (the trader's execution reports)."""
+    ending(data.decode("utf-8", errors="replace"))
+    with contextlib.suppress(InvalidInputError):
+        parse_execution_report(data)
 
 
 def entry(data: bytes) -> None:
@@ -84,6 +92,7 @@ def config(data: bytes) -> None:
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frame": frame,
     "rest": rest,
+    "report": report,
     "entry": entry,
     "candle": candle,
     "config": config,
@@ -106,6 +115,13 @@ SEEDS: dict[str, list[bytes]] = {
         b'"asks":[["4.00000200","12.00000000"]]}',
         b'[{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,'
         b'"T":1498793709153,"m":true,"M":true}]',
+    ],
+    "report": [
+        b'{"subscriptionId":0,"event":{"e":"executionReport","E":1617500000000,"s":"BTCUSDT",'
+        b'"c":"abc","S":"BUY","o":"LIMIT","x":"TRADE","X":"PARTIALLY_FILLED","r":"NONE",'
+        b'"i":7,"l":"0.5","z":"0.5","L":"57000","n":"0.0005","N":"BTC","Z":"28500","C":""}}',
+        b'{"subscriptionId":0,"event":{"e":"eventStreamTerminated","E":1617500000000}}',
+        b'{"id":"algotrade-1","status":200,"result":{"subscriptionId":0}}',
     ],
     "entry": [b"\x05id\x24" + b"0" * 36 + b"\x04side\x03BUY"],
     "candle": [

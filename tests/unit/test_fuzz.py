@@ -21,6 +21,7 @@ from algotrade.adapters.binance.messages import (
     parse_frame,
     parse_rest_agg_trades,
 )
+from algotrade.adapters.binance.userstream import ExecutionEvent, ending, parse_execution_report
 from algotrade.adapters.redis.codec import signal_from_fields, signal_to_fields
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.apps.common import (
@@ -57,6 +58,13 @@ TRADE = {
     "stream": "btcusdt@aggTrade",
     "data": {"e": "aggTrade", "E": 1617500000000, "s": "BTCUSDT", "a": 7, "p": "57000.5",
              "q": "0.01", "f": 1, "l": 2, "T": 1617500000000, "m": True},
+}  # fmt: skip
+REPORT: dict[str, Any] = {
+    "subscriptionId": 0,
+    "event": {"e": "executionReport", "E": 1617500000000, "s": "BTCUSDT", "c": "abc",
+              "S": "BUY", "o": "LIMIT", "x": "TRADE", "X": "PARTIALLY_FILLED", "r": "NONE",
+              "i": 7, "l": "0.5", "z": "0.5", "L": "57000", "n": "0.0005", "N": "BTC",
+              "Z": "28500", "C": ""},
 }  # fmt: skip
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -109,6 +117,44 @@ def test_a_valid_frame_with_any_field_replaced_is_parsed_or_rejected(
     elif isinstance(event, TradeReceived):
         assert event.price.is_finite()
         assert event.quantity.is_finite()
+
+
+@FAST
+@given(
+    st.sampled_from(
+        [("subscriptionId",), ("event",)] + [("event", k) for k in REPORT["event"]]
+    ).flatmap(lambda path: st.tuples(st.just(path), JSON))
+)
+@example(case=(("event", "z"), "NaN"))
+@example(case=(("event", "n"), "-Infinity"))
+@example(case=(("event", "e"), []))
+def test_a_user_data_frame_with_any_field_replaced_is_parsed_or_rejected(
+    case: tuple[tuple[str, ...], Any],
+) -> None:
+    """One field of a real (wrapped) execution report set to any JSON value: a report with
+    finite figures, None, or InvalidInputError; and the check for a subscription's end
+    never raises (an exception there would drop the connection instead of counting the
+    frame)."""
+    path, value = case
+    raw = mutate(REPORT, path, value)
+    assert ending(raw.decode()) in ("", "eventStreamTerminated", "serverShutdown")
+    try:
+        report = parse_execution_report(raw)
+    except InvalidInputError:
+        return
+    if isinstance(report, ExecutionEvent):
+        figures = (report.executed_quantity, report.executed_quote, report.last_quantity,
+                   report.commission)  # fmt: skip
+        assert all(f.is_finite() for f in figures)
+
+
+@FAST
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_are_a_user_data_frame_or_an_invalid_input(raw: bytes) -> None:
+    """Random bytes never crash the user data stream's parsers."""
+    assert isinstance(ending(raw.decode("utf-8", errors="replace")), str)
+    with contextlib.suppress(InvalidInputError):
+        parse_execution_report(raw)
 
 
 @pytest.mark.parametrize(

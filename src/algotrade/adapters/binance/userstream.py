@@ -88,10 +88,10 @@ def parse_execution_report(text: str | bytes) -> ExecutionEvent | None:
             exchange_order_id=int(data["i"]),
             symbol=str(data["s"]),
             status=ORDER_STATUS[data["X"]],
-            executed_quantity=Decimal(data["z"]),
-            executed_quote=Decimal(data["Z"]),
-            last_quantity=Decimal(data["l"]),
-            commission=Decimal(data["n"]),
+            executed_quantity=_finite(data["z"]),
+            executed_quote=_finite(data["Z"]),
+            last_quantity=_finite(data["l"]),
+            commission=_finite(data["n"]),
             commission_asset=data.get("N"),
             exchange_ts=int(data["E"]) * 1_000_000,
             reason="" if data.get("r") in (None, "NONE") else str(data["r"]),
@@ -100,7 +100,19 @@ def parse_execution_report(text: str | bytes) -> ExecutionEvent | None:
         raise InvalidInputError(f"malformed executionReport: {e!r}") from None
 
 
-def _ending(text: str) -> str:
+def _finite(value: Any) -> Decimal:
+    """Return a figure of a report as a decimal; NaN and infinities are no figures.
+
+    Raises:
+        ValueError: ``value`` is not a finite decimal.
+    """
+    number = Decimal(value)  # a wrong type raises TypeError
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite decimal")
+    return number
+
+
+def ending(text: str) -> str:
     """Return the name of the event a frame carries when it ends the subscription, else
     ``""`` (bare or wrapped; a frame that is not JSON ends nothing)."""
     try:
@@ -110,7 +122,7 @@ def _ending(text: str) -> str:
     if isinstance(data, dict) and isinstance(data.get("event"), dict):
         data = data["event"]
     name = data.get("e") if isinstance(data, dict) else None
-    return name if name in _ENDINGS else ""
+    return name if isinstance(name, str) and name in _ENDINGS else ""
 
 
 @dataclass
@@ -233,7 +245,7 @@ class BinanceUserStream:
                     except TimeoutError:
                         self.stats.last_error = f"no frame for {self.watchdog:g}s (watchdog)"
                         break
-                    ended = _ending(text)
+                    ended = ending(text)
                     if ended:
                         self.stats.terminated += 1
                         self.stats.last_error = f"Binance sent {ended}"
