@@ -20,6 +20,7 @@ from algotrade.adapters.binance.messages import (
     parse_depth_snapshot,
     parse_frame,
     parse_rest_agg_trades,
+    retry_after,
 )
 from algotrade.adapters.binance.userstream import ExecutionEvent, ending, parse_execution_report
 from algotrade.adapters.redis.codec import signal_from_fields, signal_to_fields
@@ -155,6 +156,21 @@ def test_any_bytes_are_a_user_data_frame_or_an_invalid_input(raw: bytes) -> None
     assert isinstance(ending(raw.decode("utf-8", errors="replace")), str)
     with contextlib.suppress(InvalidInputError):
         parse_execution_report(raw)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("2", 2.0), ("0.5", 0.5), ("0", 0.0), (None, 7.0), ("", 7.0), ("soon", 7.0),
+     ("Wed, 21 Oct 2026 07:28:00 GMT", 7.0), ("nan", 7.0), ("inf", 7.0), ("-3", 7.0)],
+)  # fmt: skip
+def test_retry_after_is_a_finite_number_of_seconds_or_the_default(
+    header: str | None, seconds: float
+) -> None:
+    """Every Binance client (market data, klines, orders) reads Retry-After the same way: a
+    date, a word, NaN, an infinity or a negative number is no wait (a NaN sleep would raise,
+    an infinite one would never end)."""
+    headers = {} if header is None else {"Retry-After": header}
+    assert retry_after(headers, 7.0) == seconds
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,6 @@ synchroniser sees it, stores a gap event and asks for a snapshot.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from algotrade.adapters.binance.messages import (
     parse_depth_snapshot,
     parse_frame,
     parse_rest_agg_trades,
+    retry_after,
 )
 from algotrade.adapters.notices import Notice, Notify, describe, ignore
 from algotrade.domain.errors import InvalidInputError, RecorderError, find_error
@@ -368,7 +368,7 @@ class BinanceFeed:
                         )
                     return response, now
                 if response.status_code in (418, 429):
-                    wait = _retry_after(response, default=self._backoff(attempt) + 1.0)
+                    wait = retry_after(response.headers, self._backoff(attempt) + 1.0)
                 else:
                     wait = self._backoff(attempt)
                 # Binance says why in the body: {"code": -1121, "msg": "Invalid symbol."}
@@ -423,16 +423,6 @@ class BinanceFeed:
             self.stats.snapshots += 1
             await self._send.send([snapshot])
             return
-
-
-def _retry_after(response: httpx.Response, *, default: float) -> float:
-    """Return the seconds a 429/418 answer asks to wait (Retry-After), else ``default``."""
-    value = response.headers.get("Retry-After")
-    try:
-        seconds = float(value) if value is not None else default
-    except ValueError:
-        return default
-    return seconds if math.isfinite(seconds) and seconds >= 0 else default
 
 
 def _one_line(text: str) -> str:

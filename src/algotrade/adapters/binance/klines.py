@@ -7,12 +7,11 @@ Klines are history and never change, so a restarted processor gets the same warm
 
 from __future__ import annotations
 
-import math
-
 import anyio
 import httpx
 import orjson
 
+from algotrade.adapters.binance.messages import retry_after
 from algotrade.adapters.candles import binance_interval, candle_bar
 from algotrade.adapters.notices import describe
 from algotrade.domain.bars import Interval
@@ -85,18 +84,10 @@ class BinanceKlines:
                     return rows
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code in (429, 418):
-                    await anyio.sleep(_seconds(response.headers.get("Retry-After"), 1.0))
+                    await anyio.sleep(min(retry_after(response.headers, 1.0), 60.0))
                     continue
                 if response.status_code < 500:
                     raise MessagingError(f"klines for {symbol} {interval}: {error}")
             if attempt + 1 < self.attempts:
                 await anyio.sleep(0.5 * 2**attempt)
         raise MessagingError(f"klines for {symbol} {interval}: {error}")
-
-
-def _seconds(value: str | None, default: float) -> float:
-    try:
-        seconds = float(value) if value is not None else default
-    except ValueError:
-        return default
-    return min(seconds, 60.0) if math.isfinite(seconds) and seconds >= 0 else default

@@ -7,6 +7,8 @@ what is wrong, so the caller can count it and set it aside.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -139,6 +141,18 @@ def parse_agg_trade(data: dict[str, Any], receive_ts: int) -> TradeReceived:
         quantity=_decimal(data, "q"),
         buyer_is_maker=maker,
     )
+
+
+def retry_after(headers: Mapping[str, str], default: float) -> float:
+    """Return the seconds a 429/418 answer asks to wait (``Retry-After``); ``default`` when
+    the header is absent or not a finite, non-negative number of seconds (HTTP also allows
+    a date, which Binance does not send)."""
+    value = headers.get("Retry-After")
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError:
+        return default
+    return seconds if math.isfinite(seconds) and seconds >= 0 else default
 
 
 def _json_body(body: str | bytes, kind: type[T], what: str) -> T:

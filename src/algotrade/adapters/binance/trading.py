@@ -39,7 +39,7 @@ import anyio
 import httpx
 import orjson
 
-from algotrade.adapters.binance.messages import parse_symbol_rules
+from algotrade.adapters.binance.messages import parse_symbol_rules, retry_after
 from algotrade.adapters.binance.signing import (
     API_KEY_HEADER,
     DEFAULT_RECV_WINDOW_MS,
@@ -125,17 +125,8 @@ class GatewayStats:
     rejected_by_exchange: int = 0
 
 
-def _seconds(headers: httpx.Headers) -> float | None:
-    """Return ``Retry-After`` in seconds; ``None`` when absent or not a number of seconds
-    (HTTP also allows a date, which Binance does not send)."""
-    try:
-        return float(headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
-
-
 class _ApiError(Exception):
-    def __init__(self, status: int, code: int, msg: str, retry_after: float | None) -> None:
+    def __init__(self, status: int, code: int, msg: str, retry_after: float) -> None:
         super().__init__(f"HTTP {status}, code {code}: {msg}")
         self.status, self.code, self.msg, self.retry_after = status, code, msg, retry_after
 
@@ -387,7 +378,7 @@ class BinanceGateway:
             await self.sync_time()
         elif error.status == 429 or error.code == -1003:
             self.stats.rate_limited += 1
-            wait = error.retry_after if error.retry_after is not None else 1.0
+            wait = error.retry_after
             if wait > self.max_wait:
                 raise MessagingError(f"rate limited for {wait:.0f}s: {error}")
             await anyio.sleep(wait)
@@ -432,7 +423,7 @@ class BinanceGateway:
                 code, msg = int(body["code"]), str(body["msg"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 code, msg = 0, response.text[:200]
-            raise _ApiError(response.status_code, code, msg, _seconds(response.headers))
+            raise _ApiError(response.status_code, code, msg, retry_after(response.headers, 1.0))
         return response.content
 
     # --- wire -----------------------------------------------------------------------------
