@@ -601,6 +601,68 @@ async def test_a_cancel_on_the_exchange_is_stored(exchange: Exchange) -> None:
     await stream.close()
 
 
+async def test_a_limit_order_working_past_cancel_after_is_cancelled_and_frees_its_symbol(
+    exchange: Exchange,
+) -> None:
+    """With ``cancel_after``, a resting BUY half filled is cancelled on the exchange once
+    it has worked that long: stored CANCELED with what it executed, the position equal to
+    the exchange's BTC balance, and the next signal on the symbol places its order."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"),
+                           limit_offset_bps=D(10))  # fmt: skip
+    follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600, cancel_after=1.5)
+    stream = exchange.user_stream()
+    stop = anyio.Event()
+    first = signal(12, Side.BUY).signal_id
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follower.run, stream, stop)
+        await eventually(lambda: stream.stats.connections == 1)
+        await bus.publish([signal(12, Side.BUY)])
+        await trader.handle(await bus.receive(10, 0.1))
+        exchange.trading.fill_resting(fraction=D("0.5"))
+        await eventually(lambda: follower.stats.updates >= 1)
+        assert follower.stats.cancelled == 0  # not yet: 1.5 s
+        await eventually(lambda: follower.stats.cancelled == 1)
+        await bus.publish([signal(14, Side.SELL)])  # closes what the BUY executed
+        await trader.handle(await bus.receive(10, 0.1))
+        stop.set()
+    await stream.close()
+
+    last = (await stored(store, first))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert (last.status, last.executed_quantity) == (OrderStatus.CANCELED, D("0.1"))
+    assert exchange.trading.by_client_id(first)[0].status == "CANCELED"
+    assert len(exchange.trading.posts) == 2  # the next signal's order was sent
+    second = (await stored(store, signal(14, Side.SELL).signal_id))[-1]
+    assert isinstance(second, OrderUpdated)
+    assert second.status is OrderStatus.NEW
+    assert exchange.trading.posts[1]["quantity"] == "0.0999"  # the whole position
+    assert await position(store) == D("0.1") * D("0.999")  # the SELL rests, unfilled
+
+
+async def test_an_order_that_filled_before_its_cancel_is_stored_filled(
+    exchange: Exchange,
+) -> None:
+    """The exchange filled the order while nobody listened; the cancel finds it FILLED and
+    stores that (nothing counted as cancelled)."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
+    follower = OrderFollower(trader, exchange.gateway, cancel_after=0.0)
+    await bus.publish([signal(15, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+    exchange.trading.fill_resting()
+
+    await follower.cancel_stale(now=100.0)
+
+    last = (await stored(store, signal(15, Side.BUY).signal_id))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert last.status is OrderStatus.FILLED
+    assert (follower.stats.cancelled, trader.working) == (0, {})
+    assert "DELETE /api/v3/order" in exchange.trading.requests
+
+
 async def test_a_restarted_follower_reconciles_stored_working_orders(exchange: Exchange) -> None:
     """Working orders are found in the store at start-up and brought up to date."""
     exchange.trading.hold_limits = True

@@ -141,3 +141,23 @@ def test_trading_settings_and_clients_never_show_the_keys() -> None:
     assert is_production_url("wss://stream.binance.com:9443")
     assert not is_production_url(settings.rest_url)
     assert not is_production_url("http://127.0.0.1:8000")
+
+
+def test_cancel_after_is_a_positive_duration_or_never() -> None:
+    """``--cancel-after 5m`` reaches the follower's settings in seconds; unset is never; a
+    zero or malformed delay is a configuration error naming the option."""
+    from algotrade.apps.cli import _binance_trading
+
+    def settings(cancel_after: str | None) -> float | None:
+        found = _binance_trading(
+            "binance", "key", SECRET, None, None, None, production=False,
+            reconcile_every="60s", cancel_after=cancel_after,
+        )  # fmt: skip
+        assert found is not None
+        return found.cancel_after
+
+    assert settings("5m") == 300.0
+    assert settings(None) is None
+    for bad in ("0s", "soon"):
+        with pytest.raises(ConfigurationError, match="cancel_after"):
+            settings(bad)

@@ -431,6 +431,7 @@ def _binance_trading(
     *,
     production: bool,
     reconcile_every: str,
+    cancel_after: str | None = None,
 ) -> BinanceTradingSettings | None:
     if gateway not in ("paper", "binance"):
         raise ConfigurationError("gateway", f"{gateway!r} is not paper or binance")
@@ -459,6 +460,7 @@ def _binance_trading(
         stream,
         production,
         reconcile_every=parse_duration(reconcile_every, name="reconcile_every"),
+        cancel_after=(parse_duration(cancel_after, name="cancel_after") if cancel_after else None),
     )
 
 
@@ -810,6 +812,16 @@ def trader(
             help="How often working orders are checked against the exchange.",
         ),
     ] = "60s",
+    cancel_after: Annotated[
+        str | None,
+        typer.Option(
+            "--cancel-after",
+            envvar="ALGOTRADE_CANCEL_AFTER",
+            help="Cancel a limit order still working after this long (e.g. 5m), so the "
+            "next signal on its symbol can trade (default: never; a working order blocks "
+            "new orders on its symbol).",
+        ),
+    ] = None,
     halt: Annotated[
         bool,
         typer.Option(
@@ -847,6 +859,7 @@ def trader(
                 binance=_binance_trading(
                     gateway, api_key, api_secret, private_key, trading_url, user_stream_url,
                     production=production, reconcile_every=reconcile_every,
+                    cancel_after=cancel_after,
                 ),
             ),
             service=_service(

@@ -648,8 +648,13 @@ def trader_figures(
                        len(trader.working)),
             ]  # fmt: skip
         if follower is not None:
-            out.append(Figure("order_updates", "counter", "Exchange reports stored.",
-                              follower.stats.updates))  # fmt: skip
+            out += [
+                Figure("order_updates", "counter", "Exchange reports stored.",
+                       follower.stats.updates),
+                Figure("cancelled_orders", "counter",
+                       "Working orders cancelled after --cancel-after.",
+                       follower.stats.cancelled),
+            ]  # fmt: skip
         if stream is not None:
             out += [
                 Figure("user_stream_connections", "counter", "User data stream connections.",
@@ -695,7 +700,12 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     follower: OrderFollower | None = None
     stream: BinanceUserStream | None = None
     if exchange is not None and binance is not None:
-        follower = OrderFollower(trader, exchange, reconcile_every=binance.reconcile_every)
+        follower = OrderFollower(
+            trader,
+            exchange,
+            reconcile_every=binance.reconcile_every,
+            cancel_after=binance.cancel_after,
+        )
         stream = BinanceUserStream(
             binance.stream_url,
             binance.api_key,

@@ -73,6 +73,8 @@ class BinanceTradingSettings:
     production: bool = False
     recv_window_ms: int = 5000
     reconcile_every: float = 60.0
+    cancel_after: float | None = None
+    """Seconds after which a working order is cancelled (``None``: never)."""
 
     def signer(self) -> Signer:
         """Return the request signer: Ed25519 when a private key is set, else HMAC."""

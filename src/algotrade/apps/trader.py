@@ -50,6 +50,7 @@ from algotrade.domain.events import (
     OrderFilled,
     OrderPlaced,
     OrderRejected,
+    OrderStatus,
     OrderUpdated,
     PositionChanged,
     Side,
@@ -343,6 +344,7 @@ class FollowerStats:
     reconciled: int = 0
     lookups: int = 0
     failed: int = 0
+    cancelled: int = 0  # working orders cancelled after ``cancel_after``
 
 
 class OrderFollower:
@@ -354,6 +356,12 @@ class OrderFollower:
     missed) and every (re)connection make the follower ask the exchange for the order's
     cumulative state over REST instead, so a missed report is caught up in one step; working
     orders are also reconciled every ``reconcile_every`` seconds.
+
+    With ``cancel_after`` (seconds), an order still working that long after this follower
+    first saw it working (placed, or found at start-up) is cancelled on the exchange, and
+    its final state stored: what it executed stays in the position, and the symbol is free
+    for the next signal's order (while an order works, new orders on its symbol are
+    refused).
     """
 
     def __init__(
@@ -362,14 +370,17 @@ class OrderFollower:
         gateway: BinanceGateway,
         *,
         reconcile_every: float = 60.0,
+        cancel_after: float | None = None,
     ) -> None:
         self.trader = trader
         self.store = trader.store
         self.gateway = gateway
         self.reconcile_every = reconcile_every
+        self.cancel_after = cancel_after
         self.stats = FollowerStats()
         self._loaded = False
         self._early: dict[str, float] = {}  # reports of orders not stored yet: id -> seen
+        self._working_since: dict[str, float] = {}  # order id -> first seen working
 
     async def load_working(self) -> None:
         """Find the stored orders that are not final yet (once, at start-up)."""
@@ -408,6 +419,34 @@ class OrderFollower:
                 continue  # placed and stored, yet unknown to the exchange: never sent
             if await self.apply(order, report):
                 self.stats.reconciled += 1
+
+    async def cancel_stale(self, now: float) -> None:
+        """Cancel the orders working for ``cancel_after`` seconds or more (``now``: the
+        trader clock's monotonic time) and store their final state."""
+        working = self.trader.working
+        for order_id in [i for i in self._working_since if i not in working]:
+            del self._working_since[order_id]
+        if self.cancel_after is None:
+            return
+        for order in list(working.values()):
+            since = self._working_since.setdefault(order.order_id, now)
+            if now - since < self.cancel_after:
+                continue
+            try:
+                report = await self.gateway.cancel(order)
+                if report is not None:
+                    await self.apply(order, report)
+            except AlgotradeError as e:
+                self.stats.failed += 1
+                warn("trader", "order not cancelled, retrying later", order=order.order_id,
+                     error=e)  # fmt: skip
+                continue
+            if report is not None and report.status is OrderStatus.CANCELED:
+                self.stats.cancelled += 1
+                log("trader", "order cancelled", id=order.order_id,
+                    after=f"{now - since:.0f}s", executed=report.executed_quantity)  # fmt: skip
+            if report is None:
+                working.pop(order.order_id, None)  # never on the exchange: nothing to wait for
 
     async def _reconcile_early(self, now: float) -> None:
         """Reconcile the orders whose reports arrived before the orders were stored."""
@@ -534,6 +573,7 @@ class OrderFollower:
                         await self.reconcile()
                     else:
                         await self._reconcile_early(now)
+                    await self.cancel_stale(now)
                 except AlgotradeError as e:
                     self.stats.failed += 1
                     warn("trader", "reconciliation failed, retrying later", error=e)

@@ -79,6 +79,7 @@ REJECTING = frozenset({-1013, -1100, -1101, -1102, -1104, -1106, -1111, -1112, -
                        -1117, -1121, -2010})  # fmt: skip
 CREDENTIALS = frozenset({-1022, -2014, -2015})
 ORDER_UNKNOWN = -2013
+CANCEL_REJECTED = -2011  # "Unknown order sent.": nothing open to cancel
 TIMESTAMP = -1021
 #: Binance's order statuses as the domain's.
 ORDER_STATUS = {
@@ -270,6 +271,32 @@ class BinanceGateway:
                 last = e
                 await self._recover(e)
         raise MessagingError(f"order {order.order_id}: no answer from Binance: {last}")
+
+    async def cancel(self, order: OrderPlaced) -> ExecutionReport | None:
+        """Cancel ``order`` if it is still open on the exchange; return its report after
+        (``None``: the exchange never had it). An order that filled meanwhile is not
+        cancelled: its report says FILLED.
+
+        Raises:
+            MessagingError: the exchange would not say after ``attempts`` tries.
+        """
+        params = {"symbol": order.symbol, "origClientOrderId": order.order_id}
+        last: Exception | None = None
+        for _ in range(self.attempts):
+            try:
+                await self._signed("DELETE", "/api/v3/order", params)
+                break
+            except _UncertainError as e:  # maybe cancelled: a second DELETE says so
+                last = e
+                await anyio.sleep(0.2)
+            except _ApiError as e:
+                if e.code in (CANCEL_REJECTED, ORDER_UNKNOWN):
+                    break  # final already (filled or cancelled), or never placed
+                last = e
+                await self._recover(e)
+        else:
+            raise MessagingError(f"order {order.order_id}: cancel not confirmed: {last}")
+        return await self.lookup(order)
 
     async def balances(self) -> dict[str, Decimal]:
         """Return the free balance of every asset of the account.
