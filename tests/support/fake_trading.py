@@ -518,6 +518,8 @@ class FakeTrading:
         @app.delete("/api/v3/order")
         async def cancel_order() -> dict[str, Any]:
             order = self._find(self._authenticate(signed=True))
+            if order.status not in ("NEW", "PARTIALLY_FILLED"):
+                raise ApiError(400, -2011, "Unknown order sent.")  # as Binance: nothing open
             self.cancel(order)
             return order.json()
 
