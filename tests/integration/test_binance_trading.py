@@ -663,6 +663,34 @@ async def test_an_order_that_filled_before_its_cancel_is_stored_filled(
     assert "DELETE /api/v3/order" in exchange.trading.requests
 
 
+async def test_a_working_order_the_exchange_forgot_expires_at_cancel_after(
+    exchange: Exchange,
+) -> None:
+    """The Spot Testnet forgets every order when it is reset: a stored working order the
+    exchange no longer knows is stored EXPIRED ("unknown to the exchange") once
+    ``cancel_after`` passes, instead of blocking its symbol for ever."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
+    follower = OrderFollower(trader, exchange.gateway, cancel_after=60.0)
+    await bus.publish([signal(16, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+    exchange.trading.orders.clear()  # the reset
+
+    await follower.cancel_stale(now=100.0)  # first seen working
+    assert trader.working  # not yet: 60 s
+    await follower.cancel_stale(now=160.0)
+
+    last = (await stored(store, signal(16, Side.BUY).signal_id))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert (last.status, last.reason, last.executed_quantity) == (
+        OrderStatus.EXPIRED,
+        "unknown to the exchange",
+        D(0),
+    )
+    assert (follower.stats.cancelled, trader.working) == (1, {})
+
+
 async def test_a_restarted_follower_reconciles_stored_working_orders(exchange: Exchange) -> None:
     """Working orders are found in the store at start-up and brought up to date."""
     exchange.trading.hold_limits = True

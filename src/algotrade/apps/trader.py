@@ -347,6 +347,23 @@ class FollowerStats:
     cancelled: int = 0  # working orders cancelled after ``cancel_after``
 
 
+def _unknown(order: OrderPlaced, clock: Clock) -> ExecutionReport:
+    """Return the final report of a working order the exchange does not know (the Spot
+    Testnet forgets every order when it is reset): expired, nothing executed."""
+    return ExecutionReport(
+        client_order_id=order.order_id,
+        exchange_order_id=0,
+        symbol=order.symbol,
+        status=OrderStatus.EXPIRED,
+        executed_quantity=Decimal(0),
+        executed_quote=Decimal(0),
+        fees=Decimal(0),
+        base_fees=Decimal(0),
+        exchange_ts=clock.now_ns(),
+        reason="unknown to the exchange",
+    )
+
+
 class OrderFollower:
     """Keeps stored orders and positions in step with what the exchange reports.
 
@@ -433,20 +450,18 @@ class OrderFollower:
             if now - since < self.cancel_after:
                 continue
             try:
-                report = await self.gateway.cancel(order)
-                if report is not None:
-                    await self.apply(order, report)
+                report = await self.gateway.cancel(order) or _unknown(order, self.trader.clock)
+                await self.apply(order, report)
             except AlgotradeError as e:
                 self.stats.failed += 1
                 warn("trader", "order not cancelled, retrying later", order=order.order_id,
                      error=e)  # fmt: skip
                 continue
-            if report is not None and report.status is OrderStatus.CANCELED:
+            if report.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
                 self.stats.cancelled += 1
-                log("trader", "order cancelled", id=order.order_id,
-                    after=f"{now - since:.0f}s", executed=report.executed_quantity)  # fmt: skip
-            if report is None:
-                working.pop(order.order_id, None)  # never on the exchange: nothing to wait for
+                log("trader", "order cancelled", id=order.order_id, status=report.status,
+                    after=f"{now - since:.0f}s", executed=report.executed_quantity,
+                    reason=report.reason or None)  # fmt: skip
 
     async def _reconcile_early(self, now: float) -> None:
         """Reconcile the orders whose reports arrived before the orders were stored."""
