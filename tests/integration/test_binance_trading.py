@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from algotrade.adapters.binance.signing import Ed25519Signer, HmacSigner
 from algotrade.adapters.binance.trading import BinanceGateway
 from algotrade.adapters.binance.userstream import BinanceUserStream
-from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus
+from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus, SystemClock
 from algotrade.adapters.notices import Notice, Notify, ignore
 from algotrade.adapters.redis import RedisSignalConsumer, RedisSignalPublisher
 from algotrade.apps.trader import OrderFollower, TraderService
@@ -689,6 +689,46 @@ async def test_a_working_order_the_exchange_forgot_expires_at_cancel_after(
         D(0),
     )
     assert (follower.stats.cancelled, trader.working) == (1, {})
+
+
+class SteppedClock(SystemClock):
+    """The real clock, whose monotonic time a test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+async def test_a_working_order_unknown_at_two_reconciliations_expires(
+    exchange: Exchange,
+) -> None:
+    """Without ``cancel_after`` too: an order the exchange says twice, a reconciliation
+    interval apart, that it does not know is stored EXPIRED and frees its symbol."""
+    exchange.trading.hold_limits = True
+    clock = SteppedClock()
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0), clock=clock)
+    follower = OrderFollower(trader, exchange.gateway, reconcile_every=60.0)
+    await bus.publish([signal(17, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+    exchange.trading.orders.clear()  # a testnet reset
+
+    await follower.reconcile()
+    clock.advance(30.0)
+    await follower.reconcile()
+    assert trader.working  # unknown for 30 s only: maybe not visible yet
+    clock.advance(30.0)
+    await follower.reconcile()
+
+    last = (await stored(store, signal(17, Side.BUY).signal_id))[-1]
+    assert isinstance(last, OrderUpdated)
+    assert (last.status, last.reason) == (OrderStatus.EXPIRED, "unknown to the exchange")
+    assert trader.working == {}
 
 
 async def test_a_restarted_follower_reconciles_stored_working_orders(exchange: Exchange) -> None:

@@ -398,6 +398,7 @@ class OrderFollower:
         self._loaded = False
         self._early: dict[str, float] = {}  # reports of orders not stored yet: id -> seen
         self._working_since: dict[str, float] = {}  # order id -> first seen working
+        self._unknown_since: dict[str, float] = {}  # order id -> first found unknown
 
     async def load_working(self) -> None:
         """Find the stored orders that are not final yet (once, at start-up)."""
@@ -433,9 +434,23 @@ class OrderFollower:
                 continue
             self.stats.lookups += 1
             if report is None:
-                continue  # placed and stored, yet unknown to the exchange: never sent
+                await self._unknown_order(order)
+                continue
+            self._unknown_since.pop(order.order_id, None)
             if await self.apply(order, report):
                 self.stats.reconciled += 1
+
+    async def _unknown_order(self, order: OrderPlaced) -> None:
+        """Expire a working order the exchange says it does not know, once it said so at
+        two reconciliations ``reconcile_every`` apart (the Spot Testnet deletes every order
+        at its resets): left working, it would block its symbol for ever."""
+        now = self.trader.clock.monotonic()
+        first = self._unknown_since.setdefault(order.order_id, now)
+        if now - first < self.reconcile_every:
+            return
+        del self._unknown_since[order.order_id]
+        await self.apply(order, _unknown(order, self.trader.clock))
+        warn("trader", "order unknown to the exchange, expired", order=order.order_id)
 
     async def cancel_stale(self, now: float) -> None:
         """Cancel the orders working for ``cancel_after`` seconds or more (``now``: the
