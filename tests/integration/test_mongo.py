@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import itertools
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -179,6 +180,48 @@ async def test_collector_survives_mongodb_going_away(
     assert sorted(e.id for e in stored) == sorted(e.id for e in expected)
     assert len({e.id for e in stored}) == len(stored)
     assert_contiguous(stored)
+
+
+async def test_readers_whose_waits_time_out_through_outages_keep_working(
+    own_mongo: MongoServer,
+) -> None:
+    """Waits that time out while MongoDB is away (a processor's and a trader's polling)
+    never cancel a driver call halfway: pymongo's asyncio server selection, cancelled there
+    under Python 3.11, lost its topology lock and every reader after it failed with
+    ``RuntimeError: cannot wait on un-acquired lock``, or hung on it."""
+    store = mongo(with_database(own_mongo.url, "waits"), retry_max_delay=0.5)
+    await store.head()
+    errors: list[Exception] = []
+    stop = anyio.Event()
+    timeouts = iter(itertools.cycle([0.01, 0.05, 0.13, 0.3, 0.47]))
+
+    async def reader() -> None:
+        while not stop.is_set():
+            try:
+                await store.wait(10**9, next(timeouts))
+            except Exception as e:  # any failure is the finding
+                errors.append(e)
+                return
+
+    def outages() -> None:
+        for _ in range(2):
+            time.sleep(2.0)
+            own_mongo.stop()
+            time.sleep(3.0)
+            own_mongo.start()
+
+    with anyio.fail_after(90):  # without the fix the readers may also hang on the lock
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(reader)
+            await anyio.to_thread.run_sync(outages)
+            await anyio.sleep(2.0)
+            stop.set()
+        await store.append([diff(1, 1)])
+        assert await store.wait(0, 10.0)
+        await store.close()
+
+    assert errors == []
 
 
 @pytest.mark.parametrize("names_its_range", [True, False], ids=["current", "older-document"])

@@ -209,11 +209,21 @@ class MongoEventStore:
         return self._db[name]
 
     async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op`` until it succeeds, pausing (with jitter) between transient failures.
+
+        Each attempt is shielded from cancellation: a caller's timeout or a shutdown takes
+        effect once the attempt ends (pymongo bounds it: server selection, socket timeout)
+        or in the pause. Cancelled inside server selection, pymongo's asyncio driver can
+        lose its topology lock under Python 3.11 (``RuntimeError: cannot wait on
+        un-acquired lock`` in every task selecting a server afterwards, which ended a
+        processor when MongoDB restarted while its reads waited with a timeout).
+        """
         delay = 0.05
         started = time.monotonic()
         while True:
             try:
-                return await op()
+                with anyio.CancelScope(shield=True):
+                    return await op()
             except PyMongoError as e:
                 if not _transient(e):
                     raise StoreError(f"MongoDB {what} failed: {e}") from e
