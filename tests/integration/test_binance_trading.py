@@ -641,17 +641,32 @@ async def test_a_limit_order_working_past_cancel_after_is_cancelled_and_frees_it
     assert await position(store) == D("0.1") * D("0.999")  # the SELL rests, unfilled
 
 
+async def resting_buy(
+    exchange: Exchange,
+    index: int,
+    *,
+    clock: SystemClock | None = None,
+    reconcile_every: float = 60.0,
+    cancel_after: float | None = None,
+) -> tuple[InMemoryEventStore, TraderService, OrderFollower]:
+    """Place the ``index``-th signal's limit BUY, resting on the book (not followed yet)."""
+    exchange.trading.hold_limits = True
+    store, bus = InMemoryEventStore(), InMemorySignalBus()
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0), clock=clock)
+    follower = OrderFollower(
+        trader, exchange.gateway, reconcile_every=reconcile_every, cancel_after=cancel_after
+    )
+    await bus.publish([signal(index, Side.BUY)])
+    await trader.handle(await bus.receive(10, 0.1))
+    return store, trader, follower
+
+
 async def test_an_order_that_filled_before_its_cancel_is_stored_filled(
     exchange: Exchange,
 ) -> None:
     """The exchange filled the order while nobody listened; the cancel finds it FILLED and
     stores that (nothing counted as cancelled)."""
-    exchange.trading.hold_limits = True
-    store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
-    follower = OrderFollower(trader, exchange.gateway, cancel_after=0.0)
-    await bus.publish([signal(15, Side.BUY)])
-    await trader.handle(await bus.receive(10, 0.1))
+    store, trader, follower = await resting_buy(exchange, 15, cancel_after=0.0)
     exchange.trading.fill_resting()
 
     await follower.cancel_stale(now=100.0)
@@ -669,12 +684,7 @@ async def test_a_working_order_the_exchange_forgot_expires_at_cancel_after(
     """The Spot Testnet forgets every order when it is reset: a stored working order the
     exchange no longer knows is stored EXPIRED ("unknown to the exchange") once
     ``cancel_after`` passes, instead of blocking its symbol for ever."""
-    exchange.trading.hold_limits = True
-    store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
-    follower = OrderFollower(trader, exchange.gateway, cancel_after=60.0)
-    await bus.publish([signal(16, Side.BUY)])
-    await trader.handle(await bus.receive(10, 0.1))
+    store, trader, follower = await resting_buy(exchange, 16, cancel_after=60.0)
     exchange.trading.orders.clear()  # the reset
 
     await follower.cancel_stale(now=100.0)  # first seen working
@@ -709,13 +719,8 @@ async def test_a_working_order_unknown_at_two_reconciliations_expires(
 ) -> None:
     """Without ``cancel_after`` too: an order the exchange says twice, a reconciliation
     interval apart, that it does not know is stored EXPIRED and frees its symbol."""
-    exchange.trading.hold_limits = True
     clock = SteppedClock()
-    store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0), clock=clock)
-    follower = OrderFollower(trader, exchange.gateway, reconcile_every=60.0)
-    await bus.publish([signal(17, Side.BUY)])
-    await trader.handle(await bus.receive(10, 0.1))
+    store, trader, follower = await resting_buy(exchange, 17, clock=clock, reconcile_every=60.0)
     exchange.trading.orders.clear()  # a testnet reset
 
     await follower.reconcile()
