@@ -455,11 +455,11 @@ class OrderFollower:
     async def cancel_stale(self, now: float) -> None:
         """Cancel the orders working for ``cancel_after`` seconds or more (``now``: the
         trader clock's monotonic time) and store their final state."""
+        if self.cancel_after is None:
+            return
         working = self.trader.working
         for order_id in [i for i in self._working_since if i not in working]:
             del self._working_since[order_id]
-        if self.cancel_after is None:
-            return
         for order in list(working.values()):
             since = self._working_since.setdefault(order.order_id, now)
             if now - since < self.cancel_after:

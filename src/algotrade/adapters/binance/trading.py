@@ -30,10 +30,10 @@ asset (a BUY without BNB) also reduces the quantity the position receives.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -59,6 +59,8 @@ from algotrade.domain.events import (
 )
 from algotrade.domain.ports import Clock
 from algotrade.domain.rules import SymbolRules, fit_limit_order, fit_market_order
+
+T = TypeVar("T")
 
 TESTNET_REST_URL = "https://testnet.binance.vision"
 #: The WebSocket API, where Spot's user data stream is (the listen keys are gone).
@@ -260,17 +262,9 @@ class BinanceGateway:
         Raises:
             MessagingError: the exchange would not say after ``attempts`` tries.
         """
-        last: Exception | None = None
-        for _ in range(self.attempts):
-            try:
-                return await self._report(order)
-            except _UncertainError as e:
-                last = e
-                await anyio.sleep(0.2)
-            except _ApiError as e:
-                last = e
-                await self._recover(e)
-        raise MessagingError(f"order {order.order_id}: no answer from Binance: {last}")
+        return await self._retried(
+            f"order {order.order_id}: no answer from Binance", lambda: self._report(order)
+        )
 
     async def cancel(self, order: OrderPlaced) -> ExecutionReport | None:
         """Cancel ``order`` if it is still open on the exchange; return its report after
@@ -281,22 +275,34 @@ class BinanceGateway:
             MessagingError: the exchange would not say after ``attempts`` tries.
         """
         params = {"symbol": order.symbol, "origClientOrderId": order.order_id}
+
+        async def delete() -> None:  # after a timeout, a second DELETE says what happened
+            try:
+                await self._signed("DELETE", "/api/v3/order", params)
+            except _ApiError as e:
+                if e.code not in (CANCEL_REJECTED, ORDER_UNKNOWN):
+                    raise  # else final already (filled or cancelled), or never placed
+
+        await self._retried(f"order {order.order_id}: cancel not confirmed", delete)
+        return await self.lookup(order)
+
+    async def _retried(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Return ``request()``, tried again after timeouts, clock skew and rate limits.
+
+        Raises:
+            MessagingError: ``what``, with the last error, after ``attempts`` tries.
+        """
         last: Exception | None = None
         for _ in range(self.attempts):
             try:
-                await self._signed("DELETE", "/api/v3/order", params)
-                break
-            except _UncertainError as e:  # maybe cancelled: a second DELETE says so
+                return await request()
+            except _UncertainError as e:
                 last = e
                 await anyio.sleep(0.2)
             except _ApiError as e:
-                if e.code in (CANCEL_REJECTED, ORDER_UNKNOWN):
-                    break  # final already (filled or cancelled), or never placed
                 last = e
                 await self._recover(e)
-        else:
-            raise MessagingError(f"order {order.order_id}: cancel not confirmed: {last}")
-        return await self.lookup(order)
+        raise MessagingError(f"{what}: {last}")
 
     async def balances(self) -> dict[str, Decimal]:
         """Return the free balance of every asset of the account.
