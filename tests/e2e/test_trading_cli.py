@@ -19,7 +19,14 @@ from algotrade.domain.events import Side, SignalEmitted, derived_id
 from tests.e2e.test_cli import algotrade
 from tests.support.fake_binance import FakeBinance
 from tests.support.fake_trading import API_KEY, API_SECRET, FakeTrading
-from tests.support.processes import down_naming, start_service, up, wait_until
+from tests.support.processes import (
+    GATEWAY_METRICS,
+    down_naming,
+    stack_metric_names,
+    start_service,
+    up,
+    wait_until,
+)
 
 
 @dataclass
@@ -174,6 +181,9 @@ def test_the_trader_service_reports_exchange_metrics_and_stops_cleanly(
         assert figures["algotrade_exchange_requests_total"] >= 4
         assert figures["algotrade_user_stream_connections_total"] >= 1
         assert figures["algotrade_working_orders"] == 0
+        # What the dashboard and the alert rules read from a Binance trader is exported.
+        assert stack_metric_names() >= GATEWAY_METRICS
+        assert not GATEWAY_METRICS - set(figures), sorted(GATEWAY_METRICS - set(figures))
         wait_until(lambda: up(trader, "/healthcheck"), 30, "binance UP")
 
         def cut() -> None:

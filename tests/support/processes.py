@@ -18,6 +18,7 @@ from typing import IO, Any
 import anyio
 import httpx
 import redis
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from algotrade.adapters.mongo import MongoEventStore
@@ -145,6 +146,28 @@ def metric_names(expressions: list[str]) -> set[str]:
     """Return the metric names PromQL expressions mention (histogram suffixes removed)."""
     names = {n for e in expressions for n in re.findall(r"\b((?:algotrade|process)_[a-z_]+)", e)}
     return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+
+
+#: What only a trader with ``--gateway binance`` exports (the stack's default trader runs
+#: the paper broker): tests/e2e/test_trading_cli.py checks that such a trader exports them.
+GATEWAY_METRICS = frozenset({
+    "algotrade_exchange_requests_total", "algotrade_exchange_uncertain_total",
+    "algotrade_exchange_duplicates_prevented_total", "algotrade_exchange_rate_limited_total",
+    "algotrade_exchange_clock_resyncs_total", "algotrade_exchange_rejections_total",
+    "algotrade_working_orders", "algotrade_order_updates_total",
+    "algotrade_cancelled_orders_total", "algotrade_user_stream_connections_total",
+    "algotrade_user_stream_rejected_total",
+})  # fmt: skip
+
+
+def stack_metric_names() -> set[str]:
+    """Return the metrics the Grafana dashboard and the Prometheus alert rules name."""
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "deploy/grafana/dashboards/algotrade.json").read_text())
+    rules = yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"] if "expr" in t]
+    expressions += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return metric_names(expressions)
 
 
 def stored_depth(url: str, symbol: str) -> list[Event]:

@@ -123,6 +123,10 @@ def test_prometheus_scrapes_the_three_services_and_alerts_parse() -> None:
         "AlgotradeConsumerLag",
         "AlgotradeDeadLetters",
         "AlgotradeErrorRate",
+        "AlgotradeOrderWorking",
+        "AlgotradeTradingHalted",
+        "AlgotradeExchangeTrouble",
+        "AlgotradeClockSkew",
     } <= names
 
 
@@ -131,7 +135,9 @@ def test_the_dashboard_parses_and_every_panel_queries() -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/algotrade.json").read_text())
     assert dashboard["uid"] == "algotrade"
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
-    for topic in ("ingest", "gaps", "latency", "signals", "orders", "lag", "cpu", "memory"):
+    topics = ("ingest", "gaps", "latency", "signals", "orders", "lag", "cpu", "memory",
+              "connection", "clock skew", "exchange requests", "working")  # fmt: skip
+    for topic in topics:
         assert topic in titles, topic
     for panel in dashboard["panels"]:
         assert panel["targets"], panel["title"]
