@@ -6,6 +6,7 @@ The event store contract itself runs in ``tests/contract`` against every adapter
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import tempfile
@@ -359,36 +360,66 @@ def test_a_position_is_aborted_exactly_when_a_known_aborted_range_holds_it(
         assert store._is_aborted(position) == any(a <= position <= b for a, b in ranges)
 
 
-async def test_ttl_index_is_on_a_field_every_depth_document_has(mongo_url: str) -> None:
-    """Retention is a TTL index on received_at, which every depth document carries."""
+async def test_retention_counts_from_the_storing_time_like_sqlite(mongo_url: str) -> None:
+    """Retention is a TTL index on stored_at, which every document carries: a replayed
+    recording (receive times years old) is kept, not expired at once."""
     store = MongoEventStore(mongo_url)  # the default: 7 days
-    ttl = [i for i in await store.indexes("depth") if dict(i["key"]) == {"received_at": 1}]
-    assert [i.get("expireAfterSeconds") for i in ttl] == [7 * 86400]
-    now = dt.datetime.now(dt.UTC)
-    now_ns = int(now.timestamp() * 1e9)
-    fresh = [diff(i, i) for i in range(1, 4)]
-    fresh = [
-        DepthDiffReceived(
-            stream=e.stream, version=0, exchange_ts=now_ns, receive_ts=now_ns,
-            exchange=e.exchange, symbol=e.symbol, first_update_id=e.first_update_id,
-            final_update_id=e.final_update_id, bids=e.bids, asks=e.asks,
-        )
-        for e in fresh
-    ]  # fmt: skip
-    await store.append(fresh)
+    ttl = [i for i in await store.indexes("depth") if "expireAfterSeconds" in i]
+    assert [(dict(i["key"]), i["expireAfterSeconds"]) for i in ttl] == [
+        ({"stored_at": 1}, 7 * 86400)
+    ]
+    old = [diff(i, i) for i in range(1, 4)]  # received in 1970
+    before = dt.datetime.now(dt.UTC)
+    await store.append(old)
+    after = dt.datetime.now(dt.UTC)
     db = raw_db(mongo_url)
     docs = [d async for d in db.depth.find({})]
-    assert len(docs) == 3
-    assert all(isinstance(d["received_at"], dt.datetime) for d in docs)
-    assert all(abs(d["received_at"] - now) < dt.timedelta(seconds=1) for d in docs)
+    assert len(docs) == 3  # the stand-in expires at once what is past its TTL
+    for d in docs:
+        assert d["received_at"] < before - dt.timedelta(days=365)
+        assert before - dt.timedelta(milliseconds=1) <= d["stored_at"] <= after
+    assert len(await store.read_stream(old[0].stream)) == 3
     await store.close()
 
     # Start-up makes the index match the setting, idempotently; 0 removes it.
     for retention, expected in ((3600.0, [3600]), (3600.0, [3600]), (0.0, [])):
         again = MongoEventStore(mongo_url, depth_retention=retention)
-        found = [i for i in await again.indexes("depth") if dict(i["key"]) == {"received_at": 1}]
+        found = [i for i in await again.indexes("depth") if dict(i["key"]) == {"stored_at": 1}]
         assert [i.get("expireAfterSeconds") for i in found] == expected
         await again.close()
+    await db.client.close()
+
+
+async def test_a_store_with_the_receive_time_ttl_of_older_versions_is_migrated(
+    mongo_url: str,
+) -> None:
+    """Older versions kept their TTL index on received_at and wrote no stored_at: start-up
+    drops that index and counts those documents as stored now (the TTL monitor would keep
+    a document without the field for ever)."""
+    now_ns = time.time_ns()
+    events = [
+        dataclasses.replace(diff(i, i), exchange_ts=now_ns, receive_ts=now_ns) for i in (1, 2)
+    ]
+    writer = MongoEventStore(mongo_url, depth_retention=0)  # no TTL index
+    await writer.append(events)
+    await writer.close()
+    db = raw_db(mongo_url)
+    await db.depth.update_many({}, {"$unset": {"stored_at": ""}})  # as an older version wrote
+    await db.depth.create_index("received_at", expireAfterSeconds=86400, name="received_at_ttl")
+    started = dt.datetime.now(dt.UTC)
+
+    store = MongoEventStore(mongo_url, depth_retention=3600)
+    ttl = [dict(i["key"]) for i in await store.indexes("depth") if "expireAfterSeconds" in i]
+    assert ttl == [{"stored_at": 1}]
+    docs = [d async for d in db.depth.find({})]
+    assert len(docs) == 2
+    for d in docs:
+        stored_at = d["stored_at"]
+        if isinstance(stored_at, str):  # the nx-27017 stand-in stores a $set date as its text
+            stored_at = dt.datetime.fromisoformat(stored_at).replace(tzinfo=dt.UTC)
+        assert stored_at >= started - dt.timedelta(seconds=1)
+    assert len(await store.read_stream(events[0].stream)) == 2
+    await store.close()
     await db.client.close()
 
 

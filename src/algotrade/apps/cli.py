@@ -144,8 +144,8 @@ RetentionOpt = Annotated[
     typer.Option(
         "--depth-retention",
         envvar="ALGOTRADE_DEPTH_RETENTION",
-        help="How long market data is kept, e.g. 7d or 12h; 0 keeps it for ever. MongoDB: a "
-        "TTL index on the receive time; SQLite: deleted that long after it was stored.",
+        help="How long market data is kept after it was stored, e.g. 7d or 12h; 0 keeps it "
+        "for ever (MongoDB: a TTL index; SQLite: deleted about once a minute).",
     ),
 ]
 DurationOpt = Annotated[

@@ -128,8 +128,8 @@ def open_store(
     ``mongodb://`` URL.
 
     ``depth_retention`` (seconds, 0 for ever; ``None``: left as it is) is how long market
-    data is kept: MongoDB's TTL index, counted from the receive time; SQLite deletes it
-    that long after it was stored; a ``patient`` store retries an unreachable server for ever
+    data is kept after it was stored (MongoDB: a TTL index; SQLite deletes it about once a
+    minute); a ``patient`` store retries an unreachable server for ever
     (services), an impatient one gives up after 15 seconds (one-shot commands).
     ``existing``: the option naming the store, for commands that read one (or set the kill
     switch): a SQLite file that is not there is then an error naming that option, rather

@@ -4,7 +4,8 @@ Every document has the envelope ``_id`` (the event's natural id: ``depth:binance
 for a depth diff, the signal id for a signal, ``<order id>:placed`` for an order event, ...),
 ``position`` (global order), ``stream``, ``version``, ``type``, and two BSON dates,
 ``event_time`` (exchange time) and ``received_at`` (receive time); the exact nanoseconds are kept
-too (``exchange_ts``, ``receive_ts``) because BSON dates stop at milliseconds.
+too (``exchange_ts``, ``receive_ts``) because BSON dates stop at milliseconds. The store adds
+``commit`` and ``stored_at`` (the append's range and time) as it writes.
 
 Prices and quantities are decimal strings (exact; the MongoDB stand-in used in tests has no
 Decimal128), price levels ``[price, quantity]`` pairs, the top of book ``best_bid`` and

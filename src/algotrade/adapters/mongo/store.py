@@ -130,6 +130,18 @@ class MongoStats:
     malformed: int = 0
 
 
+async def _backfill_stored_at(coll: AsyncCollection[Doc], batch: int = 10_000) -> None:
+    """Give every document without ``stored_at`` the present time, ``batch`` at a time (each
+    update stays well inside the socket timeout, however large the collection)."""
+    now = dt.datetime.now(dt.UTC)
+    while True:
+        missing = coll.find({"stored_at": {"$exists": False}}, {"_id": 1}).limit(batch)
+        ids = [doc["_id"] async for doc in missing]
+        if not ids:
+            return
+        await coll.update_many({"_id": {"$in": ids}}, {"$set": {"stored_at": now}})
+
+
 def database_name(url: str) -> str:
     """Return the database named in a MongoDB URL, or ``btc_data``."""
     try:
@@ -143,7 +155,8 @@ class MongoEventStore:
     """An :class:`~algotrade.domain.ports.EventStore` on MongoDB (pymongo's async client).
 
     ``url`` is a ``mongodb://`` URL; its path names the database (``btc_data`` by default).
-    ``depth_retention`` seconds (0: for ever) sets the TTL index of the market collections;
+    ``depth_retention`` seconds (0: for ever) sets the TTL index of the market collections
+    (on ``stored_at``, the time of the append: retention counts from storing, as in SQLite);
     ``None`` leaves it as it is (only the collector manages it, so that a processor started
     with other settings never changes it).
     """
@@ -285,11 +298,21 @@ class MongoEventStore:
 
     @staticmethod
     async def _sync_ttl(coll: AsyncCollection[Doc], retention: float) -> None:
-        """Make the TTL index on ``received_at`` match the retention (none for 0)."""
+        """Make the TTL index on ``stored_at`` match the retention (none for 0).
+
+        Retention counts from the storing time, as in the SQLite store: a replayed recording
+        is kept, however old its receive times. Stores written before that had their TTL
+        index on ``received_at`` and documents without ``stored_at``: the old index is
+        dropped and those documents count as stored now (the TTL monitor ignores a document
+        without the field, which would be kept for ever).
+        """
         want = int(retention) or None
         existing = None
         async for index in await coll.list_indexes():
-            if dict(index["key"]) == {"received_at": 1}:
+            key = dict(index["key"])
+            if key == {"received_at": 1} and "expireAfterSeconds" in index:
+                await coll.drop_index(index["name"])  # the receive-time TTL of older versions
+            elif key == {"stored_at": 1}:
                 existing = index
         if existing is not None and existing.get("expireAfterSeconds") == want:
             return
@@ -297,8 +320,9 @@ class MongoEventStore:
             await coll.drop_index(existing["name"])
         if want is not None:
             await coll.create_index(
-                [("received_at", ASCENDING)], expireAfterSeconds=want, name="received_at_ttl"
+                [("stored_at", ASCENDING)], expireAfterSeconds=want, name="stored_at_ttl"
             )
+            await _backfill_stored_at(coll)
 
     async def indexes(self, collection: str) -> list[dict[str, Any]]:
         """Return the indexes of a collection (for tools and tests)."""
@@ -433,9 +457,10 @@ class MongoEventStore:
         last = int(counter["value"])
         first = last - n + 1
         opened = self._open = _Range(first, last, allocated=time.monotonic())
+        now = dt.datetime.now(dt.UTC)
         try:
             await self._coll("commits").insert_one(
-                {"_id": first, "last": last, "state": "pending", "at": dt.datetime.now(dt.UTC)}
+                {"_id": first, "last": last, "state": "pending", "at": now}
             )
         except DuplicateKeyError:
             self._open = None  # a reader declared the range dead before it was recorded
@@ -449,6 +474,7 @@ class MongoEventStore:
             name = collection_of(event.stream)
             doc = to_document(event, first + i)
             doc["commit"] = first  # its range's record: found by _id, never by a range scan
+            doc["stored_at"] = now  # the retention's clock (the TTL index of market data)
             by_collection.setdefault(name, []).append(doc)
         opened.collections.update(by_collection)
         refused: list[tuple[str, Doc]] = []
