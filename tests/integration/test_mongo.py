@@ -28,6 +28,7 @@ from pymongo.errors import AutoReconnect
 
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.mongo import MongoEventStore, documents
+from algotrade.adapters.mongo import store as mongo_store
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.apps.collector import Collector
 from algotrade.domain.events import (
@@ -306,6 +307,82 @@ async def test_ranges_are_looked_up_by_id_never_scanned(mongo_url: str) -> None:
     assert len(by_id) + len(at_start) == len(finds.filters), finds.filters
     for s in (writer, reader):
         await s.close()
+
+
+@pytest.mark.parametrize("page", [500, 5], ids=["by-id", "by-page"])
+async def test_commits_behind_the_checkpoint_are_pruned_and_stores_behind_jump_them(
+    mongo_url: str, page: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``commits`` keeps an append's record only until the resolved checkpoint passes it (it
+    grew for ever: about 430,000 records a day from one collector's 0.2 s batches). A
+    writer that never reads checkpoints too; a store whose mark is behind the pruned
+    records jumps to the checkpoint, learning the aborted ranges in between, instead of
+    waiting ``gap_timeout`` and declaring committed ranges dead; a document whose record
+    was pruned is a duplicate, not a leftover. A store far behind reads the records a page
+    at a time (``page``), one near the head by ``_id``: both jump."""
+    monkeypatch.setattr(mongo_store, "_PAGE", page)
+    behind = mongo(mongo_url, gap_timeout=60.0)
+    assert await behind.head() == 0  # its mark stays at 0 while the others write
+    writer = mongo(mongo_url, gap_timeout=60.0, checkpoint_every=20)
+    for n in range(1, 31):
+        await writer.append([diff(n, n)])
+    # A writer that died while rolling back: its range recorded aborted, a leftover inside.
+    db = raw_db(mongo_url)
+    await db.counters.update_one({"_id": "position"}, {"$inc": {"value": 2}})
+    await db.commits.insert_one({"_id": 31, "last": 32, "state": "aborted", "by": "writer"})
+    leftover = documents.to_document(with_version(diff(1, 1, symbol="ETHUSDT"), 1), 31)
+    await db.depth.insert_one({**leftover, "commit": 31})
+    for n in range(31, 61):
+        await writer.append([diff(n, n)])  # positions 33..62
+
+    assert writer.stats.commits_pruned >= 40
+    records = [d async for d in db.commits.find({})]
+    assert len(records) <= 20 + 1, records  # at most a checkpoint's worth, and the aborted
+    assert {"_id": 31, "last": 32, "state": "aborted", "by": "writer"} in records
+    with anyio.fail_after(20):  # far less than gap_timeout: nothing waited out
+        events = await everything(behind)
+    assert [e.final_update_id for e in events if isinstance(e, DepthDiffReceived)] == list(
+        range(1, 61)
+    )
+    assert {e.stream for e in events} == {"depth-BTCUSDT"}  # the leftover stays hidden
+    assert behind.stats.ranges_declared_dead == 0
+    assert await db.commits.count_documents({"by": "reader"}) == 0
+
+    # A record pruned behind the checkpoint: its documents are committed.
+    stored = await db.depth.find_one({"final_update_id": 5})
+    assert stored is not None
+    assert await db.commits.find_one({"_id": stored["commit"]}) is None
+    assert await writer._settled("depth", stored) == "committed"
+    for s in (behind, writer):
+        await s.close()
+    await db.client.close()
+
+
+async def test_a_commit_whose_answer_was_lost_is_kept_once_its_record_is_pruned(
+    mongo_url: str,
+) -> None:
+    """A writer whose commit went through unanswered rolls back its range unless it finds
+    it committed. Once readers checkpointed past the range and pruned its record, the
+    checkpoint says so: the writer must not record it aborted and delete its events."""
+    writer = mongo(mongo_url, checkpoint_every=1)
+    await writer.append([diff(1, 1)])
+    stored = await writer.append([diff(2, 2), diff(3, 3)])  # positions 2..3
+    reader = mongo(mongo_url, checkpoint_every=1)
+    assert await reader.head() == 3  # checkpointed at 3, records up to it pruned
+    db = raw_db(mongo_url)
+    assert await db.commits.count_documents({}) == 0
+    # As if the answer to the commit of 2..3 had been lost: the range is still open.
+    writer._open = mongo_store._Range(2, 3, collections={"depth"})
+    await writer._abort_open()
+
+    assert writer._open is None
+    assert await db.commits.count_documents({"state": "aborted"}) == 0
+    assert [s.position for s in stored.stored] == [2, 3]
+    fresh = mongo(mongo_url)
+    assert [s.position for s in await fresh.read_all(0)] == [1, 2, 3]
+    for s in (writer, reader, fresh):
+        await s.close()
+    await db.client.close()
 
 
 async def test_a_reader_waits_for_a_slow_writer_instead_of_skipping_it(mongo_url: str) -> None:

@@ -17,7 +17,8 @@ append at once (two collectors, a processor, a trader). Three things keep the lo
   new range. A writer that died holding a range is declared dead by the first reader that waits
   ``gap_timeout`` seconds on it (the flip is atomic: whoever changes ``pending`` first wins, and
   a writer whose range was aborted under it retries). Positions are therefore increasing but not
-  gapless: duplicates and aborted ranges leave holes.
+  gapless: duplicates and aborted ranges leave holes. Committed records behind the resolved
+  checkpoint (``counters.resolved``) are deleted; aborted ones are kept.
 * **Retries.** Connection errors and timeouts are retried with capped exponential backoff and
   jitter, for ever by default (``give_up_after`` bounds it), each attempt reported through
   ``on_retry``. An append in flight when MongoDB goes away is rolled back and re-done once it
@@ -127,6 +128,7 @@ class MongoStats:
     conflicts_retried: int = 0
     ranges_aborted: int = 0
     ranges_declared_dead: int = 0
+    commits_pruned: int = 0
     malformed: int = 0
 
 
@@ -174,6 +176,7 @@ class MongoEventStore:
         give_up_after: float | None = None,
         server_timeout: float = 2.0,
         socket_timeout: float = 20.0,
+        checkpoint_every: int = 10_000,
         on_retry: OnRetry | None = None,
         on_problem: OnProblem | None = None,
     ) -> None:
@@ -201,6 +204,7 @@ class MongoEventStore:
         self.poll_interval = poll_interval
         self.gap_timeout = gap_timeout
         self.commit_deadline = commit_deadline
+        self.checkpoint_every = checkpoint_every
         self.retry_max_delay = retry_max_delay
         self.give_up_after = give_up_after
         self.on_retry = on_retry
@@ -283,8 +287,7 @@ class MongoEventStore:
         if self.depth_retention is not None:
             for name in RETAINED:
                 await self._sync_ttl(self._coll(name), self.depth_retention)
-        checkpoint = await self._coll("counters").find_one({"_id": "resolved"})
-        self._mark = self._checkpointed = int(checkpoint["value"]) if checkpoint else 0
+        self._mark = self._checkpointed = await self._checkpoint()
         aborted = self._coll("commits").find({"state": "aborted"}, {"last": 1})
         self._aborted = sorted([(int(d["_id"]), int(d["last"])) async for d in aborted])
 
@@ -356,6 +359,9 @@ class MongoEventStore:
                     ),
                 )
         self.stats.duplicates += result.duplicates
+        if result.stored and result.stored[-1].position - self._mark >= self.checkpoint_every:
+            # A writer that never reads (a collector) checkpoints and prunes `commits` too.
+            await self._retrying("read", self._advance)
         return result
 
     async def _append_attempts(self, events: Sequence[Event]) -> AppendResult:
@@ -547,7 +553,9 @@ class MongoEventStore:
         """Wait until the range holding ``doc`` is resolved; delete ``doc`` if aborted.
 
         Returns ``committed`` or ``aborted`` (or ``unknown`` for a document outside any
-        recorded range, which only a writer that broke the protocol leaves).
+        recorded range, which only a writer that broke the protocol leaves). A document
+        whose range is not recorded at or below the resolved checkpoint is ``committed``:
+        committed ranges are pruned there, aborted ones kept.
         """
         position = int(doc["position"])
         first = doc.get("commit")
@@ -560,6 +568,8 @@ class MongoEventStore:
         while True:
             commit = await self._coll("commits").find_one(query, sort=sort)
             state = "unknown" if commit is None or commit["last"] < position else commit["state"]
+            if state == "unknown" and position <= await self._checkpoint():
+                state = "committed"  # its record pruned behind the checkpoint
             if state == "pending" and time.monotonic() >= deadline:
                 if await self._declare_dead(int(commit["_id"]), int(commit["last"])):  # type: ignore[index]
                     state = "aborted"
@@ -594,6 +604,11 @@ class MongoEventStore:
         opened = self._open
         if opened is None:
             return
+        if await self._checkpoint() >= opened.last:  # readers resolved it: their word holds
+            record = await self._coll("commits").find_one({"_id": opened.first})
+            if record is None or record["state"] == "committed":
+                self._open = None  # committed, the answer lost (its record maybe pruned)
+                return
         aborted = {"state": "aborted", "by": "writer", "at": dt.datetime.now(dt.UTC)}
         try:  # recorded as aborted at once if it was never recorded (readers need not wait)
             await self._coll("commits").insert_one(
@@ -664,6 +679,9 @@ class MongoEventStore:
                 page = [d async for d in found]
             else:
                 record = await commits.find_one({"_id": mark + 1})
+                if record is None and (resolved := await self._resolved_elsewhere(mark)) > mark:
+                    mark = resolved  # another store resolved (and pruned) the ranges up to it
+                    continue
                 if record is None and self._waited_out(mark + 1):  # a hole: where it ends
                     record = await commits.find_one(
                         {"_id": {"$gt": mark}}, sort=[("_id", ASCENDING)]
@@ -673,7 +691,10 @@ class MongoEventStore:
                 break  # a writer between taking its range and recording it, or caught up
             for commit in page:
                 first, last, state = int(commit["_id"]), int(commit["last"]), commit["state"]
-                if first > mark + 1:  # taken from the counter but never recorded
+                if first > mark + 1:  # pruned, or taken from the counter but never recorded
+                    if (resolved := await self._resolved_elsewhere(mark)) > mark:
+                        mark = resolved
+                        break  # read the records from there
                     if not self._waited_out(mark + 1):
                         blocked = True
                         break
@@ -697,12 +718,39 @@ class MongoEventStore:
                 self._hole = None
         if mark > self._mark:
             self._mark = mark
-            if mark - self._checkpointed >= 10_000:
+            if mark - self._checkpointed >= self.checkpoint_every:
                 await self._coll("counters").update_one(
                     {"_id": "resolved"}, {"$max": {"value": mark}}, upsert=True
                 )
                 self._checkpointed = mark
+                # Committed ranges behind the checkpoint are needed no more: a store starts
+                # there, one behind jumps there (_resolved_elsewhere), a document's range
+                # missing below it was committed (_settled). Aborted ranges are kept.
+                pruned = await commits.delete_many(
+                    {"_id": {"$lte": mark}, "last": {"$lte": mark}, "state": "committed"}
+                )
+                self.stats.commits_pruned += pruned.deleted_count
         return self._mark
+
+    async def _checkpoint(self) -> int:
+        """Return the resolved checkpoint recorded in ``counters`` (0 when none)."""
+        found = await self._coll("counters").find_one({"_id": "resolved"})
+        return int(found["value"]) if found is not None else 0
+
+    async def _resolved_elsewhere(self, mark: int) -> int:
+        """Return the resolved checkpoint another store recorded if it is past ``mark``
+        (the committed ranges up to it may be pruned), having learnt the aborted ranges in
+        between; else ``mark``."""
+        resolved = await self._checkpoint()
+        if resolved <= mark:
+            return mark
+        aborted = self._coll("commits").find(
+            {"state": "aborted", "_id": {"$gt": mark, "$lte": resolved}}, {"last": 1}
+        )
+        async for d in aborted:
+            self._add_aborted(int(d["_id"]), int(d["last"]))
+        self._hole = None
+        return resolved
 
     def _decode(self, doc: Doc, levels: bool = True) -> Event | None:
         try:
