@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import anyio
 import httpx
+import promql_parser
 import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -143,9 +144,25 @@ def cli(*args: str, env: dict[str, str]) -> Any:
 
 
 def metric_names(expressions: list[str]) -> set[str]:
-    """Return the metric names PromQL expressions mention (histogram suffixes removed)."""
-    names = {n for e in expressions for n in re.findall(r"\b((?:algotrade|process)_[a-z_]+)", e)}
-    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+    """Return the ``algotrade_`` and ``process_`` metrics PromQL expressions select
+    (histogram suffixes removed), read by a PromQL parser.
+
+    Raises:
+        ValueError: an expression is not valid PromQL (named, with the parser's reason).
+    """
+    names: set[str] = set()
+
+    def collect(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name is not None:
+            names.add(node.name)
+
+    for expression in expressions:
+        try:
+            promql_parser.walk(promql_parser.parse(expression), pre_visit=collect)
+        except ValueError as e:
+            raise ValueError(f"not PromQL: {expression!r}: {e}") from None
+    ours = {n for n in names if n.startswith(("algotrade_", "process_"))}
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in ours}
 
 
 #: What only a trader with ``--gateway binance`` exports (the stack's default trader runs

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.support.processes import metric_names, stack_metric_names
 
 PORTS = {
     "mongo-express": {8081},
@@ -148,6 +149,21 @@ def test_the_dashboard_parses_and_every_panel_queries() -> None:
         "prometheus",
         "grafana-pyroscope-datasource",
     }
+
+
+def test_every_panel_and_alert_is_valid_promql_over_documented_metrics() -> None:
+    """Each dashboard and alert expression parses as PromQL (no Prometheus runs in the
+    tests: a typo would show as an empty panel or an alert that never fires), and every
+    metric it selects is one docs/operations.md lists (the e2e tests check they are
+    exported)."""
+    documented = set(re.findall(r"`(algotrade_[a-z_]+)", (ROOT / "docs/operations.md").read_text()))
+    named = stack_metric_names()  # raises ValueError naming an expression that is not PromQL
+    assert {n for n in named if n.startswith("algotrade_")} <= documented
+    assert {n for n in named if not n.startswith("algotrade_")} <= {
+        "process_cpu_seconds_total", "process_resident_memory_bytes",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape("not PromQL: 'sum(rate(x")):
+        metric_names(["sum(rate(x[5m])"])
 
 
 def test_the_image_is_multi_stage_non_root_with_a_healthcheck() -> None:
