@@ -358,6 +358,57 @@ async def test_commits_behind_the_checkpoint_are_pruned_and_stores_behind_jump_t
     await db.client.close()
 
 
+async def test_concurrent_writers_and_readers_see_every_event_once_while_commits_are_pruned(
+    mongo_url: str,
+) -> None:
+    """Three writers (one symbol each) and three readers at different paces, checkpointing
+    and pruning every 7 positions: every reader reads each event exactly once, in order of
+    position, none declared dead, and ``commits`` stays small."""
+    symbols = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+    per_writer = 60
+    stores = [mongo(mongo_url, gap_timeout=60.0, checkpoint_every=7) for _ in range(6)]
+    writers, readers = stores[:3], stores[3:]
+    seen: list[list[tuple[int, str]]] = [[] for _ in readers]
+    done = anyio.Event()
+
+    async def write(store: MongoEventStore, symbol: str) -> None:
+        for n in range(1, per_writer + 1, 3):  # three diffs an append
+            await store.append([diff(i, i, symbol=symbol) for i in range(n, n + 3)])
+            await anyio.sleep(0.001 * (hash(symbol) % 5))
+
+    async def read(store: MongoEventStore, out: list[tuple[int, str]], pause: float) -> None:
+        after = 0
+        while True:
+            finished = done.is_set()  # read once more after the writers ended
+            for stored in await store.read_all(after, limit=7):
+                out.append((stored.position, stored.event.id))
+                after = stored.position
+            if finished and await store.head() == after:
+                return
+            await anyio.sleep(pause)
+
+    with anyio.fail_after(45):  # well under gap_timeout: nothing was waited out
+        async with anyio.create_task_group() as tg:
+            for reader, out, pause in zip(readers, seen, (0.0, 0.02, 0.2), strict=True):
+                tg.start_soon(read, reader, out, pause)
+            async with anyio.create_task_group() as writing:
+                for writer, symbol in zip(writers, symbols, strict=True):
+                    writing.start_soon(write, writer, symbol)
+            done.set()
+
+    expected = {f"depth:test:{s}:{i}" for s in symbols for i in range(1, per_writer + 1)}
+    for out in seen:
+        assert [position for position, _ in out] == sorted({position for position, _ in out})
+        assert sorted(event_id for _, event_id in out) == sorted(expected)
+    assert sum(s.stats.ranges_declared_dead for s in stores) == 0
+    assert sum(s.stats.commits_pruned for s in stores) > 0
+    db = raw_db(mongo_url)
+    assert await db.commits.count_documents({}) <= 2 * 7 * 3
+    for s in stores:
+        await s.close()
+    await db.client.close()
+
+
 async def test_a_commit_whose_answer_was_lost_is_kept_once_its_record_is_pruned(
     mongo_url: str,
 ) -> None:
