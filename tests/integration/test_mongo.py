@@ -518,12 +518,14 @@ async def test_retention_counts_from_the_storing_time_like_sqlite(mongo_url: str
     await db.client.close()
 
 
+@pytest.mark.parametrize("cut_short", [False, True], ids=["older", "migration-cut-short"])
 async def test_a_store_with_the_receive_time_ttl_of_older_versions_is_migrated(
-    mongo_url: str,
+    mongo_url: str, cut_short: bool
 ) -> None:
     """Older versions kept their TTL index on received_at and wrote no stored_at: start-up
     drops that index and counts those documents as stored now (the TTL monitor would keep
-    a document without the field for ever)."""
+    a document without the field for ever), also when a migration ended before filling
+    stored_at in (its new index made, the old one still there)."""
     now_ns = time.time_ns()
     events = [
         dataclasses.replace(diff(i, i), exchange_ts=now_ns, receive_ts=now_ns) for i in (1, 2)
@@ -534,6 +536,8 @@ async def test_a_store_with_the_receive_time_ttl_of_older_versions_is_migrated(
     db = raw_db(mongo_url)
     await db.depth.update_many({}, {"$unset": {"stored_at": ""}})  # as an older version wrote
     await db.depth.create_index("received_at", expireAfterSeconds=86400, name="received_at_ttl")
+    if cut_short:
+        await db.depth.create_index("stored_at", expireAfterSeconds=3600, name="stored_at_ttl")
     started = dt.datetime.now(dt.UTC)
 
     store = MongoEventStore(mongo_url, depth_retention=3600)

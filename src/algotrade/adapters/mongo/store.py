@@ -310,22 +310,24 @@ class MongoEventStore:
         without the field, which would be kept for ever).
         """
         want = int(retention) or None
-        existing = None
+        existing = old = None
         async for index in await coll.list_indexes():
             key = dict(index["key"])
             if key == {"received_at": 1} and "expireAfterSeconds" in index:
-                await coll.drop_index(index["name"])  # the receive-time TTL of older versions
+                old = index  # the receive-time TTL of older versions
             elif key == {"stored_at": 1}:
                 existing = index
-        if existing is not None and existing.get("expireAfterSeconds") == want:
-            return
-        if existing is not None:
+        if existing is not None and existing.get("expireAfterSeconds") != want:
             await coll.drop_index(existing["name"])
-        if want is not None:
+            existing = None
+        if want is not None and existing is None:
             await coll.create_index(
                 [("stored_at", ASCENDING)], expireAfterSeconds=want, name="stored_at_ttl"
             )
+        if want is not None and (existing is None or old is not None):
             await _backfill_stored_at(coll)
+        if old is not None:  # last: a migration cut short is taken up at the next start
+            await coll.drop_index(old["name"])
 
     async def indexes(self, collection: str) -> list[dict[str, Any]]:
         """Return the indexes of a collection (for tools and tests)."""
