@@ -409,6 +409,32 @@ async def test_concurrent_writers_and_readers_see_every_event_once_while_commits
     await db.client.close()
 
 
+async def test_a_backlog_of_commits_records_is_pruned_a_bounded_chunk_per_checkpoint(
+    mongo_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written before pruning holds a record per append ever made: each checkpoint
+    deletes a bounded chunk of them (one delete of millions would outlast the socket
+    timeout), until they are gone."""
+    old = mongo(mongo_url, checkpoint_every=10**9)  # as before: nothing pruned
+    for n in range(1, 31):
+        await old.append([diff(n, n)])
+    await old.close()
+    db = raw_db(mongo_url)
+    assert await db.commits.count_documents({}) == 30
+    monkeypatch.setattr(mongo_store, "_PRUNE", 8)
+    store = mongo(mongo_url, checkpoint_every=2)
+    await store.append([diff(31, 31)])
+    await store.head()  # a checkpoint at 31: one chunk
+    assert await db.commits.count_documents({}) == 31 - 8
+    for n in range(32, 52):
+        await store.append([diff(n, n)])
+        await store.head()
+    assert await db.commits.count_documents({}) < 5
+    assert [s.position for s in await store.read_all(0, limit=100)] == list(range(1, 52))
+    await store.close()
+    await db.client.close()
+
+
 async def test_a_commit_whose_answer_was_lost_is_kept_once_its_record_is_pruned(
     mongo_url: str,
 ) -> None:

@@ -89,6 +89,7 @@ _MARKET_TYPES = [cls.__name__ for cls in SEQUENCE]
 #: Server error codes that mean "try again" (primary stepped down, shutting down, timeouts).
 _RETRYABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 _PAGE = 500
+_PRUNE = 10_000  # committed records deleted at most per checkpoint
 _NO_END = 2**63  # above any position: (position, _NO_END) sorts after every range at it
 
 
@@ -725,14 +726,24 @@ class MongoEventStore:
                     {"_id": "resolved"}, {"$max": {"value": mark}}, upsert=True
                 )
                 self._checkpointed = mark
-                # Committed ranges behind the checkpoint are needed no more: a store starts
-                # there, one behind jumps there (_resolved_elsewhere), a document's range
-                # missing below it was committed (_settled). Aborted ranges are kept.
-                pruned = await commits.delete_many(
-                    {"_id": {"$lte": mark}, "last": {"$lte": mark}, "state": "committed"}
-                )
-                self.stats.commits_pruned += pruned.deleted_count
+                await self._prune_commits(mark)
         return self._mark
+
+    async def _prune_commits(self, checkpoint: int) -> None:
+        """Delete up to ``_PRUNE`` committed records wholly behind ``checkpoint``.
+
+        They are needed no more: a store starts at the checkpoint, one behind jumps there
+        (``_resolved_elsewhere``), and a document whose record is missing below it was
+        committed (``_settled``). Aborted records are kept. Bounded, so each call stays well
+        inside the socket timeout: the records of a store written before pruning existed
+        (hundreds of thousands a day) go over the next checkpoints.
+        """
+        behind = {"_id": {"$lte": checkpoint}, "last": {"$lte": checkpoint}, "state": "committed"}
+        found = self._coll("commits").find(behind, {"_id": 1}).limit(_PRUNE)
+        ids = [d["_id"] async for d in found]
+        if ids:
+            pruned = await self._coll("commits").delete_many({**behind, "_id": {"$in": ids}})
+            self.stats.commits_pruned += pruned.deleted_count
 
     async def _checkpoint(self) -> int:
         """Return the resolved checkpoint recorded in ``counters`` (0 when none)."""
