@@ -309,6 +309,23 @@ async def test_poison_and_repeated_failure_go_to_dead_letters(
     assert the_trader.stats.failed >= 2
 
 
+async def test_the_dead_letter_stream_is_trimmed_too(redis: Redis) -> None:
+    """A producer writing garbage fills the dead letters no further than about their
+    maxlen (whole nodes of 100 entries are trimmed), the newest kept."""
+    for n in range(600):
+        await redis.xadd(SIGNAL_STREAM, {"schema": "1", "garbage": str(n)})
+    the_consumer = RedisSignalConsumer(redis, consumer="t", dead_letter_maxlen=50)
+    for _ in range(20):  # 100 entries a call, each malformed: dead-lettered, none delivered
+        assert await the_consumer.receive(100, 0.05) == []
+        if the_consumer.dead_lettered == 600:
+            break
+    assert the_consumer.dead_lettered == 600
+    assert 50 <= await redis.xlen(DEAD_LETTER_STREAM) <= 200
+    last: Any = await redis.xrevrange(DEAD_LETTER_STREAM, count=1)
+    assert last[0][1][b"garbage"] == b"599"
+    assert await pending(redis) == 0
+
+
 async def test_stream_is_trimmed(redis: Redis) -> None:
     """Publishing more than maxlen entries keeps the stream near maxlen."""
     store = InMemoryEventStore()

@@ -83,6 +83,7 @@ class RedisSignalConsumer:
         claim_idle: float = 30.0,
         max_deliveries: int = 5,
         claim_every: float | None = None,
+        dead_letter_maxlen: int = 100_000,
     ) -> None:
         self.client = client
         # A decoding client hands entries over as text: nothing to check or convert.
@@ -93,6 +94,7 @@ class RedisSignalConsumer:
         self.dead_letters = dead_letters
         self.claim_idle = claim_idle
         self.max_deliveries = max_deliveries
+        self.dead_letter_maxlen = dead_letter_maxlen  # about; the oldest trimmed first
         self.claim_every = claim_idle / 2 if claim_every is None else claim_every
         self._group_ready = False
         self._claim_cursor = "0-0"
@@ -237,7 +239,10 @@ class RedisSignalConsumer:
             dead_deliveries=str(attempt),
         )
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_letters, entry)  # type: ignore[arg-type]  # invariant dict stub
+            pipe.xadd(
+                self.dead_letters, entry,  # type: ignore[arg-type]  # invariant dict stub
+                maxlen=self.dead_letter_maxlen, approximate=True,
+            )  # fmt: skip
             pipe.xack(self.stream, self.group, token)
             await pipe.execute()
         self.dead_lettered += 1
