@@ -23,7 +23,7 @@ with atheris.instrument_imports(include=["algotrade"]):
         parse_frame,
         parse_rest_agg_trades,
     )
-    from algotrade.adapters.binance.userstream import ending, parse_execution_report
+    from algotrade.adapters.binance.userstream import read_frame
     from algotrade.adapters.candles import candle_bar
     from algotrade.adapters.redis.codec import signal_from_fields
     from algotrade.apps.common import (
@@ -52,9 +52,8 @@ def rest(data: bytes) -> None:
 
 def report(data: bytes) -> None:
     """A user data stream frame (the trader's execution reports)."""
-    ending(data.decode("utf-8", errors="replace"))
     with contextlib.suppress(InvalidInputError):
-        parse_execution_report(data)
+        read_frame(data)
 
 
 def entry(data: bytes) -> None:

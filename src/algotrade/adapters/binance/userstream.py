@@ -63,13 +63,14 @@ class ExecutionEvent:
     reason: str  # r
 
 
-def parse_execution_report(text: str | bytes) -> ExecutionEvent | None:
-    """Return the ``executionReport`` a frame carries (``None`` for other events and for
-    answers to requests); the event may come bare or wrapped (``{"subscriptionId": N,
-    "event": {...}}``, as the WebSocket API sends it).
+def read_frame(text: str | bytes) -> tuple[str, ExecutionEvent | None]:
+    """Return what a frame of the stream says, decoded once: the name of its event when
+    that ends the subscription (else ``""``), and the ``executionReport`` it carries (else
+    ``None``: other events, answers to requests). The event may come bare or wrapped
+    (``{"subscriptionId": N, "event": {...}}``, as the WebSocket API sends it).
 
     Raises:
-        InvalidInputError: the frame is not JSON or misses a field.
+        InvalidInputError: the frame is not JSON, or a report misses a field.
     """
     try:
         data = orjson.loads(text)
@@ -79,11 +80,12 @@ def parse_execution_report(text: str | bytes) -> ExecutionEvent | None:
             data = data["event"]
             if not isinstance(data, dict):
                 raise TypeError("event is not an object")
-        if data.get("e") != "executionReport":
-            return None
+        name = data.get("e")
+        if name != "executionReport":
+            return (name if isinstance(name, str) and name in _ENDINGS else ""), None
         execution = data["x"]
         client_id = data["C"] if execution == "CANCELED" and data.get("C") else data["c"]
-        return ExecutionEvent(
+        return "", ExecutionEvent(
             client_order_id=str(client_id),
             exchange_order_id=int(data["i"]),
             symbol=str(data["s"]),
@@ -110,19 +112,6 @@ def _finite(value: Any) -> Decimal:
     if not number.is_finite():
         raise ValueError(f"{value!r} is not a finite decimal")
     return number
-
-
-def ending(text: str) -> str:
-    """Return the name of the event a frame carries when it ends the subscription, else
-    ``""`` (bare or wrapped; a frame that is not JSON ends nothing)."""
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return ""
-    if isinstance(data, dict) and isinstance(data.get("event"), dict):
-        data = data["event"]
-    name = data.get("e") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and name in _ENDINGS else ""
 
 
 @dataclass
@@ -245,12 +234,18 @@ class BinanceUserStream:
                     except TimeoutError:
                         self.stats.last_error = f"no frame for {self.watchdog:g}s (watchdog)"
                         break
-                    ended = ending(text)
+                    try:
+                        ended, event = read_frame(text)
+                    except InvalidInputError as e:
+                        self._reject(text, e)
+                        continue
                     if ended:
                         self.stats.terminated += 1
                         self.stats.last_error = f"Binance sent {ended}"
                         break
-                    await self._on_frame(text, handle)
+                    if event is not None:
+                        self.stats.events += 1
+                        await handle(event)
                 tg.cancel_scope.cancel()
         except Exception as e:  # any failure of a connection means "reconnect"
             self.stats.last_error = describe(e)
@@ -287,12 +282,7 @@ class BinanceUserStream:
         self, ws: AsyncWebSocketSession, method: str, params: dict[str, str | int] | None = None
     ) -> dict[str, Any]:
         """Send one request and return its answer (before any event: none is subscribed)."""
-        self._requests += 1
-        request_id = f"algotrade-{self._requests}"
-        message: dict[str, Any] = {"id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        await ws.send_text(orjson.dumps(message).decode())
+        request_id = await self._send(ws, method, params)
         with anyio.move_on_after(self.watchdog):
             while True:
                 text = await ws.receive_text()
@@ -304,27 +294,28 @@ class BinanceUserStream:
                     return answer
         raise MessagingError(f"no answer to {method} in {self.watchdog:g}s")
 
-    async def _on_frame(
-        self, text: str, handle: Callable[[ExecutionEvent], Awaitable[None]]
-    ) -> None:
-        try:
-            event = parse_execution_report(text)
-        except InvalidInputError as e:
-            self.stats.rejected += 1
-            reject = RejectedInput("binance-user-stream", "websocket", str(e), text[:_KEEP_RAW])
-            self.notify(Notice("input rejected", True, dataclasses.asdict(reject)))
-            return
-        if event is not None:
-            self.stats.events += 1
-            await handle(event)
+    async def _send(
+        self, ws: AsyncWebSocketSession, method: str, params: dict[str, str | int] | None = None
+    ) -> str:
+        """Send one request; return its id (its answer carries it)."""
+        self._requests += 1
+        request_id = f"algotrade-{self._requests}"
+        message: dict[str, Any] = {"id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        await ws.send_text(orjson.dumps(message).decode())
+        return request_id
+
+    def _reject(self, text: str, error: InvalidInputError) -> None:
+        """Count a frame that cannot be understood and set it aside (told to ``notify``)."""
+        self.stats.rejected += 1
+        reject = RejectedInput("binance-user-stream", "websocket", str(error), text[:_KEEP_RAW])
+        self.notify(Notice("input rejected", True, dataclasses.asdict(reject)))
 
     async def _keep_alive(self, ws: AsyncWebSocketSession) -> None:
         """Send a ``ping`` request every ``keepalive`` seconds: its answer is a frame, so a
         quiet account does not trip the watchdog, and a dead session does."""
         while True:
             await anyio.sleep(self.keepalive)
-            self._requests += 1
-            await ws.send_text(
-                orjson.dumps({"id": f"algotrade-{self._requests}", "method": "ping"}).decode()
-            )
+            await self._send(ws, "ping")
             self.stats.keepalives += 1
