@@ -4,8 +4,13 @@
 
 FROM python:3.11.10-slim-bookworm AS build
 WORKDIR /src
-RUN pip install --no-cache-dir --upgrade pip==24.3.1
-COPY pyproject.toml README.md ./
+# A C compiler for the collector's compiled hot path (src/algotrade/adapters/_speedups.c);
+# the image itself gets the built wheel, not the compiler.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir --upgrade pip==24.3.1
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[profiling]"
 

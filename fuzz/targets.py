@@ -21,11 +21,13 @@ with atheris.instrument_imports(include=["algotrade"]):
     from algotrade.adapters.binance.messages import (
         parse_depth_snapshot,
         parse_frame,
+        parse_frame_python,
         parse_rest_agg_trades,
     )
     from algotrade.adapters.binance.userstream import read_frame
     from algotrade.adapters.candles import candle_bar
     from algotrade.adapters.redis.codec import signal_from_fields
+    from algotrade.adapters.speedups import scan_depth
     from algotrade.apps.common import (
         parse_duration,
         parse_retention,
@@ -41,6 +43,22 @@ def frame(data: bytes) -> None:
     """A WebSocket frame from Binance."""
     with contextlib.suppress(InvalidInputError):
         parse_frame(data, 1)
+
+
+def scan(data: bytes) -> None:
+    """A WebSocket frame through the compiled depth scanner (C, when built): it must give
+    the Python parser's event or step aside, never crash, never take a bad frame."""
+    if scan_depth is None:
+        return
+    event = scan_depth(data, 1)
+    if event is None:
+        return
+    try:
+        expected = parse_frame_python(data, 1)
+    except InvalidInputError as e:
+        raise AssertionError(f"the scanner took a frame the parser rejects: {e}") from e
+    if expected != event or repr(expected) != repr(event):
+        raise AssertionError(f"the scanner read {event!r}, the parser {expected!r}")
 
 
 def rest(data: bytes) -> None:
@@ -90,6 +108,7 @@ def config(data: bytes) -> None:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frame": frame,
+    "scan": scan,
     "rest": rest,
     "report": report,
     "entry": entry,
@@ -108,6 +127,13 @@ SEEDS: dict[str, list[bytes]] = {
         b'"a":7,"p":"57000.5","q":"0.01","f":1,"l":2,"T":1617500000000,"m":true}}',
         b'{"result":null,"id":1}',
         b'{"stream":"btcusdt@depth@100ms","data":{"e":"serverShutdown","E":1617500000000}}',
+    ],
+    "scan": [
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1617500000000,'
+        b'"s":"BTCUSDT","U":10,"u":12,"b":[["57000.01","0.5"],["56999.00","0"]],'
+        b'"a":[["57001.00","1.25"]]}}',
+        b'{ "stream" : "ethusdt@depth" , "data" : { "e" : "depthUpdate" , "E" : 1 , '
+        b'"s" : "ETHUSDT" , "U" : 0 , "u" : 0 , "b" : [ ] , "a" : [ [ "1e5" , "2" ] ] } }',
     ],
     "rest": [
         b'{"lastUpdateId":1027024,"bids":[["4.00000000","431.00000000"]],'

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-TARGETS = ["frame", "rest", "report", "entry", "candle", "config"]
+TARGETS = ["frame", "scan", "rest", "report", "entry", "candle", "config"]
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("atheris") is None, reason="atheris does not install here"
 )

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from algotrade.domain.book import BookSynchronizer, OrderBook, continue_stream
+from algotrade.adapters import speedups
+from algotrade.domain.book import Book, BookSynchronizer, OrderBook, continue_stream
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -18,10 +19,15 @@ from algotrade.domain.events import (
 )
 from tests.support.builders import D, diff, snapshot
 
+#: The Python book and, when built, the compiled one: each test of a book runs on both.
+BOOKS = [OrderBook] + ([speedups.compiled_book] if speedups.compiled_book else [])
+books = pytest.mark.parametrize("make", BOOKS, ids=lambda make: make.__module__)
 
-def test_book_reports_best_levels_and_mid() -> None:
+
+@books
+def test_book_reports_best_levels_and_mid(make: type[Book]) -> None:
     """Best bid is the highest bid, best ask the lowest ask; zero quantity removes a level."""
-    book = OrderBook()
+    book = make()
     book.load([(D(100), D(1)), (D(99), D(2))], [(D(101), D(3)), (D(102), D(4))])
     book.apply([(D("100.5"), D(5)), (D(100), D(0))], [(D(101), D(0))])
     top = book.top()
@@ -45,19 +51,21 @@ level_changes = st.lists(
 )
 
 
+@books
 @given(st.lists(st.tuples(level_changes, level_changes), max_size=40))
 def test_any_diff_sequence_equals_rebuild(
+    make: type[Book],
     diffs: list[tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]],
 ) -> None:
     """Applying diffs one by one gives the book that the final level states describe."""
-    book = OrderBook()
+    book = make()
     final_bids: dict[Decimal, Decimal] = {}
     final_asks: dict[Decimal, Decimal] = {}
     for bids, asks in diffs:
         book.apply(bids, asks)
         final_bids.update(bids)
         final_asks.update(asks)
-    rebuilt = OrderBook()
+    rebuilt = make()
     rebuilt.load(final_bids.items(), final_asks.items())
     assert book.levels() == rebuilt.levels()
     bid_levels, ask_levels = book.levels()
@@ -65,12 +73,14 @@ def test_any_diff_sequence_equals_rebuild(
     assert [p for p, _ in ask_levels] == sorted(p for p, _ in ask_levels)
 
 
+@books
 @given(
     st.integers(min_value=1, max_value=4),
     st.lists(st.integers(min_value=1, max_value=60), unique=True, max_size=30),
     st.lists(st.tuples(level_changes, level_changes), max_size=60),
 )
 def test_the_top_is_right_after_every_diff_whatever_the_window(
+    make: type[Book],
     window: int,
     loaded: list[int],
     diffs: list[tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]],
@@ -80,7 +90,7 @@ def test_the_top_is_right_after_every_diff_whatever_the_window(
     Windows of 1 to 4 prices against books of up to 60 levels a side: every path (a change
     beyond the edge, a window over twice its size, a window emptied and refilled) runs.
     """
-    book = OrderBook(window=window)
+    book = make(window=window)  # type: ignore[call-arg]  # both take a window
     bids = {Decimal(p): Decimal(1) for p in loaded}
     asks = {Decimal(p + 20): Decimal(2) for p in loaded}
     book.load(bids.items(), asks.items())
@@ -103,10 +113,11 @@ def test_the_top_is_right_after_every_diff_whatever_the_window(
     )
 
 
-def test_a_price_back_at_the_edge_returns_to_the_window() -> None:
+@books
+def test_a_price_back_at_the_edge_returns_to_the_window(make: type[Book]) -> None:
     """The edge level removed and set again is in the window: its next removal takes it,
     not the window's lowest other price (which would hide the best bid)."""
-    book = OrderBook(window=2)
+    book = make(window=2)  # type: ignore[call-arg]
     book.load([(D(p), D(1)) for p in range(1, 11)], [(D(20), D(1))])  # window 9, 10
     book.apply([(D(9), D(0))], [])
     book.apply([(D(9), D(1))], [])
@@ -114,9 +125,10 @@ def test_a_price_back_at_the_edge_returns_to_the_window() -> None:
     assert book.best_bid() == (D(10), D(1))
 
 
-def test_removing_the_best_levels_one_by_one_walks_down_the_book() -> None:
+@books
+def test_removing_the_best_levels_one_by_one_walks_down_the_book(make: type[Book]) -> None:
     """Each removal of the best level uncovers the next one, through the window's refills."""
-    book = OrderBook(window=2)
+    book = make(window=2)  # type: ignore[call-arg]
     book.load([(D(p), D(1)) for p in range(1, 11)], [(D(p), D(1)) for p in range(11, 21)])
     for bid, ask in zip(range(10, 1, -1), range(11, 20), strict=True):
         book.apply([(D(bid), D(0))], [(D(ask), D(0))])
@@ -124,9 +136,10 @@ def test_removing_the_best_levels_one_by_one_walks_down_the_book() -> None:
         assert book.best_ask() == (D(ask + 1), D(1))
 
 
-def test_a_window_must_hold_a_price() -> None:
+@books
+def test_a_window_must_hold_a_price(make: type[Book]) -> None:
     with pytest.raises(ValueError, match="window"):
-        OrderBook(window=0)
+        make(window=0)  # type: ignore[call-arg]
 
 
 def synced(last: int = 10) -> BookSynchronizer:

@@ -23,7 +23,7 @@ from typing import Literal
 
 import anyio
 
-from algotrade.adapters import codec
+from algotrade.adapters import codec, speedups
 from algotrade.adapters.candles import read_candles, resample
 from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.replay import ReplayFeed, open_recording
@@ -160,7 +160,7 @@ class MarketEvents:
             if isinstance(event, DepthDiffReceived | BookSnapshotTaken):
                 sync = books.get(event.symbol)
                 if sync is None:
-                    sync = books[event.symbol] = BookSynchronizer(
+                    sync = books[event.symbol] = speedups.synchronizer(
                         event.symbol, exchange=event.exchange
                     )
                 if isinstance(event, DepthDiffReceived):

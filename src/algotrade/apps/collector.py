@@ -10,6 +10,7 @@ from typing import TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from algotrade.adapters import speedups
 from algotrade.apps.common import Observer, ignore, paced
 from algotrade.apps.logs import log, warn
 from algotrade.domain.book import BookSynchronizer, continue_stream
@@ -382,7 +383,7 @@ class Collector:
                 stored_through = last.last_update_id
             elif isinstance(last, SequenceGapDetected):
                 stored_through = min(last.expected_update_id, last.received_update_id) - 1
-        sync = BookSynchronizer(
+        sync = speedups.synchronizer(
             event.symbol, exchange=event.exchange, version=version, stored_through=stored_through
         )
         self.books[event.symbol] = sync

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import orjson
 
 from algotrade.adapters.decimals import levels_of
+from algotrade.adapters.speedups import scan_depth
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -75,6 +76,21 @@ def _symbol(data: dict[str, Any]) -> str:
 
 def parse_frame(text: str | bytes, receive_ts: int) -> MarketEvent | None:
     """Translate one combined-stream frame; ``None`` for a recognised stream we ignore.
+
+    A depth frame as Binance writes it goes through the compiled scanner when it was built
+    (``algotrade.adapters.speedups``); every other frame, and every frame without it,
+    through :func:`parse_frame_python`. Both give the same event.
+
+    Raises:
+        InvalidInputError: the frame is not JSON, names an unknown stream or lacks a field.
+    """
+    if scan_depth is not None and (event := scan_depth(text, receive_ts)) is not None:
+        return event
+    return parse_frame_python(text, receive_ts)
+
+
+def parse_frame_python(text: str | bytes, receive_ts: int) -> MarketEvent | None:
+    """:func:`parse_frame` in Python only: any JSON spelling, and the errors.
 
     Raises:
         InvalidInputError: the frame is not JSON, names an unknown stream or lacks a field.

@@ -1,0 +1,91 @@
+"""The collector's hot path compiled, when it was built: depth frames and the order book.
+
+``_speedups`` (``_speedups.c``, built by ``pip install`` when a C compiler is at hand) parses
+Binance depth frames straight into :class:`~algotrade.domain.events.DepthDiffReceived`,
+keeps the order book (:class:`~algotrade.domain.book.OrderBook`'s algorithm over the same
+``Decimal`` prices) and copies applied diffs, about three times as fast as the Python code
+(``docs/benchmarks.md``). Without it, or with ``ALGOTRADE_SPEEDUPS=0`` in the environment,
+everything here falls back to the pure-Python code, with the same results: the tests run
+every case through both (``tests/unit/test_speedups.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from algotrade.adapters.decimals import decimal_of
+from algotrade.domain.book import Book, BookSynchronizer, OrderBook
+from algotrade.domain.events import DepthDiffReceived, TopOfBook
+
+EXCHANGE = "binance"
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("ALGOTRADE_SPEEDUPS", "1").strip().lower() in {"0", "no", "false", "off"}:
+        return None
+    try:
+        from algotrade.adapters import _speedups
+    except ImportError:
+        return None
+    _speedups.configure(
+        DepthDiffReceived,
+        _slots(DepthDiffReceived),
+        TopOfBook,
+        _slots(TopOfBook),
+        decimal_of,
+        EXCHANGE,
+    )
+    return _speedups
+
+
+def _slots(cls: type[Any]) -> tuple[Any, ...]:
+    """Return the slot descriptors of a slotted dataclass's fields, in field order."""
+    found = []
+    for field in dataclasses.fields(cls):
+        descriptor = next(k.__dict__[field.name] for k in cls.__mro__ if field.name in k.__dict__)
+        found.append(descriptor)
+    return tuple(found)
+
+
+_compiled = _load()
+
+#: Whether the compiled module is in use.
+COMPILED = _compiled is not None
+
+
+#: ``scan_depth(frame, receive_ts)`` when compiled, else ``None``: the depth event of a
+#: Binance combined-stream depth frame as Binance writes it; ``None`` for anything else
+#: (other streams, other spellings, bad input), which the caller parses the slow way (and
+#: which reports what is wrong).
+scan_depth: Callable[[str | bytes, int], DepthDiffReceived | None] | None = (
+    None if _compiled is None else _compiled.scan_depth
+)
+
+
+#: The compiled book's class when built, else ``None``.
+compiled_book: type[Book] | None = None if _compiled is None else _compiled.Book
+
+
+def new_book() -> Book:
+    """Return an empty order book: the compiled one when built."""
+    return _compiled.Book() if _compiled is not None else OrderBook()
+
+
+def synchronizer(symbol: str, **options: Any) -> BookSynchronizer:
+    """Return a :class:`BookSynchronizer` on the compiled book and copier when built."""
+    if _compiled is None:
+        return BookSynchronizer(symbol, **options)
+    return BookSynchronizer(symbol, book=_compiled.Book(), applied=_compiled.applied, **options)
+
+
+def forget() -> None:
+    """Empty the compiled module's decimals cached by text (benchmarks of cold parsing)."""
+    if _compiled is not None:
+        _compiled.forget()
+
+
+__all__ = ["COMPILED", "compiled_book", "forget", "new_book", "scan_depth", "synchronizer"]
