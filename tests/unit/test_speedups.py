@@ -72,6 +72,17 @@ def test_the_environment_turns_it_off() -> None:
     assert out.stdout.split() == ["False", "True", "57000.01"]
 
 
+def test_a_malformed_setting_is_said_and_changes_nothing() -> None:
+    """``ALGOTRADE_SPEEDUPS=maybe``: a warning naming the value; the compiled module stays."""
+    code = "from algotrade.adapters import speedups; print(speedups.COMPILED)"
+    env = {**os.environ, "ALGOTRADE_SPEEDUPS": "maybe"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True"]
+    assert "ALGOTRADE_SPEEDUPS='maybe' is neither 0 nor 1" in out.stderr
+
+
 # --- the frame scanner ------------------------------------------------------------------
 
 

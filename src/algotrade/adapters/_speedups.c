@@ -83,21 +83,26 @@ configure(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* A new instance of a frozen, slotted dataclass with ``values`` (borrowed; NULL: left
+ * unset) in the slots at ``off``. */
+static PyObject *
+new_instance(PyTypeObject *cls, const Py_ssize_t *off, PyObject *const *values, int count)
+{
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        Py_XINCREF(values[i]);
+        SLOT(obj, off[i]) = values[i];
+    }
+    return obj;
+}
+
 static PyObject *
 new_top(PyObject *bid, PyObject *bid_qty, PyObject *ask, PyObject *ask_qty)
 {
-    PyObject *top = top_cls->tp_alloc(top_cls, 0);
-    if (top == NULL)
-        return NULL;
-    Py_INCREF(bid);
-    SLOT(top, top_off[T_BID_PRICE]) = bid;
-    Py_INCREF(bid_qty);
-    SLOT(top, top_off[T_BID_QTY]) = bid_qty;
-    Py_INCREF(ask);
-    SLOT(top, top_off[T_ASK_PRICE]) = ask;
-    Py_INCREF(ask_qty);
-    SLOT(top, top_off[T_ASK_QTY]) = ask_qty;
-    return top;
+    PyObject *values[T_FIELDS] = {bid, bid_qty, ask, ask_qty};
+    return new_instance(top_cls, top_off, values, T_FIELDS);
 }
 
 /* ---- decimals cached by their text's bytes -------------------------------------------
@@ -568,32 +573,30 @@ scan_depth(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *first_id = PyLong_FromLongLong(first);
     PyObject *final_id = PyLong_FromLongLong(final);
     PyObject *event = NULL;
-    if (exchange_ts != NULL && first_id != NULL && final_id != NULL)
-        event = depth_cls->tp_alloc(depth_cls, 0);
-    if (event == NULL) {
-        Py_XDECREF(exchange_ts);
-        Py_XDECREF(first_id);
-        Py_XDECREF(final_id);
-        goto fallback;
+    if (exchange_ts != NULL && first_id != NULL && final_id != NULL) {
+        PyObject *values[D_FIELDS] = {
+            [D_STREAM] = stream,
+            [D_VERSION] = zero,
+            [D_EXCHANGE_TS] = exchange_ts,
+            [D_RECEIVE_TS] = receive_ts,
+            [D_EXCHANGE] = exchange_name,
+            [D_SYMBOL] = symbol,
+            [D_FIRST] = first_id,
+            [D_FINAL] = final_id,
+            [D_BIDS] = bids,
+            [D_ASKS] = asks,
+            [D_TOP] = Py_None,
+        };
+        event = new_instance(depth_cls, depth_off, values, D_FIELDS);
     }
-    Py_INCREF(stream);
-    SLOT(event, depth_off[D_STREAM]) = stream;
-    Py_INCREF(zero);
-    SLOT(event, depth_off[D_VERSION]) = zero;
-    SLOT(event, depth_off[D_EXCHANGE_TS]) = exchange_ts;
-    Py_INCREF(receive_ts);
-    SLOT(event, depth_off[D_RECEIVE_TS]) = receive_ts;
-    Py_INCREF(exchange_name);
-    SLOT(event, depth_off[D_EXCHANGE]) = exchange_name;
-    Py_INCREF(symbol);
-    SLOT(event, depth_off[D_SYMBOL]) = symbol;
-    SLOT(event, depth_off[D_FIRST]) = first_id;
-    SLOT(event, depth_off[D_FINAL]) = final_id;
-    SLOT(event, depth_off[D_BIDS]) = bids;
-    SLOT(event, depth_off[D_ASKS]) = asks;
-    Py_INCREF(Py_None);
-    SLOT(event, depth_off[D_TOP]) = Py_None;
-    return event;
+    Py_XDECREF(exchange_ts);
+    Py_XDECREF(first_id);
+    Py_XDECREF(final_id);
+    if (event != NULL) {
+        Py_DECREF(bids);
+        Py_DECREF(asks);
+        return event;
+    }
 
 fallback:
     Py_XDECREF(bids);
@@ -610,19 +613,12 @@ applied(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "applied(diff, version, top) of a depth event");
         return NULL;
     }
-    PyObject *event = depth_cls->tp_alloc(depth_cls, 0);
-    if (event == NULL)
-        return NULL;
-    for (int i = 0; i < D_FIELDS; i++) {
-        PyObject *value = i == D_VERSION ? args[1] : i == D_TOP ? args[2]
-                                                                : SLOT(args[0], depth_off[i]);
-        if (value == NULL) { /* an unset slot: copy it unset */
-            continue;
-        }
-        Py_INCREF(value);
-        SLOT(event, depth_off[i]) = value;
-    }
-    return event;
+    PyObject *values[D_FIELDS];
+    for (int i = 0; i < D_FIELDS; i++)
+        values[i] = SLOT(args[0], depth_off[i]);
+    values[D_VERSION] = args[1];
+    values[D_TOP] = args[2];
+    return new_instance(depth_cls, depth_off, values, D_FIELDS);
 }
 
 /* ---- the order book ------------------------------------------------------------------ */

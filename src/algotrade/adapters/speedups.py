@@ -3,16 +3,17 @@
 ``_speedups`` (``_speedups.c``, built by ``pip install`` when a C compiler is at hand) parses
 Binance depth frames straight into :class:`~algotrade.domain.events.DepthDiffReceived`,
 keeps the order book (:class:`~algotrade.domain.book.OrderBook`'s algorithm over the same
-``Decimal`` prices) and copies applied diffs, about three times as fast as the Python code
-(``docs/benchmarks.md``). Without it, or with ``ALGOTRADE_SPEEDUPS=0`` in the environment,
-everything here falls back to the pure-Python code, with the same results: the tests run
-every case through both (``tests/unit/test_speedups.py``).
+``Decimal`` prices) and copies applied diffs, between three and four times as fast as the
+Python code (``docs/benchmarks.md``). Without it, or with ``ALGOTRADE_SPEEDUPS=0`` in the
+environment, everything here falls back to the pure-Python code, with the same results:
+the tests run every case through both (``tests/unit/test_speedups.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -24,12 +25,24 @@ from algotrade.domain.events import DepthDiffReceived, TopOfBook
 EXCHANGE = "binance"
 
 
+_OFF, _ON = {"0", "no", "false", "off"}, {"", "1", "yes", "true", "on"}
+
+
 def _load() -> ModuleType | None:
-    if os.environ.get("ALGOTRADE_SPEEDUPS", "1").strip().lower() in {"0", "no", "false", "off"}:
+    setting = os.environ.get("ALGOTRADE_SPEEDUPS", "").strip().lower()
+    if setting in _OFF:
         return None
+    if setting not in _ON:
+        warnings.warn(
+            f"ALGOTRADE_SPEEDUPS={setting!r} is neither 0 nor 1: using the compiled module",
+            stacklevel=2,
+        )
     try:
         from algotrade.adapters import _speedups
-    except ImportError:
+    except ModuleNotFoundError:  # not built: no C compiler at install
+        return None
+    except ImportError as e:  # built, but not loadable here (another Python, say)
+        warnings.warn(f"the compiled module does not load ({e}): pure Python", stacklevel=2)
         return None
     _speedups.configure(
         DepthDiffReceived,
