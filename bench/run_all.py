@@ -68,6 +68,8 @@ def main() -> None:
         ("load", load),
     ]
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
+    if "--with-soak" in sys.argv[1:] or "soak" in only:  # ten minutes more
+        modules.append(("soak", binance_soak))
     if only:  # rerun some benchmarks alone and replace their sections of the page
         modules = [(name, module) for name, module in modules if name in only]
         for name, module in modules:
@@ -76,8 +78,6 @@ def main() -> None:
             print(text, file=sys.stderr)
             replace_section(text)
         return
-    if "--with-soak" in sys.argv[1:]:  # ten minutes more
-        modules.append(("soak", binance_soak))
     for name, module in modules:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         _, text = module.run()
