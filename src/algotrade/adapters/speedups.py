@@ -12,6 +12,7 @@ the tests run every case through both (``tests/unit/test_speedups.py``).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import warnings
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def _load() -> ModuleType | None:
             stacklevel=2,
         )
     try:
-        from algotrade.adapters import _speedups
+        _speedups = importlib.import_module("algotrade.adapters._speedups")
     except ModuleNotFoundError:  # not built: no C compiler at install
         return None
     except ImportError as e:  # built, but not loadable here (another Python, say)
