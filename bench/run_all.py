@@ -68,7 +68,7 @@ def main() -> None:
         ("load", load),
     ]
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
-    if "--with-soak" in sys.argv[1:] or "soak" in only:  # ten minutes more
+    if "--with-soak" in sys.argv[1:] or "soak" in only:  # 18 minutes more
         modules.append(("soak", binance_soak))
     if only:  # rerun some benchmarks alone and replace their sections of the page
         modules = [(name, module) for name, module in modules if name in only]
@@ -87,7 +87,7 @@ def main() -> None:
         "# Benchmarks",
         "",
         "Produced by `make bench` (that is `nox -s bench`, which runs `python bench/run_all.py`;",
-        "`nox -s bench -- --with-soak` adds the ten-minute live soak)",
+        "`nox -s bench -- --with-soak` adds the 18-minute live soak)",
         f"on {datetime.date.today().isoformat()}, Python {platform.python_version()},"
         f" {os.cpu_count()} cores ({cpu()}).",
         "Timings on this machine are noisy; figures are best or median of repeated runs",
