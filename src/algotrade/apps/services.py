@@ -392,7 +392,7 @@ async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
         collector.observe = observed.metrics.observe
         c = collector.stats
         started = clock.monotonic()
-        # Without a C compiler at install, the same results about three times slower.
+        # Without a C compiler at install: the same results, three to four times slower.
         log("collector", "depth frames and books", compiled=speedups.COMPILED)
         await serve(
             "collector",
