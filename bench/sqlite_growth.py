@@ -9,6 +9,7 @@ the one it replaced (``MAX(last)``, which read every segment).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 import tempfile
@@ -29,7 +30,7 @@ OLD = "SELECT COALESCE(MAX(last), 0) FROM segments"
 
 def lookup_us(path: Path, query: str, repeats: int = 50) -> float:
     """Return the best time of ``query`` on the file, in microseconds."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
