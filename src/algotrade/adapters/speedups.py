@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from algotrade.adapters.decimals import decimal_of
-from algotrade.domain.book import Book, BookSynchronizer, OrderBook
+from algotrade.domain.book import Book, BookSynchronizer
 from algotrade.domain.events import DepthDiffReceived, TopOfBook
 
 EXCHANGE = "binance"
@@ -84,11 +84,6 @@ scan_depth: Callable[[str | bytes, int], DepthDiffReceived | None] | None = (
 compiled_book: type[Book] | None = None if _compiled is None else _compiled.Book
 
 
-def new_book() -> Book:
-    """Return an empty order book: the compiled one when built."""
-    return _compiled.Book() if _compiled is not None else OrderBook()
-
-
 def synchronizer(symbol: str, **options: Any) -> BookSynchronizer:
     """Return a :class:`BookSynchronizer` on the compiled book and copier when built."""
     if _compiled is None:
@@ -102,4 +97,4 @@ def forget() -> None:
         _compiled.forget()
 
 
-__all__ = ["COMPILED", "compiled_book", "forget", "new_book", "scan_depth", "synchronizer"]
+__all__ = ["COMPILED", "compiled_book", "forget", "scan_depth", "synchronizer"]
