@@ -40,6 +40,8 @@ from algotrade.apps.logs import configure_logging, warn
 from algotrade.apps.runner import bootstrap_run, run_pipeline
 from algotrade.apps.settings import (
     DEFAULT_PORTS,
+    MONGO_CREDENTIALS,
+    REDIS_CREDENTIALS,
     BinanceTradingSettings,
     CollectorSettings,
     FeedSettings,
@@ -52,6 +54,7 @@ from algotrade.apps.settings import (
     StrategySettings,
     TraderSettings,
     TradingSettings,
+    with_credentials,
 )
 from algotrade.apps.views import (
     depth_view,
@@ -116,11 +119,19 @@ ShortOpt = Annotated[
 LongOpt = Annotated[
     int, typer.Option("--long", envvar="ALGOTRADE_LONG", help="Long SMA period, in bars.")
 ]
+
+
+def _store_url(url: str) -> str:
+    """Put ALGOTRADE_MONGO_USERNAME and _PASSWORD, when set, into a MongoDB store URL."""
+    return checked(lambda: with_credentials(url, MONGO_CREDENTIALS))
+
+
 StoreOpt = Annotated[
     str,
     typer.Option(
         "--store",
         envvar=["ALGOTRADE_STORE", "ALGOTRADE_MONGO_URL"],
+        callback=_store_url,
         help="Event store: a SQLite file path, memory, or a MongoDB URL "
         "(mongodb://host:27017/btc_data).",
     ),
@@ -366,6 +377,7 @@ def _redis(
         return None
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError("redis_url", f"{url!r} is not a redis:// or rediss:// URL")
+    url = with_credentials(url, REDIS_CREDENTIALS)
     if maxlen < 1:
         raise ConfigurationError("stream_maxlen", f"must be positive, got {maxlen}")
     if max_deliveries < 1:

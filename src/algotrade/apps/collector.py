@@ -291,10 +291,8 @@ class Collector:
             self.stats.buffered -= len(batch)
         self.stats.stored += len(result.stored)
         self.stats.duplicates += result.duplicates
-        if batch:
-            self.observe(
-                "frame_to_stored_seconds", (self.clock.now_ns() - batch[0].receive_ts) / 1e9
-            )
+        if batch:  # on this machine's clock: an event's receive_ts is the data's (a replay's)
+            self.observe("frame_to_stored_seconds", self.clock.monotonic() - since)
         self.stats.flushes += 1
         if self.on_stored is not None and result.stored:
             await self.on_stored(result.stored)

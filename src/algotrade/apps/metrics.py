@@ -31,15 +31,28 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: Latency histograms: name (without prefix) -> help. All in seconds.
 LATENCIES: dict[str, str] = {
-    "frame_to_stored_seconds": "Collector: market event received to stored (the oldest event "
-    "of each stored batch).",
-    "event_to_signal_seconds": "Processor: market event that closed a bar received to its "
+    "frame_to_stored_seconds": "Collector: market event received on this machine to stored "
+    "(the oldest event of each stored batch).",
+    "event_to_signal_seconds": "Processor: stored market event that closed a bar read to its "
     "signal stored.",
     "signal_to_published_seconds": "Processor: signal stored to published on the stream.",
     "published_to_acked_seconds": "Trader: stream entry added to acknowledged.",
     "exchange_to_acked_seconds": "Trader: exchange time of the signal's market event to the "
-    "acknowledgement of its order (end to end).",
+    "acknowledgement of its order (end to end; live data only, see unmeasured_latencies).",
+    "order_placement_seconds": "Trader: an order sent to the gateway (the exchange, or the "
+    "paper broker) to its answer.",
 }
+
+#: Histograms of operations on a dependency, labelled ``op``: name (without prefix) -> help.
+OPERATIONS: dict[str, str] = {
+    "store_operation_seconds": "One event store operation (append, read_all, read_stream, "
+    "last_event, head, tracking_position), by op.",
+    "redis_operation_seconds": "One Redis operation (publish, ack), by op.",
+}
+
+#: Beyond this distance from the local clock a latency read from the data's own times is not
+#: the pipeline's: the data is historical or simulated (a replay, the synthetic market).
+PLAUSIBLE_LATENCY = 3600.0
 BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0,
@@ -92,8 +105,15 @@ def _version() -> str:
 class ServiceMetrics:
     """The registry one service exposes on ``/metrics``."""
 
-    def __init__(self, service: str, figures: Sequence[Figures], latencies: Iterable[str]) -> None:
+    def __init__(
+        self,
+        service: str,
+        figures: Sequence[Figures],
+        latencies: Iterable[str],
+        operations: Iterable[str] = (),
+    ) -> None:
         self.service = service
+        self.unmeasured: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(standard)
@@ -101,7 +121,13 @@ class ServiceMetrics:
             Figure("build_info", "gauge", "The running algotrade: version and service.",
                    labels=("version", "service"), values=[((_version(), service), 1.0)])
         ]  # fmt: skip
-        self.registry.register(_FigureCollector([info, *figures]))
+        unmeasured: Figures = lambda: [  # noqa: E731 - a one-line figure source
+            Figure("unmeasured_latencies", "counter", "Latencies read from the data's own "
+                   "times more than an hour off the local clock (replayed or simulated data), "
+                   "not observed.", labels=("histogram",),
+                   values=[((name,), n) for name, n in self.unmeasured.items()])
+        ]  # fmt: skip
+        self.registry.register(_FigureCollector([info, *figures, unmeasured]))
         self.histograms = {
             name: Histogram(
                 PREFIX + name,
@@ -111,12 +137,31 @@ class ServiceMetrics:
             )
             for name in latencies
         }
+        self.operations = {
+            name: Histogram(
+                PREFIX + name, OPERATIONS[name], ["op"], buckets=BUCKETS, registry=self.registry
+            )
+            for name in operations
+        }
 
     def observe(self, name: str, seconds: float) -> None:
         """Record one latency of a histogram this service has (others are ignored)."""
         histogram = self.histograms.get(name)
         if histogram is not None:
             histogram.observe(max(0.0, seconds))
+
+    def observe_data_latency(self, name: str, seconds: float) -> None:
+        """Record a latency measured from a time the data carries (its exchange time): one
+        more than :data:`PLAUSIBLE_LATENCY` off is counted as unmeasured instead."""
+        if abs(seconds) > PLAUSIBLE_LATENCY:
+            self.unmeasured[name] = self.unmeasured.get(name, 0) + 1
+        else:
+            self.observe(name, seconds)
+
+    def operation_observer(self, name: str) -> Callable[[str, float], None]:
+        """Return what records one operation of the ``name`` histogram: ``(op, seconds)``."""
+        histogram = self.operations[name]
+        return lambda op, seconds: histogram.labels(op).observe(seconds)
 
     def render(self) -> bytes:
         """Return the registry in the Prometheus text format."""

@@ -88,6 +88,7 @@ class ProcessorService:
 
     async def handle(self, batch: Sequence[StoredEvent]) -> list[Event]:
         """Process one batch of stored market events; store and publish the results."""
+        read_at = self.clock.monotonic()
         produced: list[Event] = []
         pipelines = self.processor.pipelines
         for stored in batch:
@@ -102,7 +103,7 @@ class ProcessorService:
         if batch:
             self.stats.last_position = batch[-1].position
         if produced:
-            await self._store(produced)
+            await self._store(produced, read_at)
         return produced
 
     async def _restore(self, symbol: str, position: int, first_ts: int) -> list[Event]:
@@ -156,7 +157,8 @@ class ProcessorService:
         last = pipeline.bars_last_position
         return last if last else self._first_position.get(symbol, 0)
 
-    async def _store(self, produced: list[Event]) -> None:
+    async def _store(self, produced: list[Event], read_at: float) -> None:
+        """Store what a batch produced; ``read_at``: when the batch was read (monotonic)."""
         try:
             result = await self.store.append(
                 produced, tracking=Tracking(self.tracking_name, self.checkpoint())
@@ -175,10 +177,7 @@ class ProcessorService:
                 self.stats.signals += 1
                 new_signals.append(stored.event)
                 log_signal(stored.event)
-                self.observe(
-                    "event_to_signal_seconds",
-                    (self.clock.now_ns() - stored.event.receive_ts) / 1e9,
-                )
+                self.observe("event_to_signal_seconds", self.clock.monotonic() - read_at)
         if new_signals and self.publisher is not None:
             await self.publisher.publish(new_signals)
         if new_signals and self.on_signals is not None:

@@ -28,7 +28,7 @@ from algotrade.adapters.binance.trading import BinanceGateway
 from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.mongo import MongoEventStore
-from algotrade.adapters.redis import RedisSignalConsumer
+from algotrade.adapters.redis import RedisSignalConsumer, RedisSignalPublisher
 from algotrade.adapters.replay import RecordingSink
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
@@ -47,6 +47,7 @@ from algotrade.apps.settings import (
     ServiceSettings,
     TraderSettings,
 )
+from algotrade.apps.timing import TimedStore
 from algotrade.apps.trader import OrderFollower, TraderService, set_kill_switch
 from algotrade.domain.errors import ConfigurationError, RecorderError
 from algotrade.domain.events import Event
@@ -78,6 +79,7 @@ def observability(
     checks: Sequence[Check],
     figures: Sequence[Figures],
     latencies: Iterable[str],
+    operations: Iterable[str] = ("store_operation_seconds",),
 ) -> Observability:
     """Build a service's monitor and metrics; each check's state is a metric too."""
     monitor = Monitor(service, checks, interval=settings.http.probe_interval)
@@ -93,7 +95,32 @@ def observability(
             )
         ]
 
-    return Observability(monitor, ServiceMetrics(service, [*figures, check_figures], latencies))
+    metrics = ServiceMetrics(service, [*figures, check_figures], latencies, operations)
+    return Observability(monitor, metrics)
+
+
+def timed(store: EventStore) -> TimedStore:
+    """Return ``store`` timing its operations (recorded once :func:`record` is called)."""
+    return TimedStore(store, lambda op, seconds: None)
+
+
+def record(
+    observed: Observability,
+    store: TimedStore,
+    *redis: RedisSignalPublisher | RedisSignalConsumer | None,
+) -> None:
+    """Send the store's and the Redis adapters' operation times to the service's metrics."""
+    store.observe = observed.metrics.operation_observer("store_operation_seconds")
+    for adapter in redis:
+        if adapter is not None:
+            adapter.observe_operation = observed.metrics.operation_observer(
+                "redis_operation_seconds"
+            )
+
+
+def _untimed(store: EventStore) -> EventStore:
+    """Return the store a :class:`TimedStore` wraps (its kind names checks and figures)."""
+    return store.inner if isinstance(store, TimedStore) else store
 
 
 def start_profiling(service: str) -> bool:
@@ -205,7 +232,7 @@ async def _deadline(service: str, stop: anyio.Event, grace: float) -> None:
 
 def store_check(store: EventStore, url: str) -> Check:
     """Return the dependency check of the event store (named after its kind)."""
-    name = "mongodb" if isinstance(store, MongoEventStore) else "sqlite"
+    name = "mongodb" if isinstance(_untimed(store), MongoEventStore) else "sqlite"
     if url == "memory":
         name = "memory"
 
@@ -260,7 +287,7 @@ def _feed_line(feed: MarketFeed) -> str:
     f = feed.stats
     return (
         f" connections={f.connections} reconnects={f.reconnects} silences={f.silences}"
-        f" snapshots={f.snapshots} skew={f.clock_skew_ms:.0f}ms"
+        f" snapshots={f.snapshots} skew={_skew(f.clock_skew_ms)}"
     )
 
 
@@ -274,7 +301,7 @@ def _feed_summary(feed: MarketFeed) -> dict[str, Any]:
         "reconnects": f.reconnects,
         "silences": f.silences,
         "snapshots": f.snapshots,
-        "clock_skew_ms": round(f.clock_skew_ms, 1),
+        "clock_skew_ms": None if f.clock_skew_ms is None else round(f.clock_skew_ms, 1),
     }
 
 
@@ -309,6 +336,10 @@ def collector_checks(collector: Collector, settings: ServiceSettings) -> list[Ch
         return f"{len(collector.feed.symbols)} synchronised"
 
     return [Check("market_data", "flow", market_data), Check("books", "flow", books)]
+
+
+def _skew(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.0f}ms"
 
 
 def _synced(collector: Collector, symbol: str) -> bool:
@@ -353,17 +384,19 @@ def collector_figures(collector: Collector, store: EventStore) -> Figures:
                 Figure("silences", "counter", "Connections declared dead by the watchdog.",
                        f.silences),
                 Figure("rest_retries", "counter", "REST requests retried.", f.rest_retries),
-                Figure("clock_skew_seconds", "gauge",
-                       "Receive time minus exchange time of the latest depth diff.",
-                       f.clock_skew_ms / 1000),
             ]  # fmt: skip
+            if f.clock_skew_ms is not None:  # absent, not 0, before the first diff
+                out.append(Figure("clock_skew_seconds", "gauge",
+                                  "Receive time minus exchange time of the latest depth diff.",
+                                  f.clock_skew_ms / 1000))  # fmt: skip
         out += _store_figures(store)
         return out
 
     return figures
 
 
-def _store_figures(store: EventStore) -> list[Figure]:
+def _store_figures(timed_store: EventStore) -> list[Figure]:
+    store = _untimed(timed_store)
     if isinstance(store, SqliteEventStore):
         what = "Market events deleted by the retention (SQLite)."
         return [Figure("expired_market_events", "counter", what, store.expired_events)]
@@ -376,7 +409,7 @@ async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
     """Run the collector: feed into the store, until stopped (or a replay ends)."""
     clock = SystemClock()
     service = settings.service
-    store = open_store(service.store, depth_retention=settings.depth_retention)
+    store = timed(open_store(service.store, depth_retention=settings.depth_retention))
     try:
         feed = await make_feed(settings.feed, store)
         collector = Collector(
@@ -390,6 +423,7 @@ async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
             ["frame_to_stored_seconds"],
         )
         collector.observe = observed.metrics.observe
+        record(observed, store)
         c = collector.stats
         started = clock.monotonic()
         # Without a C compiler at install: the same results, three to four times slower.
@@ -494,12 +528,14 @@ async def run_processor(settings: ProcessorSettings) -> dict[str, Any]:
     """
     clock = SystemClock()
     service_settings = settings.service
-    store = open_store(service_settings.store)
+    store = timed(open_store(service_settings.store))
     redis = settings.redis
     client = redis.client() if redis is not None else None
     relay = None
+    publisher = None
     if redis is not None and client is not None:
-        relay = OutboxRelay(store, redis.publisher(client), name=outbox_name(redis))
+        publisher = redis.publisher(client)
+        relay = OutboxRelay(store, publisher, name=outbox_name(redis))
     service = ProcessorService(
         store,
         settings.strategy.processor(),
@@ -515,8 +551,10 @@ async def run_processor(settings: ProcessorSettings) -> dict[str, Any]:
         [*dependencies, *processor_checks(service, relay, service_settings, lag)],
         [processor_figures(service, relay, lag)],
         ["event_to_signal_seconds", "signal_to_published_seconds"],
+        ["store_operation_seconds", "redis_operation_seconds"],
     )
     service.observe = observed.metrics.observe
+    record(observed, store, publisher)
     if relay is not None:
         relay.observe = observed.metrics.observe
     s = service.stats
@@ -679,7 +717,7 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     clock = SystemClock()
     service_settings = settings.service
     trading = settings.trading
-    store = open_store(service_settings.store)
+    store = timed(open_store(service_settings.store))
     binance = trading.binance
     gateway: OrderGateway
     exchange: BinanceGateway | None = None
@@ -694,8 +732,9 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     redis = settings.redis
     client = redis.client() if redis is not None else None
     consumer: SignalConsumer = StoreSignalConsumer(store)
+    redis_consumer = None
     if redis is not None and client is not None:
-        consumer = redis.consumer_for(client)
+        consumer = redis_consumer = redis.consumer_for(client)
     trader = TraderService(
         store, consumer, gateway, quantity=trading.quantity, sizing=trading.sizing,
         max_position=trading.max_position, limit_offset_bps=trading.limit_offset_bps,
@@ -730,9 +769,12 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
             *(exchange_checks(exchange, stream) if exchange and stream else []),
         ],
         [trader_figures(trader, consumer, backlog, exchange, follower, stream)],
-        ["published_to_acked_seconds", "exchange_to_acked_seconds"],
+        ["published_to_acked_seconds", "exchange_to_acked_seconds", "order_placement_seconds"],
+        ["store_operation_seconds", "redis_operation_seconds"],
     )
     trader.observe = observed.metrics.observe
+    trader.observe_data = observed.metrics.observe_data_latency
+    record(observed, store, redis_consumer)
     t = trader.stats
 
     async def work(stop: anyio.Event) -> None:

@@ -6,9 +6,12 @@ option and its variable). Secrets (URL passwords) are never shown: see ``__repr_
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import quote
 
 from redis.asyncio import Redis
 
@@ -25,10 +28,44 @@ from algotrade.adapters.redis import (
 from algotrade.apps.common import DEFAULT_STORE, SourceSpec
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.processing import Processor
 from algotrade.domain.strategy import SmaCrossover
 
 DEFAULT_PORTS = {"collector": 8080, "processor": 8082, "trader": 8083}
+
+#: Credentials given apart from the store's and Redis's URL (the compose stack does, from
+#: .env): ``(scheme prefixes, user variable, password variable)``.
+MONGO_CREDENTIALS = (("mongodb://", "mongodb+srv://"), "ALGOTRADE_MONGO_USERNAME",
+                     "ALGOTRADE_MONGO_PASSWORD")  # fmt: skip
+REDIS_CREDENTIALS = (("redis://", "rediss://"), "ALGOTRADE_REDIS_USERNAME",
+                     "ALGOTRADE_REDIS_PASSWORD")  # fmt: skip
+
+
+def with_credentials(
+    url: str,
+    credentials: tuple[tuple[str, ...], str, str],
+    environ: Mapping[str, str] = os.environ,
+) -> str:
+    """Return ``url`` with the user and password of ``credentials``' variables in it,
+    percent-encoded (a password may hold ``@``, ``:``, ``/``, ``%``, ...).
+
+    ``url`` is returned as it is when neither variable is set or it is not of the
+    credentials' schemes (a SQLite path). A URL that holds credentials already is a
+    :class:`ConfigurationError` naming the password variable: one place only.
+    """
+    schemes, user_var, password_var = credentials
+    user, password = environ.get(user_var, ""), environ.get(password_var, "")
+    if not (user or password) or not url.startswith(schemes):
+        return url
+    scheme, rest = url.split("://", 1)
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[:end]:
+        raise ConfigurationError(
+            password_var, "set, but the URL holds credentials already: keep them in one place"
+        )
+    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return f"{scheme}://{userinfo}@{rest}"
 
 
 @dataclass(frozen=True, slots=True)

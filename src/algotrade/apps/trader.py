@@ -101,6 +101,9 @@ class TraderService:
         self.store = store
         self.clock = clock or SystemClock()
         self.observe = observe
+        self.observe_data: Observer = observe
+        """Records latencies read from the data's own times (the end-to-end one): the
+        services count those of replayed or simulated data instead (``unmeasured``)."""
         self.consumer = consumer
         self.gateway = gateway
         self.sizing = sizing or Sizing(SizingKind.QUANTITY, quantity)
@@ -191,7 +194,9 @@ class TraderService:
             added_ms, dash, _ = delivery.token.partition("-")
             if dash and added_ms.isdigit():
                 self.observe("published_to_acked_seconds", now / 1e9 - int(added_ms) / 1e3)
-            self.observe("exchange_to_acked_seconds", (now - delivery.signal.exchange_ts) / 1e9)
+            self.observe_data(
+                "exchange_to_acked_seconds", (now - delivery.signal.exchange_ts) / 1e9
+            )
 
     def _failed(self, delivery: Delivery, error: AlgotradeError) -> None:
         self.stats.failed += 1
@@ -235,7 +240,13 @@ class TraderService:
         else:
             dust = await self.gateway.dust(signal.symbol)
             reason = check_order(order, position, max_position=self.max_position, dust=dust)
-        outcome = reject(order, reason) if reason else await self.gateway.submit(order)
+        outcome: OrderFilled | OrderRejected | OrderUpdated
+        if reason:
+            outcome = reject(order, reason)
+        else:
+            sent = self.clock.monotonic()
+            outcome = await self.gateway.submit(order)
+            self.observe("order_placement_seconds", self.clock.monotonic() - sent)
         if isinstance(outcome, OrderFilled):
             self.positions[signal.symbol], changed = apply_fill(position, outcome)
             return [order, outcome, changed]

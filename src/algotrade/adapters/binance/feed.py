@@ -74,7 +74,8 @@ class FeedStats:
     backfilled: int = 0
     last_frame_at: float = 0.0
     """Monotonic time of the last frame (0: none yet)."""
-    clock_skew_ms: float = 0.0
+    clock_skew_ms: float | None = None
+    """Receive time minus exchange time of the latest depth diff; ``None`` before the first."""
     """Receive time minus exchange time of the latest depth diff, in milliseconds."""
 
 

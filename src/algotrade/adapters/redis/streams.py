@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -41,8 +41,19 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+OperationObserver = Callable[[str, float], None]
+"""Records how long one Redis operation took: ``("publish", 0.0012)``."""
+
+
+def _unobserved(operation: str, seconds: float) -> None:
+    """Record nothing (the default)."""
+
+
 class RedisSignalPublisher:
-    """Appends signals to a stream trimmed to about ``maxlen`` entries."""
+    """Appends signals to a stream trimmed to about ``maxlen`` entries.
+
+    ``observe_operation`` sees how long each ``publish`` took (the services' metrics).
+    """
 
     def __init__(
         self, client: Redis, *, stream: str = SIGNAL_STREAM, maxlen: int = 100_000
@@ -51,11 +62,13 @@ class RedisSignalPublisher:
         self.stream = stream
         self.maxlen = maxlen
         self.published = 0
+        self.observe_operation: OperationObserver = _unobserved
 
     async def publish(self, signals: Sequence[SignalEmitted]) -> None:
         """Append every signal, in order, in one round trip."""
         if not signals:
             return
+        started = time.perf_counter()
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for signal in signals:
@@ -66,11 +79,16 @@ class RedisSignalPublisher:
                 await pipe.execute()
         except redis_errors.RedisError as e:
             raise MessagingError(f"cannot publish to {self.stream!r}: {e}") from e
+        self.observe_operation("publish", time.perf_counter() - started)
         self.published += len(signals)
 
 
 class RedisSignalConsumer:
-    """One member of a consumer group on the signal stream."""
+    """One member of a consumer group on the signal stream.
+
+    ``observe_operation`` sees how long each ``ack`` took; a ``receive`` blocks until
+    entries arrive or its timeout passes, so its time is not the operation's.
+    """
 
     def __init__(
         self,
@@ -101,6 +119,7 @@ class RedisSignalConsumer:
         self._last_claim = 0.0
         self.dead_lettered = 0
         self.reclaimed = 0
+        self.observe_operation: OperationObserver = _unobserved
 
     async def ensure_group(self) -> None:
         """Create the group (and the stream) from the first entry, unless it exists."""
@@ -149,10 +168,12 @@ class RedisSignalConsumer:
         """Acknowledge a batch of deliveries in one call."""
         if not deliveries:
             return
+        started = time.perf_counter()
         try:
             await self.client.xack(self.stream, self.group, *(d.token for d in deliveries))
         except redis_errors.RedisError as e:
             raise MessagingError(f"cannot acknowledge on {self.stream!r}: {e}") from e
+        self.observe_operation("ack", time.perf_counter() - started)
 
     async def backlog(self, bound: int = 10_000) -> tuple[int, int]:
         """Return the group's lag (entries not yet delivered, counted up to ``bound``) and
