@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test compat audit lint typecheck bench clean stack-build stack-up stack-scale stack-down
+.PHONY: run test compat audit lint typecheck bench clean stack-check stack-build stack-up stack-scale stack-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,18 +32,22 @@ audit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/nox -s bench
 
-## stack-*: the docker-compose stack (needs Docker and a .env copied from .env.example)
+## stack-*: the docker-compose stack (needs Docker and a .env copied from .env.example);
+## each refuses an .env with a required value missing or left at the example's change-me
 .env:
 	cp .env.example .env
-	@echo "created .env from .env.example: change its passwords"
+	@echo "created .env from .env.example: set its passwords and ALERT_WEBHOOK_URL"
 
-stack-build: .env
+stack-check: .env
+	@sh deploy/check-env .env docker-compose.yml
+
+stack-build: stack-check
 	docker compose build
 
-stack-up: .env
+stack-up: stack-check
 	docker compose up -d --build
 
-stack-scale: .env
+stack-scale: stack-check
 	docker compose --profile scale up -d --build
 
 stack-down:

@@ -43,6 +43,10 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+#: The optional runtime extras: requirements.lock pins them too, and the image installs
+#: the first two from it (the report's matplotlib is for `algotrade report --out x.png`).
+RUNTIME_EXTRAS = ("profiling", "trading", "report")
+
 #: The newer Pythons algotrade supports; `make test` (and CI) runs PYTHON, the oldest.
 NEWER_PYTHONS = ["3.12", "3.13"]
 
@@ -107,8 +111,9 @@ def pip_audit(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lock(session: nox.Session) -> None:
-    """Rewrite requirements.lock: the exact runtime dependencies of a clean install."""
-    session.install(".")
+    """Rewrite requirements.lock: the exact runtime dependencies of a clean install, with
+    every optional runtime extra (the image installs from it, offline)."""
+    install(session, *RUNTIME_EXTRAS)
     frozen = session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=True)
     lines = [line for line in str(frozen).splitlines() if line and not line.startswith("algotrade")]
     header = "# Runtime dependencies of `pip install .`, written by `nox -s lock`.\n"

@@ -91,21 +91,63 @@ def test_the_scale_profile_splits_symbols_and_shares_the_group(compose: dict[str
 
 
 def test_no_secret_is_committed(compose: dict[str, Any]) -> None:
-    """Every password comes from .env (see .env.example), and .env is ignored by git."""
+    """Every password, user and secret comes from .env and is required there (compose stops
+    naming it when missing); none sits in a URL; .env is ignored by git."""
     text = (ROOT / "docker-compose.yml").read_text()
-    secrets = [
-        *re.findall(r"^\s+[A-Z_]*PASSWORD[A-Z_]*: (\S+)$", text, re.MULTILINE),
-        *re.findall(r"://[^:/@\s]*:([^@\s]+)@", text),  # passwords inside URLs
-        *re.findall(r"--requirepass (\S+)", text),
+    secret_keys = re.compile(r"PASSWORD|_USER$|USERNAME|TOKEN|SECRET|API_KEY")
+    values = [
+        (key, str(value))
+        for service in compose["services"].values()
+        for key, value in service.get("environment", {}).items()
+        if secret_keys.search(key)
     ]
-    assert len(secrets) >= 5
-    for secret in secrets:
-        assert re.fullmatch(r"\$\{[A-Z_]+\}", secret), f"literal secret: {secret}"
+    assert len(values) >= 12
+    for key, value in values:
+        variable = re.fullmatch(r"\$\{([A-Z_]+)(:\?set \1 in \.env.*|:-)\}", value)
+        assert variable, f"{key}: {value!r} is not a variable from .env"
+    assert not re.findall(r"://[^/@\s]*@", text), "credentials in a URL"
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert {"MONGO_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+            "MONGO_EXPRESS_PASSWORD", "ALERT_WEBHOOK_URL"} <= required  # fmt: skip
+    # A variable with neither a default nor :? would start the stack with a blank value.
+    assert not re.findall(r"\$\{[A-Z_]+\}", text)
     example = (ROOT / ".env.example").read_text()
     defined = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
-    required = set(re.findall(r"\$\{([A-Z_]+)\}", text))  # no default: must be in .env
     assert required <= defined, required - defined
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_every_container_is_confined_and_limited(compose: dict[str, Any]) -> None:
+    """Each container: no-new-privileges, every capability dropped (MongoDB adds back only
+    what its entrypoint needs), memory and CPU limits, ports on 127.0.0.1 by default."""
+    for name, service in compose["services"].items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert set(service.get("cap_add", [])) <= (
+            {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"} if name == "mongo" else set()
+        ), name
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits.get("memory"), name
+        assert limits.get("cpus"), name
+        for port in service.get("ports", []):
+            host = str(port).rsplit(":", 2)[0]
+            assert host in {
+                "${STACK_BIND_ADDRESS:-127.0.0.1}",
+                "${GRAFANA_BIND_ADDRESS:-127.0.0.1}",
+            }, f"{name}: {port} is published on every interface"
+
+
+def test_alertmanager_receives_prometheus_alerts(compose: dict[str, Any]) -> None:
+    """Prometheus sends alerts to the pinned, health-checked Alertmanager of the stack."""
+    service = compose["services"]["alertmanager"]
+    assert re.search(r":v\d+\.\d+\.\d+@sha256:[0-9a-f]{64}$", service["image"])
+    assert "/-/healthy" in " ".join(service["healthcheck"]["test"])
+    assert service["entrypoint"] == ["/bin/sh", "/etc/alertmanager/render.sh"]
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    depends = compose["services"]["prometheus"]["depends_on"]
+    assert depends["alertmanager"]["condition"] == "service_healthy"
 
 
 def test_prometheus_scrapes_the_three_services_and_alerts_parse() -> None:
