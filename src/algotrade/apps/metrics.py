@@ -53,6 +53,9 @@ OPERATIONS: dict[str, str] = {
 #: Beyond this distance from the local clock a latency read from the data's own times is not
 #: the pipeline's: the data is historical or simulated (a replay, the synthetic market).
 PLAUSIBLE_LATENCY = 3600.0
+
+#: The histograms measured from the data's own times (see ``observe_data_latency``).
+DATA_LATENCIES = frozenset({"exchange_to_acked_seconds"})
 BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0,
@@ -113,7 +116,9 @@ class ServiceMetrics:
         operations: Iterable[str] = (),
     ) -> None:
         self.service = service
-        self.unmeasured: dict[str, int] = {}
+        latencies = list(latencies)
+        # Exported from the start (0), so the dashboard's series exists before any replay.
+        self.unmeasured: dict[str, int] = {n: 0 for n in latencies if n in DATA_LATENCIES}
         self.registry = CollectorRegistry(auto_describe=False)
         for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(standard)
