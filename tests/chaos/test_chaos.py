@@ -13,7 +13,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -32,8 +31,8 @@ from tests.support.processes import (
     group_state,
     start_service,
     stored_depth,
-    up,
     wait_until,
+    wait_up,
 )
 from tests.support.servers import MongoServer, RedisServer, with_database
 
@@ -141,7 +140,7 @@ def test_nothing_lost_nothing_doubled_under_chaos(
     ]
     try:
         for service in running.values():
-            wait_until(partial(up, service), 120, f"{service.name} ready")
+            wait_up(service, 120, f"{service.name} ready")
         print(f"chaos seed {SEED} for {SECONDS:g}s")
         ends = time.monotonic() + SECONDS
         while time.monotonic() < ends:
@@ -149,10 +148,11 @@ def test_nothing_lost_nothing_doubled_under_chaos(
             name, do = rng.choice(chaos)
             act(name, do)
 
+        print("\n".join(log))  # the schedule as run (shown when a later step fails)
         # Calm: every service comes back healthy while the market still moves, then the
         # market stops and the pipeline drains.
         for service in running.values():
-            wait_until(partial(up, service), 120, f"{service.name} healthy after chaos")
+            wait_up(service, 120, f"{service.name} healthy after chaos")
         exchange.pause()
         time.sleep(3)
         for name in ("collector-1", "collector-2"):

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -114,6 +115,22 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
             return time.monotonic() - started
         time.sleep(0.25)
     raise AssertionError(f"not within {timeout:g}s: {what}")
+
+
+def wait_up(service: Service, timeout: float, what: str, path: str = "/readyz") -> float:
+    """Wait until ``service`` answers ``path`` with 200 UP; on failure the message holds the
+    last answer, whether the process still runs, and the end of its output."""
+    try:
+        return wait_until(partial(up, service, path), timeout, what)
+    except AssertionError as e:
+        status, body = service.get(path)
+        code = service.process.poll()
+        tail = "\n".join(service.output().splitlines()[-40:])
+        raise AssertionError(
+            f"{e}\nlast {path}: {status} {body}\n"
+            f"process: {'running' if code is None else f'exited with {code}'}\n"
+            f"last output:\n{tail}"
+        ) from None
 
 
 def down_naming(service: Service, path: str, check: str) -> bool:
