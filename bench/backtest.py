@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from algotrade import BarClosed, SmaCrossover, backtest
-from algotrade.apps.backtesting import History, synthetic_history
+from algotrade.apps.backtesting import synthetic_history
+from algotrade.services.backtesting import History
 
 SHORT, LONG = 50, 200
 

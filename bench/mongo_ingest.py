@@ -27,10 +27,10 @@ from tests.support.servers import mongo_url, with_database
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.mongo import MongoEventStore, documents
 from algotrade.adapters.synthetic import SyntheticFeed
-from algotrade.apps.collector import Collector
 from algotrade.apps.common import tune_gc
 from algotrade.apps.logs import configure_logging
 from algotrade.domain.events import Event
+from algotrade.services.collector import Collector
 
 BATCH = 2000
 

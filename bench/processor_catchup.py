@@ -20,15 +20,17 @@ from pathlib import Path
 
 import anyio
 
+from algotrade.adapters.memory import SystemClock
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.apps.common import tune_gc
 from algotrade.apps.logs import configure_logging
-from algotrade.apps.processor import MARKET_TYPES, ProcessorService
 from algotrade.domain.bars import Interval
 from algotrade.domain.processing import Processor
 from algotrade.domain.strategy import SmaCrossover
+from algotrade.services.processor import MARKET_TYPES, ProcessorService
 
 COLLECT = "10s"
 
@@ -58,7 +60,9 @@ async def read_rate(path: Path) -> tuple[int, float]:
 async def catch_up_rate(path: Path) -> tuple[int, float]:
     """Return (events, events/s) of a new processor catching up on the whole store."""
     store = SqliteEventStore(path)
-    service = ProcessorService(store, Processor(Interval.parse("1m"), SmaCrossover))
+    service = ProcessorService(
+        store, Processor(Interval.parse("1m"), SmaCrossover), clock=SystemClock()
+    )
     start = time.perf_counter()
     count = await service.catch_up()
     elapsed = time.perf_counter() - start

@@ -17,6 +17,8 @@ import anyio
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from algotrade.adapters.memory import SystemClock
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.servers import redis_url
@@ -32,10 +34,11 @@ from algotrade.adapters.redis import (
 from algotrade.adapters.store_bus import PaperGateway
 from algotrade.apps.common import tune_gc
 from algotrade.apps.logs import configure_logging
-from algotrade.apps.processor import OutboxRelay
-from algotrade.apps.trader import TraderService
-from algotrade.domain.events import Side, SignalEmitted, TopOfBook
+from algotrade.domain.events import SignalEmitted
 from algotrade.domain.ports import Delivery
+from algotrade.domain.values import Side, TopOfBook
+from algotrade.services.processor import OutboxRelay
+from algotrade.services.trader import TraderService
 
 QUOTE = TopOfBook(Decimal("30000.00"), Decimal(1), Decimal("30000.01"), Decimal(1))
 
@@ -119,10 +122,10 @@ async def latency(
     client = Redis.from_url(url, decode_responses=True)
     await client.flushdb()
     store = InMemoryEventStore()
-    relay = OutboxRelay(store, RedisSignalPublisher(client))
+    relay = OutboxRelay(store, RedisSignalPublisher(client), clock=SystemClock())
     consumer = TimedConsumer(RedisSignalConsumer(client, consumer="bench"))
     await consumer.inner.ensure_group()
-    trader = TraderService(store, consumer, PaperGateway(FixedQuotes()))
+    trader = TraderService(store, consumer, PaperGateway(FixedQuotes()), clock=SystemClock())
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(relay.run, stop)
@@ -142,7 +145,9 @@ async def _trader_process(url: str, count: int) -> None:
     client = Redis.from_url(url, decode_responses=True)
     consumer = TimedConsumer(RedisSignalConsumer(client, consumer="bench"))
     await consumer.inner.ensure_group()
-    trader = TraderService(InMemoryEventStore(), consumer, PaperGateway(FixedQuotes()))
+    trader = TraderService(
+        InMemoryEventStore(), consumer, PaperGateway(FixedQuotes()), clock=SystemClock()
+    )
     print("ready", flush=True)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -172,7 +177,7 @@ async def latency_apart(
         if child.stdout.readline().strip() != "ready":
             raise RuntimeError("the benchmark's trader process did not start")
         store = InMemoryEventStore()
-        relay = OutboxRelay(store, RedisSignalPublisher(client))
+        relay = OutboxRelay(store, RedisSignalPublisher(client), clock=SystemClock())
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay.run, stop)
@@ -227,7 +232,9 @@ async def trader_rate(url: str, count: int, batch: int) -> float:
     client = Redis.from_url(url, decode_responses=True)
     store = InMemoryEventStore()
     consumer = RedisSignalConsumer(client, consumer="bench")
-    trader = TraderService(store, consumer, PaperGateway(FixedQuotes()), batch_size=batch)
+    trader = TraderService(
+        store, consumer, PaperGateway(FixedQuotes()), batch_size=batch, clock=SystemClock()
+    )
     start = time.perf_counter()
     while trader.stats.acknowledged < count:
         deliveries = await consumer.receive(batch, 1.0)

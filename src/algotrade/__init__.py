@@ -30,14 +30,15 @@ from algotrade.domain.indicators import ExponentialMovingAverage, Indicator
 
 if TYPE_CHECKING:
     from algotrade.adapters.candles import Candles, read_candles
-    from algotrade.apps.backtesting import History, MarketEvents, ParityResult, backtest, parity
+    from algotrade.apps.backtesting import MarketEvents, backtest, parity
+    from algotrade.services.backtesting import History, ParityResult
 
 _LAZY = {
     "backtest": "algotrade.apps.backtesting",
     "parity": "algotrade.apps.backtesting",
-    "History": "algotrade.apps.backtesting",
+    "History": "algotrade.services.backtesting",
     "MarketEvents": "algotrade.apps.backtesting",
-    "ParityResult": "algotrade.apps.backtesting",
+    "ParityResult": "algotrade.services.backtesting",
     "read_candles": "algotrade.adapters.candles",
     "Candles": "algotrade.adapters.candles",
 }

@@ -20,10 +20,10 @@ import pytest
 import redis
 
 from algotrade.adapters.mongo import MongoEventStore
-from algotrade.apps.processor import MARKET_TYPES
 from algotrade.apps.settings import StrategySettings
 from algotrade.domain.bars import Interval
 from algotrade.domain.events import SignalEmitted
+from algotrade.services.processor import MARKET_TYPES
 from tests.support.fake_binance import FakeBinance
 from tests.support.processes import (
     assert_depth_complete,

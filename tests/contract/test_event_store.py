@@ -16,7 +16,6 @@ from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.synthetic import SyntheticFeed
-from algotrade.apps.collector import Collector
 from algotrade.apps.common import open_store
 from algotrade.apps.services import collector_figures
 from algotrade.domain.errors import ConcurrencyError, StoreError
@@ -24,13 +23,13 @@ from algotrade.domain.events import (
     BarClosed,
     DepthDiffReceived,
     Event,
-    GapReason,
     SequenceGapDetected,
-    TopOfBook,
     TradeReceived,
     with_version,
 )
 from algotrade.domain.ports import EventStore, Tracking
+from algotrade.domain.values import GapReason, TopOfBook
+from algotrade.services.collector import Collector
 from tests.support.builders import D, bar, diff, snapshot
 
 pytestmark = pytest.mark.anyio
@@ -477,3 +476,52 @@ async def test_the_services_retention_reaches_the_sqlite_store(tmp_path: Path) -
     finally:
         for store in (kept, forever, reader):
             await store.close()
+
+
+@pytest.mark.parametrize(
+    ("later", "stored"),
+    [
+        ((3, 4), False),  # inside what 1..5 covered
+        ((5, 5), False),  # its last update id
+        ((1, 5), False),  # the same diff again
+        ((4, 6), True),  # reaches past it: new updates
+        ((6, 8), True),  # the next diff
+    ],
+)
+async def test_a_diff_inside_what_is_stored_is_a_duplicate(
+    store: EventStore, later: tuple[int, int], stored: bool
+) -> None:
+    """After a diff covering update ids 1..5, a diff is stored only when it reaches past 5;
+    every store follows the one rule (domain.appending)."""
+    await store.append([diff(1, 5)])
+    result = await store.append([diff(*later)])
+    assert (result.duplicates, len(result.stored)) == ((0, 1) if stored else (1, 0))
+    assert [e.version for e in await store.read_stream("depth-BTCUSDT")] == (
+        [1, 2] if stored else [1]
+    )
+
+
+async def test_snapshots_trades_and_ids_follow_the_same_rule(store: EventStore) -> None:
+    """A snapshot at or below the stored update id, a trade id at or below the last, and an
+    event whose id is stored (or repeated in the batch) are duplicates; the rest is stored."""
+    await store.append([diff(1, 5), trade(7), bar("10", 0)])
+    result = await store.append(
+        [snapshot(5), snapshot(9), trade(6), trade(7), trade(9), bar("10", 0), bar("11", 1),
+         bar("11", 1)]
+    )  # fmt: skip
+    assert result.duplicates == 5
+    assert [type(s.event).__name__ for s in result.stored] == [
+        "BookSnapshotTaken", "TradeReceived", "BarClosed",
+    ]  # fmt: skip
+    assert [s.position for s in result.stored] == [4, 5, 6]
+
+
+async def test_a_conflict_anywhere_in_a_batch_stores_none_of_it(store: EventStore) -> None:
+    """A batch whose last event names a taken version stores nothing, its new market
+    events included, and the stream takes them afterwards."""
+    await store.append([diff(1, 5), trade(1)])
+    with pytest.raises(ConcurrencyError):
+        await store.append([diff(6, 7), trade(2), with_version(trade(3), 1)])
+    assert await store.head() == 2
+    again = await store.append([diff(6, 7), trade(2)])
+    assert (again.duplicates, len(again.stored)) == (0, 2)

@@ -18,12 +18,8 @@ import anyio
 import pytest
 import redis
 
-from algotrade.domain.events import (
-    BookSnapshotTaken,
-    DepthDiffReceived,
-    GapReason,
-    SequenceGapDetected,
-)
+from algotrade.domain.events import BookSnapshotTaken, DepthDiffReceived, SequenceGapDetected
+from algotrade.domain.values import GapReason
 from tests.support.fake_binance import FakeBinance
 from tests.support.processes import (
     GATEWAY_METRICS,

@@ -15,7 +15,8 @@ import anyio.from_thread
 import pytest
 
 from algotrade.adapters.sqlite import SqliteEventStore
-from algotrade.domain.events import Side, SignalEmitted, derived_id
+from algotrade.domain.events import SignalEmitted
+from algotrade.domain.values import Side, derived_id
 from tests.e2e.test_cli import algotrade
 from tests.support.fake_binance import FakeBinance
 from tests.support.fake_trading import API_KEY, API_SECRET, FakeTrading

@@ -12,11 +12,11 @@ from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.synthetic import SyntheticFeed
 from algotrade.apps.backtesting import MarketEvents, backtest, load_history
-from algotrade.apps.collector import Collector
 from algotrade.domain.backtest import BacktestResult
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.strategy import SmaCrossover
+from algotrade.services.collector import Collector
 from tests.e2e.test_cli import algotrade
 
 SECOND = Interval.parse("1s")

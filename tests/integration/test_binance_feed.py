@@ -17,7 +17,6 @@ import pytest
 from algotrade.adapters.binance.feed import BinanceFeed
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.notices import Notice
-from algotrade.apps.collector import Collector
 from algotrade.apps.health import UnhealthyError
 from algotrade.apps.logs import configure_logging
 from algotrade.apps.runner import log_notices
@@ -28,10 +27,11 @@ from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
     Event,
-    GapReason,
     SequenceGapDetected,
     TradeReceived,
 )
+from algotrade.domain.values import GapReason
+from algotrade.services.collector import Collector
 from tests.support.fake_binance import FakeBinance
 
 pytestmark = pytest.mark.anyio
@@ -107,7 +107,9 @@ async def running(
             notify=notices.append,
         )
         store = InMemoryEventStore()
-        collector = Collector(feed, store, SystemClock(), flush_interval=0.05, backfill_timeout=3.0)
+        collector = Collector(
+            feed, store, SystemClock(), flush_interval=0.05, backfill_timeout=3.0, backfill=feed
+        )
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(collector.run, stop)
@@ -326,7 +328,7 @@ async def test_an_exchange_out_of_reach_is_logged_and_shown_by_readiness(
         backoff_max=0.2,
         notify=log_notices("collector"),
     )
-    collector = Collector(feed, InMemoryEventStore(), SystemClock())
+    collector = Collector(feed, InMemoryEventStore(), SystemClock(), backfill=feed)
     checks = {
         c.name: c
         for c in collector_checks(collector, ServiceSettings(bounds=FlowBounds(stale_after=0.1)))
@@ -465,7 +467,9 @@ async def test_a_failing_recorder_ends_the_feed_instead_of_reconnecting() -> Non
             ("BTCUSDT",), SystemClock(), ws_url=exchange.ws_url, rest_url=exchange.rest_url,
             backoff_initial=0.05, backoff_max=0.5, recorder=recorder,
         )  # fmt: skip
-        collector = Collector(feed, InMemoryEventStore(), SystemClock(), flush_interval=0.05)
+        collector = Collector(
+            feed, InMemoryEventStore(), SystemClock(), flush_interval=0.05, backfill=feed
+        )
         with anyio.fail_after(30), pytest.raises(BaseExceptionGroup) as raised:
             await collector.run(anyio.Event())
     assert raised.group_contains(RecorderError, match="No space left on device", depth=None)

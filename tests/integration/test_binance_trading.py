@@ -20,25 +20,22 @@ from algotrade.adapters.binance.userstream import BinanceUserStream
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus, SystemClock
 from algotrade.adapters.notices import Notice, Notify, ignore
 from algotrade.adapters.redis import RedisSignalConsumer, RedisSignalPublisher
-from algotrade.apps.trader import OrderFollower, TraderService
 from algotrade.domain.broker import Position, Sizing, SizingKind
 from algotrade.domain.errors import MessagingError
 from algotrade.domain.events import (
-    CONTROL_STREAM,
     Event,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
-    OrderStatus,
     OrderUpdated,
     PositionChanged,
-    Side,
     SignalEmitted,
     TradingHalted,
-    derived_id,
-    order_stream,
-    position_stream,
 )
+from algotrade.domain.streams import CONTROL_STREAM, order_stream, position_stream
+from algotrade.domain.values import OrderStatus, Side, derived_id
+from algotrade.services.orders import OrderFollower
+from algotrade.services.trader import TraderService
 from tests.support.fake_binance import FakeBinance
 from tests.support.fake_trading import API_KEY, API_SECRET, ED25519_API_KEY, FakeTrading
 
@@ -142,7 +139,7 @@ async def test_each_signal_places_one_order_and_the_store_matches_the_exchange(
     """Alternating signals, delivered twice, place one order each; stored orders end in the
     exchange's state and the stored position equals the exchange's BTC balance."""
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.01"))
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.01"), clock=SystemClock())
     signals = [signal(i, Side.BUY if i % 2 == 0 else Side.SELL) for i in range(6)]
 
     await bus.publish(signals)
@@ -174,7 +171,7 @@ async def test_a_buy_receives_its_quantity_net_of_the_base_asset_commission(
 ) -> None:
     """A BUY paying its commission in BTC holds exactly what the exchange credited."""
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.5"))
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.5"), clock=SystemClock())
 
     await bus.publish([signal(0, Side.BUY)])
     await trader.handle(await bus.receive(10, 0.1))
@@ -205,7 +202,7 @@ async def test_a_trader_that_died_before_storing_finds_the_placed_order(
     when the redelivered signal comes to the next trader."""
     await exchange.gateway.submit(order_of(0))  # the first trader's last act
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway)
+    trader = TraderService(store, bus, exchange.gateway, clock=SystemClock())
 
     await bus.publish([signal(0, Side.BUY)])
     await trader.handle(await bus.receive(10, 0.1))
@@ -257,7 +254,7 @@ async def test_answers_that_stay_malformed_leave_the_signal_pending(exchange: Ex
     exchange.trading.garble_next("/api/v3/order", times=100)
     exchange.trading.garble_next("/api/v3/myTrades", times=100)
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway)
+    trader = TraderService(store, bus, exchange.gateway, clock=SystemClock())
 
     await bus.publish([signal(9, Side.BUY)])
     await trader.handle(await bus.receive(10, 0.1))
@@ -342,7 +339,7 @@ async def test_bad_credentials_leave_the_signal_pending(exchange: Exchange) -> N
     not acknowledge, so the signal comes back once the keys are fixed."""
     gateway = BinanceGateway(exchange.trading.rest_url, API_KEY, HmacSigner("wrong"))
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, gateway)
+    trader = TraderService(store, bus, gateway, clock=SystemClock())
     try:
         await bus.publish([signal(6, Side.BUY)])
         await trader.handle(await bus.receive(10, 0.1))
@@ -361,7 +358,7 @@ async def test_the_kill_switch_rejects_orders_without_sending_them(exchange: Exc
         [TradingHalted(stream=CONTROL_STREAM, version=1, exchange_ts=0, receive_ts=0,
                        reason="manual stop")]
     )  # fmt: skip
-    trader = TraderService(store, bus, exchange.gateway)
+    trader = TraderService(store, bus, exchange.gateway, clock=SystemClock())
 
     await bus.publish([signal(7, Side.BUY)])
     await trader.handle(await bus.receive(10, 0.1))
@@ -381,7 +378,7 @@ async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnec
     exchange.trading.hold_limits = True
     store, bus = InMemoryEventStore(), InMemorySignalBus()
     trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"),
-                           limit_offset_bps=D(10))  # fmt: skip
+                           limit_offset_bps=D(10), clock=SystemClock())  # fmt: skip
     follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600)
     notices: list[Notice] = []
     stream = exchange.user_stream(notices.append)
@@ -554,7 +551,7 @@ async def test_a_malformed_execution_report_is_told_with_its_text_and_the_stream
     """A user data stream frame that is not an execution report is counted and told with
     its reason and raw text (it was kept in a list nothing logged); later reports arrive."""
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"))
+    trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"), clock=SystemClock())
     follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600)
     notices: list[Notice] = []
     stream = exchange.user_stream(notices.append)
@@ -582,7 +579,7 @@ async def test_a_cancel_on_the_exchange_is_stored(exchange: Exchange) -> None:
     """An order cancelled outside algotrade ends CANCELED in the store."""
     exchange.trading.hold_limits = True
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(5))
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(5), clock=SystemClock())
     follower = OrderFollower(trader, exchange.gateway)
     stream = exchange.user_stream()
     stop = anyio.Event()
@@ -610,7 +607,7 @@ async def test_a_limit_order_working_past_cancel_after_is_cancelled_and_frees_it
     exchange.trading.hold_limits = True
     store, bus = InMemoryEventStore(), InMemorySignalBus()
     trader = TraderService(store, bus, exchange.gateway, quantity=D("0.2"),
-                           limit_offset_bps=D(10))  # fmt: skip
+                           limit_offset_bps=D(10), clock=SystemClock())  # fmt: skip
     follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600, cancel_after=1.5)
     stream = exchange.user_stream()
     stop = anyio.Event()
@@ -652,7 +649,9 @@ async def resting_buy(
     """Place the ``index``-th signal's limit BUY, resting on the book (not followed yet)."""
     exchange.trading.hold_limits = True
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0), clock=clock)
+    trader = TraderService(
+        store, bus, exchange.gateway, limit_offset_bps=D(0), clock=clock or SystemClock()
+    )
     follower = OrderFollower(
         trader, exchange.gateway, reconcile_every=reconcile_every, cancel_after=cancel_after
     )
@@ -740,12 +739,12 @@ async def test_a_restarted_follower_reconciles_stored_working_orders(exchange: E
     """Working orders are found in the store at start-up and brought up to date."""
     exchange.trading.hold_limits = True
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    first = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
+    first = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0), clock=SystemClock())
     await bus.publish([signal(10, Side.BUY)])
     await first.handle(await bus.receive(10, 0.1))
     exchange.trading.fill_resting()  # while no trader runs
 
-    second = TraderService(store, bus, exchange.gateway)
+    second = TraderService(store, bus, exchange.gateway, clock=SystemClock())
     follower = OrderFollower(second, exchange.gateway)
     await follower.reconcile()
 
@@ -760,7 +759,7 @@ async def test_fraction_sizing_reads_the_account_balance(exchange: Exchange) -> 
     rounded down to the lot step."""
     store, bus = InMemoryEventStore(), InMemorySignalBus()
     sizing = Sizing(SizingKind.FRACTION, D("0.01"))
-    trader = TraderService(store, bus, exchange.gateway, sizing=sizing)
+    trader = TraderService(store, bus, exchange.gateway, sizing=sizing, clock=SystemClock())
 
     await bus.publish([signal(11, Side.BUY)])
     await trader.handle(await bus.receive(10, 0.1))
@@ -803,12 +802,13 @@ async def test_signals_over_redis_survive_a_trader_killed_after_placing(
             store,
             RedisSignalConsumer(client, consumer="t1", claim_idle=0.3, claim_every=0.1),
             CrashAfterPlacing(exchange.gateway),
+            clock=SystemClock(),
         )
         await crashing.handle(await crashing.consumer.receive(1, 1.0))
         survivor_consumer = RedisSignalConsumer(
             client, consumer="t2", claim_idle=0.3, claim_every=0.1
         )
-        survivor = TraderService(store, survivor_consumer, exchange.gateway)
+        survivor = TraderService(store, survivor_consumer, exchange.gateway, clock=SystemClock())
         deadline = anyio.current_time() + 20
         while survivor.stats.acknowledged < len(signals) and anyio.current_time() < deadline:
             deliveries = await survivor_consumer.receive(10, 0.2)
@@ -842,7 +842,7 @@ async def test_dust_left_by_a_sell_does_not_block_the_next_buy(exchange: Exchang
     the lot step leaves dust; the next BUY still opens a position."""
     store, bus = InMemoryEventStore(), InMemorySignalBus()
     sizing = Sizing(SizingKind.QUOTE, D("1000"))
-    trader = TraderService(store, bus, exchange.gateway, sizing=sizing)
+    trader = TraderService(store, bus, exchange.gateway, sizing=sizing, clock=SystemClock())
 
     await bus.publish([signal(30, Side.BUY), signal(31, Side.SELL), signal(32, Side.BUY)])
     await trader.handle(await bus.receive(10, 0.1))
@@ -857,7 +857,7 @@ async def test_no_new_order_while_one_is_working(exchange: Exchange) -> None:
     with the working order's id, and nothing is sent."""
     exchange.trading.hold_limits = True
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0))
+    trader = TraderService(store, bus, exchange.gateway, limit_offset_bps=D(0), clock=SystemClock())
 
     await bus.publish([signal(33, Side.BUY), signal(34, Side.SELL)])
     await trader.handle(await bus.receive(10, 0.1))
@@ -907,7 +907,7 @@ async def test_a_report_that_overtakes_the_storing_of_its_order_is_caught_up(
     stored, within seconds, not at the next periodic reconciliation."""
     exchange.trading.hold_limits = True
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway)
+    trader = TraderService(store, bus, exchange.gateway, clock=SystemClock())
     follower = OrderFollower(trader, exchange.gateway, reconcile_every=3600)
     stream = exchange.user_stream()
     stop = anyio.Event()
@@ -936,7 +936,9 @@ async def test_a_sell_while_flat_is_rejected_without_a_made_up_quantity(
     """With quote-amount sizing, a SELL with nothing to close is stored rejected with the
     reason and quantity 0 (not the 1,000 USDT meant for BUYs), and nothing is sent."""
     store, bus = InMemoryEventStore(), InMemorySignalBus()
-    trader = TraderService(store, bus, exchange.gateway, sizing=Sizing(SizingKind.QUOTE, D(1000)))
+    trader = TraderService(
+        store, bus, exchange.gateway, sizing=Sizing(SizingKind.QUOTE, D(1000)), clock=SystemClock()
+    )
 
     await bus.publish([signal(60, Side.SELL)])
     await trader.handle(await bus.receive(10, 0.1))

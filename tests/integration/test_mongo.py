@@ -30,7 +30,6 @@ from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.mongo import MongoEventStore, documents
 from algotrade.adapters.mongo import store as mongo_store
 from algotrade.adapters.replay import ReplayFeed
-from algotrade.apps.collector import Collector
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -39,6 +38,7 @@ from algotrade.domain.events import (
     with_version,
 )
 from algotrade.domain.ports import EventStore
+from algotrade.services.collector import Collector
 from tests.support.builders import diff
 from tests.support.servers import MongoServer, local_mongo, with_database
 

@@ -16,7 +16,6 @@ import pytest
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.replay import RecordingSink, ReplayFeed
 from algotrade.apps.backtesting import backtest
-from algotrade.apps.collector import Collector
 from algotrade.apps.logs import configure_logging
 from algotrade.domain.book import BookSynchronizer
 from algotrade.domain.errors import ConfigurationError
@@ -28,6 +27,7 @@ from algotrade.domain.events import (
     TradeReceived,
 )
 from algotrade.domain.strategy import SmaCrossover
+from algotrade.services.collector import Collector
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "DOTUSDT")
 

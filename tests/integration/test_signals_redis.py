@@ -26,10 +26,7 @@ from algotrade.adapters.redis import (
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource
 from algotrade.adapters.synthetic import SyntheticFeed
-from algotrade.apps.collector import Collector
-from algotrade.apps.processor import OutboxRelay, ProcessorService
 from algotrade.apps.settings import StrategySettings
-from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import AlgotradeError
 from algotrade.domain.events import (
@@ -40,6 +37,9 @@ from algotrade.domain.events import (
     SignalEmitted,
 )
 from algotrade.domain.ports import EventStore, Tracking
+from algotrade.services.collector import Collector
+from algotrade.services.processor import OutboxRelay, ProcessorService
+from algotrade.services.trader import TraderService
 from tests.e2e.test_cli import algotrade, start
 from tests.support.servers import RedisServer, free_port, redis_binary
 
@@ -93,7 +93,9 @@ def consumer(redis: Redis, name: str, **kwargs: float) -> RedisSignalConsumer:
 def trader(store: EventStore, signal_consumer: RedisSignalConsumer, **kwargs: int) -> TraderService:
     """Return a trader with the paper gateway on the store's quotes."""
     gateway = PaperGateway(StoreQuoteSource(store))
-    return TraderService(store, signal_consumer, gateway, batch_size=kwargs.get("batch", 100))
+    return TraderService(
+        store, signal_consumer, gateway, batch_size=kwargs.get("batch", 100), clock=SystemClock()
+    )
 
 
 async def until(predicate: object, timeout: float = 30.0) -> None:
@@ -114,9 +116,9 @@ async def pending(redis: Redis) -> int:
 
 async def process_and_relay(store: EventStore, redis: Redis) -> list[SignalEmitted]:
     """Run the processor over the stored market data and relay every signal."""
-    processor = ProcessorService(store, STRATEGY.processor())
+    processor = ProcessorService(store, STRATEGY.processor(), clock=SystemClock())
     await processor.catch_up()
-    relay = OutboxRelay(store, RedisSignalPublisher(redis))
+    relay = OutboxRelay(store, RedisSignalPublisher(redis), clock=SystemClock())
     while await relay.relay_once():
         pass
     return await stored(store, SignalEmitted)
@@ -127,8 +129,8 @@ async def test_processor_and_trader_tasks_n_signals_n_orders(
 ) -> None:
     """Processor and trader as separate tasks: N crossovers in, N orders out, nothing left."""
     store = await market_store()
-    processor = ProcessorService(store, STRATEGY.processor())
-    relay = OutboxRelay(store, RedisSignalPublisher(redis))
+    processor = ProcessorService(store, STRATEGY.processor(), clock=SystemClock())
+    relay = OutboxRelay(store, RedisSignalPublisher(redis), clock=SystemClock())
     the_trader = trader(store, consumer(redis, "t1"))
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -210,16 +212,20 @@ async def test_processor_killed_between_store_and_publish(
 ) -> None:
     """Signals stored but not (or not knowingly) published go out on restart: one order each."""
     store = await market_store()
-    processor = ProcessorService(store, STRATEGY.processor())
+    processor = ProcessorService(store, STRATEGY.processor(), clock=SystemClock())
     await processor.catch_up()  # signals stored; the process "dies" before relaying
     signals = await stored(store, SignalEmitted)
     assert len(signals) >= 3
     assert await redis.exists(SIGNAL_STREAM) == 0
 
-    crashing = OutboxRelay(CrashAfterPublish(store), RedisSignalPublisher(redis))  # type: ignore[arg-type]
+    crashing = OutboxRelay(
+        CrashAfterPublish(store),  # type: ignore[arg-type]
+        RedisSignalPublisher(redis),
+        clock=SystemClock(),
+    )
     with pytest.raises(AlgotradeError):
         await crashing.relay_once()  # published, but the crash lost the record of it
-    restarted = OutboxRelay(store, RedisSignalPublisher(redis))
+    restarted = OutboxRelay(store, RedisSignalPublisher(redis), clock=SystemClock())
     while await restarted.relay_once():
         pass
     assert await redis.xlen(SIGNAL_STREAM) == 2 * len(signals)  # published once more
@@ -286,7 +292,9 @@ async def test_poison_and_repeated_failure_go_to_dead_letters(
     await redis.xadd(SIGNAL_STREAM, {"schema": "99", "signal_id": "from-the-future"})
     failing = signals[1]
     the_consumer = consumer(redis, "t", claim_idle=0.2, max_deliveries=2)
-    the_trader = FailingTrader(store, the_consumer, PaperGateway(StoreQuoteSource(store)))
+    the_trader = FailingTrader(
+        store, the_consumer, PaperGateway(StoreQuoteSource(store)), clock=SystemClock()
+    )
     the_trader.poisoned_signal = failing.signal_id
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -361,8 +369,8 @@ async def test_redis_outage_loses_nothing(
     store = await market_store(events=150_000)
     market = await store.read_all(0, limit=10**9)
     client = Redis.from_url(own_redis.url, decode_responses=True)
-    processor = ProcessorService(store, STRATEGY.processor())
-    relay = OutboxRelay(store, RedisSignalPublisher(client), idle=0.05)
+    processor = ProcessorService(store, STRATEGY.processor(), clock=SystemClock())
+    relay = OutboxRelay(store, RedisSignalPublisher(client), idle=0.05, clock=SystemClock())
     the_trader = trader(store, consumer(client, "t"))
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:

@@ -20,7 +20,9 @@ from anyio.streams.tls import TLSListener
 
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.apps.settings import RedisSettings
-from algotrade.domain.events import Side, SignalEmitted, bar_stream
+from algotrade.domain.events import SignalEmitted
+from algotrade.domain.streams import bar_stream
+from algotrade.domain.values import Side
 from tests.support.servers import free_port
 
 pytestmark = [

@@ -10,13 +10,14 @@ from decimal import Decimal
 import pytest
 
 from algotrade.adapters.binance.klines import BinanceKlines
-from algotrade.adapters.memory import InMemoryEventStore
-from algotrade.apps.processor import ProcessorService
+from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import MessagingError
-from algotrade.domain.events import BarClosed, BookSnapshotTaken, Event, SignalEmitted, TopOfBook
+from algotrade.domain.events import BarClosed, BookSnapshotTaken, Event, SignalEmitted
 from algotrade.domain.processing import Processor
 from algotrade.domain.strategy import SmaCrossover
+from algotrade.domain.values import TopOfBook
+from algotrade.services.processor import ProcessorService
 from tests.support.fake_binance import FakeBinance, kline_close
 
 pytestmark = pytest.mark.anyio
@@ -71,7 +72,10 @@ async def process(
 ) -> list[SignalEmitted]:
     await store.append(list(events))
     service = ProcessorService(
-        store, Processor(Interval.parse("1m"), lambda: SmaCrossover(5, 40)), history=history
+        store,
+        Processor(Interval.parse("1m"), lambda: SmaCrossover(5, 40)),
+        history=history,
+        clock=SystemClock(),
     )
     await service.catch_up()
     found = await store.read_all(0, limit=10**9, types=(SignalEmitted,))
@@ -117,6 +121,7 @@ async def test_the_processor_warms_up_and_a_restart_gives_the_same_signals() -> 
             warm,
             Processor(Interval.parse("1m"), lambda: SmaCrossover(5, 40)),
             history=BinanceKlines(fake.rest_url),
+            clock=SystemClock(),
         )
         await warm.append(snapshots(61, start)[-1:])  # one more bar closes the 60th
         await again.catch_up()

@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from algotrade.domain.events import (
-    BarClosed,
-    BookSnapshotTaken,
-    DepthDiffReceived,
-    PriceLevel,
-    depth_stream,
-)
+from algotrade.domain.events import BarClosed, BookSnapshotTaken, DepthDiffReceived
+from algotrade.domain.streams import depth_stream
+from algotrade.domain.values import PriceLevel
 
 D = Decimal
 

@@ -24,13 +24,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from algotrade.adapters.mongo import MongoEventStore
-from algotrade.domain.events import (
-    BookSnapshotTaken,
-    DepthDiffReceived,
-    Event,
-    SequenceGapDetected,
-    depth_stream,
-)
+from algotrade.domain.events import BookSnapshotTaken, DepthDiffReceived, Event, SequenceGapDetected
+from algotrade.domain.streams import depth_stream
 from tests.support.servers import MongoServer, RedisServer, free_port, local_mongo, redis_binary
 
 

@@ -27,7 +27,7 @@ from algotrade import (
 from algotrade.adapters.synthetic import synthetic_bars
 from algotrade.apps.report import from_backtest, render_html, write_report
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import bar_stream
+from algotrade.domain.streams import bar_stream
 
 DAY = 86_400 * 10**9
 START = 1_704_067_200 * 10**9

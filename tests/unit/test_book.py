@@ -10,13 +10,8 @@ from hypothesis import strategies as st
 
 from algotrade.adapters import speedups
 from algotrade.domain.book import Book, BookSynchronizer, OrderBook, continue_stream
-from algotrade.domain.events import (
-    BookSnapshotTaken,
-    DepthDiffReceived,
-    Event,
-    GapReason,
-    SequenceGapDetected,
-)
+from algotrade.domain.events import BookSnapshotTaken, DepthDiffReceived, Event, SequenceGapDetected
+from algotrade.domain.values import GapReason
 from tests.support.builders import D, diff, snapshot
 
 #: The Python book and, when built, the compiled one: each test of a book runs on both.

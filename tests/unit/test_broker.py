@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from algotrade.domain.broker import Position, apply_fill, check_order, paper_fill, place_order
-from algotrade.domain.events import OrderFilled, OrderRejected, Side, SignalEmitted, TopOfBook
+from algotrade.domain.events import OrderFilled, OrderRejected, SignalEmitted
+from algotrade.domain.values import Side, TopOfBook
 from tests.support.builders import D
 
 QUOTE = TopOfBook(D(100), D(1), D(101), D(2))

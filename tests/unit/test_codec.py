@@ -13,21 +13,18 @@ from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import (
     DepthDiffReceived,
     Event,
-    GapReason,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
-    OrderStatus,
     OrderUpdated,
     PositionChanged,
     SequenceGapDetected,
-    Side,
     SignalEmitted,
-    TopOfBook,
     TradeReceived,
     TradingHalted,
     TradingResumed,
 )
+from algotrade.domain.values import GapReason, OrderStatus, Side, TopOfBook
 from tests.support.builders import D, bar, diff, snapshot
 
 EXAMPLES = [

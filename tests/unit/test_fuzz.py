@@ -22,7 +22,7 @@ from algotrade.adapters.binance.messages import (
     parse_rest_agg_trades,
     retry_after,
 )
-from algotrade.adapters.binance.userstream import ExecutionEvent, read_frame
+from algotrade.adapters.binance.userstream import read_frame
 from algotrade.adapters.redis.codec import signal_from_fields, signal_to_fields
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.apps.common import (
@@ -32,14 +32,15 @@ from algotrade.apps.common import (
     parse_speed,
     parse_symbols,
 )
+from algotrade.domain.broker import ExecutionEvent
 from algotrade.domain.errors import ConfigurationError, InvalidInputError
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
-    Side,
     SignalEmitted,
     TradeReceived,
 )
+from algotrade.domain.values import Side
 
 JSON = st.recursive(
     st.none()

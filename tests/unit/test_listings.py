@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.apps import cli
 from algotrade.apps.logs import configure_logging
-from algotrade.apps.views import depth_view
-from algotrade.domain.events import BookSnapshotTaken, DepthDiffReceived, Event, depth_stream
+from algotrade.domain.events import BookSnapshotTaken, DepthDiffReceived, Event
+from algotrade.domain.streams import depth_stream
+from algotrade.services.views import depth_view
 from tests.support.builders import diff, snapshot
 
 

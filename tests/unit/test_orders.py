@@ -17,14 +17,8 @@ from algotrade.domain.broker import (
     paper_fill,
     place_order,
 )
-from algotrade.domain.events import (
-    OrderFilled,
-    OrderRejected,
-    OrderStatus,
-    OrderUpdated,
-    Side,
-    TopOfBook,
-)
+from algotrade.domain.events import OrderFilled, OrderRejected, OrderUpdated
+from algotrade.domain.values import OrderStatus, Side, TopOfBook
 from tests.unit.test_broker import signal
 
 D = Decimal

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from algotrade.adapters.memory import SystemClock
-from algotrade.apps.common import paced, parse_duration, parse_speed
+from algotrade.apps.common import parse_duration, parse_speed
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import MarketEvent
+from algotrade.services.common import paced
 from tests.support.builders import diff
 
 pytestmark = pytest.mark.anyio

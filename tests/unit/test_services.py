@@ -19,13 +19,10 @@ from hypothesis import strategies as st
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus, SystemClock
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
 from algotrade.adapters.synthetic import SyntheticFeed
-from algotrade.apps.collector import Collector
 from algotrade.apps.common import SourceSpec
 from algotrade.apps.logs import configure_logging
-from algotrade.apps.processor import MARKET_TYPES, ProcessorService
 from algotrade.apps.runner import bootstrap_run, run_pipeline, synthetic_starts
 from algotrade.apps.settings import FeedSettings, RunSettings, StrategySettings
-from algotrade.apps.trader import TraderService
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import StoreError
 from algotrade.domain.events import (
@@ -35,10 +32,13 @@ from algotrade.domain.events import (
     OrderPlaced,
     OrderRejected,
     PositionChanged,
-    Side,
     SignalEmitted,
 )
 from algotrade.domain.ports import Tracking
+from algotrade.domain.values import Side
+from algotrade.services.collector import Collector
+from algotrade.services.processor import MARKET_TYPES, ProcessorService
+from algotrade.services.trader import TraderService
 
 pytestmark = pytest.mark.anyio
 
@@ -64,7 +64,7 @@ async def collect(store: InMemoryEventStore, events: int, seed: int = 7) -> None
 async def signals_of_a_market(store: InMemoryEventStore) -> list[SignalEmitted]:
     """Collect a synthetic market into ``store``, process it; return the stored signals."""
     await collect(store, 100_000)
-    processor = ProcessorService(store, STRATEGY.processor())
+    processor = ProcessorService(store, STRATEGY.processor(), clock=SystemClock())
     await processor.handle(await store.read_all(0, limit=10**9, types=MARKET_TYPES))
     return await stored(store, SignalEmitted)
 
@@ -107,13 +107,13 @@ async def test_redelivered_signal_never_becomes_a_second_order() -> None:
     signals = await signals_of_a_market(store)
     assert len(signals) >= 2
     bus = InMemorySignalBus()
-    trader = TraderService(store, bus, PaperGateway(StoreQuoteSource(store)))
+    trader = TraderService(store, bus, PaperGateway(StoreQuoteSource(store)), clock=SystemClock())
     await bus.publish(signals)
     deliveries = await bus.receive(100, 0.1)
     for d in deliveries:
         await trader.act(d.signal)  # acted upon, but the trader "dies" before acking
     bus.redeliver_pending()
-    second = TraderService(store, bus, PaperGateway(StoreQuoteSource(store)))
+    second = TraderService(store, bus, PaperGateway(StoreQuoteSource(store)), clock=SystemClock())
     await second.handle(await bus.receive(100, 0.1))
     assert len(await stored(store, OrderPlaced)) == len(signals)
     assert second.stats.redelivered == len(signals)
@@ -128,16 +128,16 @@ async def test_processor_restart_reproduces_signals_without_duplicates() -> None
 
     reference = InMemoryEventStore()
     await reference.append([s.event for s in market])
-    whole = ProcessorService(reference, STRATEGY.processor())
+    whole = ProcessorService(reference, STRATEGY.processor(), clock=SystemClock())
     await whole.handle(await reference.read_all(0, limit=10**9, types=MARKET_TYPES))
     expected = [s.signal_id for s in await stored(reference, SignalEmitted)]
     assert len(expected) >= 2
 
-    first = ProcessorService(store, STRATEGY.processor())
+    first = ProcessorService(store, STRATEGY.processor(), clock=SystemClock())
     await first.handle(market[: len(market) // 2])
     resumed_from = await store.tracking_position(first.tracking_name)
     assert 0 < resumed_from < market[len(market) // 2].position
-    second = ProcessorService(store, STRATEGY.processor())
+    second = ProcessorService(store, STRATEGY.processor(), clock=SystemClock())
     rest = await store.read_all(resumed_from, limit=10**9, types=MARKET_TYPES)
     await second.handle(rest)
     assert [s.signal_id for s in await stored(store, SignalEmitted)] == expected
@@ -148,9 +148,13 @@ async def test_trader_follows_the_store_and_resumes_after_ack() -> None:
     store = InMemoryEventStore()
     signals = await signals_of_a_market(store)
     gateway = PaperGateway(StoreQuoteSource(store), fee_rate=Decimal(0))
-    first = TraderService(store, StoreSignalConsumer(store, poll=0.01), gateway, batch_size=1)
+    first = TraderService(
+        store, StoreSignalConsumer(store, poll=0.01), gateway, batch_size=1, clock=SystemClock()
+    )
     await first.handle(await first.consumer.receive(1, 0.1))
-    second = TraderService(store, StoreSignalConsumer(store, poll=0.01), gateway)
+    second = TraderService(
+        store, StoreSignalConsumer(store, poll=0.01), gateway, clock=SystemClock()
+    )
     stop = anyio.Event()
     stop.set()
     await second.run(stop)
@@ -197,8 +201,8 @@ def test_a_summary_table_shows_a_dash_where_a_figure_does_not_apply(
 
 def test_read_models_write_decimals_as_plain_text() -> None:
     """`orders`, `positions` and the summaries never print 0E-8 or 1E-7 for a decimal."""
-    from algotrade.apps.views import order_view, position_view
-    from algotrade.domain.events import decimal_text
+    from algotrade.domain.values import decimal_text
+    from algotrade.services.views import order_view, position_view
 
     assert str(Decimal("0E-8")) == "0E-8"  # what they printed before
     assert decimal_text(Decimal("0E-8")) == "0.00000000"
@@ -291,7 +295,9 @@ async def test_a_store_following_trader_loses_no_signal_to_a_failed_store(
     assert len(signals) >= 4
     store.failures = failures
     consumer = StoreSignalConsumer(store, poll=0.01)
-    trader = TraderService(store, consumer, PaperGateway(StoreQuoteSource(store)), batch_size=2)
+    trader = TraderService(
+        store, consumer, PaperGateway(StoreQuoteSource(store)), batch_size=2, clock=SystemClock()
+    )
     stop = anyio.Event()
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:

@@ -28,14 +28,8 @@ from algotrade.adapters.binance.messages import parse_depth_snapshot, parse_fram
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.domain.book import Book, BookSynchronizer, OrderBook
 from algotrade.domain.errors import InvalidInputError
-from algotrade.domain.events import (
-    BookSnapshotTaken,
-    DepthDiffReceived,
-    Event,
-    PriceLevel,
-    TopOfBook,
-    applied,
-)
+from algotrade.domain.events import BookSnapshotTaken, DepthDiffReceived, Event, applied
+from algotrade.domain.values import PriceLevel, TopOfBook
 
 if os.environ.get("ALGOTRADE_SPEEDUPS", "").strip().lower() in {"0", "no", "false", "off"}:
     pytest.skip("ALGOTRADE_SPEEDUPS=0: the pure-Python code only", allow_module_level=True)

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import Side
 from algotrade.domain.strategy import SmaCrossover
+from algotrade.domain.values import Side
 
 
 def primed(short: float, long: float) -> SmaCrossover:

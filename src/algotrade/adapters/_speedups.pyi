@@ -4,7 +4,8 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from algotrade.domain.events import DepthDiffReceived, TopOfBook
+from algotrade.domain.events import DepthDiffReceived
+from algotrade.domain.values import TopOfBook
 
 _Level = tuple[Decimal, Decimal]
 

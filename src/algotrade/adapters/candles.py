@@ -23,8 +23,9 @@ from typing import Any
 
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import ConfigurationError, InvalidInputError
-from algotrade.domain.events import BarClosed, bar_stream
+from algotrade.domain.events import BarClosed
 from algotrade.domain.ports import RejectedInput
+from algotrade.domain.streams import bar_stream
 
 _MS = 1_000_000
 _US = 1_000

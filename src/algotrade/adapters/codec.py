@@ -25,6 +25,7 @@ import orjson
 
 from algotrade.adapters.decimals import decimal_of, levels_of
 from algotrade.domain import events as ev
+from algotrade.domain import values
 from algotrade.domain.errors import InvalidInputError
 
 EVENT_TYPES: dict[str, type[ev.Event]] = {
@@ -49,21 +50,23 @@ EVENT_TYPES: dict[str, type[ev.Event]] = {
 _Conv = Callable[[Any], Any]
 
 
-def _levels_out(levels: tuple[ev.PriceLevel, ...]) -> list[list[str]]:
+def _levels_out(levels: tuple[values.PriceLevel, ...]) -> list[list[str]]:
     return [[str(p), str(q)] for p, q in levels]
 
 
-def _top_out(top: ev.TopOfBook | None) -> list[str] | None:
+def _top_out(top: values.TopOfBook | None) -> list[str] | None:
     if top is None:
         return None
     return [str(top.bid_price), str(top.bid_qty), str(top.ask_price), str(top.ask_qty)]
 
 
-def _top_in(raw: list[str] | None) -> ev.TopOfBook | None:
+def _top_in(raw: list[str] | None) -> values.TopOfBook | None:
     if raw is None:
         return None
     bid, bid_qty, ask, ask_qty = raw
-    return ev.TopOfBook(decimal_of(bid), decimal_of(bid_qty), decimal_of(ask), decimal_of(ask_qty))
+    return values.TopOfBook(
+        decimal_of(bid), decimal_of(bid_qty), decimal_of(ask), decimal_of(ask_qty)
+    )
 
 
 def _params_out(params: tuple[tuple[str, int], ...]) -> list[list[object]]:
@@ -93,11 +96,11 @@ _BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
     float: (_same, float),
     str: (_same, str),
     bool: (_same, bool),
-    ev.Side: (str, ev.Side),
-    ev.GapReason: (str, ev.GapReason),
-    ev.OrderStatus: (str, ev.OrderStatus),
-    tuple[ev.PriceLevel, ...]: (_levels_out, levels_of),
-    ev.TopOfBook | None: (_top_out, _top_in),
+    values.Side: (str, values.Side),
+    values.GapReason: (str, values.GapReason),
+    values.OrderStatus: (str, values.OrderStatus),
+    tuple[values.PriceLevel, ...]: (_levels_out, levels_of),
+    values.TopOfBook | None: (_top_out, _top_in),
     tuple[tuple[str, int], ...]: (_params_out, _params_in),
 }
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from algotrade.domain.events import PriceLevel
+from algotrade.domain.values import PriceLevel
 
 _DECIMALS: dict[str, Decimal] = {}
 MAX_INTERNED = 65_536

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import anyio
 
 from algotrade.adapters.redelivery import Redelivery
-from algotrade.domain.errors import ConcurrencyError
-from algotrade.domain.events import Event, SignalEmitted, with_version
+from algotrade.domain.appending import StreamState, plan_append
+from algotrade.domain.events import Event, SignalEmitted
 from algotrade.domain.ports import AppendResult, Delivery, StoredEvent, Tracking
 
 
@@ -21,6 +21,7 @@ class InMemoryEventStore:
     def __init__(self) -> None:
         self._events: list[StoredEvent] = []
         self._ids: set[str] = set()
+        self._sequences: dict[str, int] = {}  # stream -> highest natural order stored
         self._streams: dict[str, list[Event]] = {}
         self._tracking: dict[str, int] = {}
         self._changed = anyio.Event()
@@ -30,32 +31,29 @@ class InMemoryEventStore:
         self, events: Sequence[Event], *, tracking: Tracking | None = None
     ) -> AppendResult:
         """Store ``events`` atomically; see the port for the rules."""
-        staged: list[Event] = []
-        seen: set[str] = set()
-        versions: dict[str, int] = {}
-        duplicates = 0
-        for event in events:
-            eid = event.id
-            if eid in self._ids or eid in seen:
-                duplicates += 1
-                continue
-            seen.add(eid)
-            current = versions.get(event.stream)
-            if current is None:
-                current = len(self._streams.get(event.stream, ()))
-            if event.version == 0:
-                event = with_version(event, current + 1)
-            elif event.version != current + 1:
-                raise ConcurrencyError(event.stream, event.version)
-            versions[event.stream] = event.version
-            staged.append(event)
+        cursors: dict[str, StreamState] = {}
+        streams, sequences = self._streams, self._sequences
+
+        def cursor(name: str) -> StreamState:
+            state = cursors.get(name)
+            if state is None:
+                state = cursors[name] = StreamState(len(streams.get(name, ())), sequences.get(name))
+            return state
+
+        ids = self._ids
+        seen = {i for e in events if (i := e.id) in ids}
+        plan = plan_append(events, cursor, seen)  # raises before anything is kept
+        staged = plan.events
+        duplicates = plan.duplicates
         start = len(self._events)
         stored = tuple(StoredEvent(start + i + 1, e) for i, e in enumerate(staged))
         self._events.extend(stored)
-        self._ids.update(seen)
-        streams = self._streams
         for e in staged:
             streams.setdefault(e.stream, []).append(e)
+            ids.add(e.id)
+        for name, state in cursors.items():
+            if state.sequence is not None:
+                sequences[name] = state.sequence
         if tracking is not None:
             self._tracking[tracking.name] = tracking.position
         if stored and self._waiters:

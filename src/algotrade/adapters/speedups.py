@@ -21,7 +21,8 @@ from typing import Any
 
 from algotrade.adapters.decimals import decimal_of
 from algotrade.domain.book import Book, BookSynchronizer
-from algotrade.domain.events import DepthDiffReceived, TopOfBook
+from algotrade.domain.events import DepthDiffReceived
+from algotrade.domain.values import TopOfBook
 
 EXCHANGE = "binance"
 

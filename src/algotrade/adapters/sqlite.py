@@ -33,7 +33,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +40,10 @@ import orjson
 
 from algotrade.adapters import codec
 from algotrade.adapters.polling import wait_for_head
-from algotrade.domain.errors import ConcurrencyError, StoreError
+from algotrade.domain.appending import SEQUENCE, plan_append
+from algotrade.domain.errors import StoreError
 from algotrade.domain.events import (
-    BookSnapshotTaken,
-    DepthDiffReceived,
     Event,
-    TradeReceived,
-    with_version,
 )
 from algotrade.domain.ports import AppendResult, StoredEvent, Tracking
 
@@ -87,12 +83,6 @@ PRUNE_EVERY = 60.0  # seconds between two deletions of expired market data
 PRUNE_BATCH = 10_000  # segments a deletion removes at most (the write lock stays short)
 
 
-#: A market event's natural order within its stream, by event class.
-SEQUENCE: dict[type[Event], Callable[[Any], int]] = {
-    DepthDiffReceived: attrgetter("final_update_id"),
-    TradeReceived: attrgetter("trade_id"),
-    BookSnapshotTaken: attrgetter("last_update_id"),
-}
 SEGMENTED = frozenset(cls.__name__ for cls in SEQUENCE)
 
 
@@ -222,32 +212,17 @@ class SqliteEventStore:
         run: list[list[Any]] = []
         rows: list[tuple[int, str, str, int, str, bytes]] = []
         stored: list[StoredEvent] = []
-        duplicates = 0
         to_doc = codec.to_dict
-        sequence_of = SEQUENCE.get
-        for event in events:
-            cls = type(event)
-            type_ = cls.__name__
+
+        def cursor(name: str) -> _Stream:
+            return streams.get(name) or self._stream_state(name, streams)
+
+        plan = plan_append(events, cursor, existing)  # raises before anything is written
+        for event in plan.events:
+            type_ = type(event).__name__
             name = event.stream
-            state = streams.get(name) or self._stream_state(name, streams)
-            seq_getter = sequence_of(cls)
-            segmented = seq_getter is not None
-            if seq_getter is not None:
-                seq = seq_getter(event)
-                if state.sequence is not None and seq <= state.sequence:
-                    duplicates += 1
-                    continue
-                state.sequence = seq
-            else:
-                eid = event.id
-                if eid in existing:
-                    duplicates += 1
-                    continue
-                existing.add(eid)
-            if event.version == 0:
-                event = with_version(event, state.version + 1)
-            elif event.version != state.version + 1:
-                raise ConcurrencyError(name, event.version)
+            state = streams[name]
+            segmented = type_ in SEGMENTED
             head += 1
             doc = to_doc(event)
             if segmented:
@@ -257,7 +232,6 @@ class SqliteEventStore:
                     segments.append(self._segment(head - 1, run))
                     run = []
                 rows.append((head, event.id, name, event.version, type_, orjson.dumps(doc)))
-            state.version = event.version
             state.position = head
             state.last = (type_, doc)
             state.touched = True
@@ -283,7 +257,7 @@ class SqliteEventStore:
                 " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                 (tracking.name, tracking.position),
             )
-        return AppendResult(tuple(stored), duplicates)
+        return AppendResult(tuple(stored), plan.duplicates)
 
     @staticmethod
     def _segment(last: int, run: list[list[Any]]) -> tuple[int, int, bytes]:

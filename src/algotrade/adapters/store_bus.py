@@ -20,10 +20,10 @@ from algotrade.domain.events import (
     OrderPlaced,
     OrderRejected,
     SignalEmitted,
-    TopOfBook,
-    depth_stream,
 )
 from algotrade.domain.ports import Delivery, EventStore, QuoteSource, Tracking
+from algotrade.domain.streams import depth_stream
+from algotrade.domain.values import TopOfBook
 
 
 class StoreSignalConsumer:

@@ -25,13 +25,11 @@ from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
     MarketEvent,
-    PriceLevel,
     TradeReceived,
-    bar_stream,
-    depth_stream,
-    trade_stream,
 )
 from algotrade.domain.ports import RejectedInput
+from algotrade.domain.streams import bar_stream, depth_stream, trade_stream
+from algotrade.domain.values import PriceLevel
 
 EXCHANGE = "synthetic"
 DEFAULT_START_NS = 1_704_067_200_000_000_000  # 2024-01-01T00:00:00Z

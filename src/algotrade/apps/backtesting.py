@@ -14,12 +14,10 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
-from typing import Literal
 
 import anyio
 
@@ -29,9 +27,7 @@ from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.replay import ReplayFeed, open_recording
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.synthetic import synthetic_bars
-from algotrade.apps.collector import Collector
 from algotrade.apps.common import open_store
-from algotrade.apps.processor import MARKET_TYPES, OutboxRelay, ProcessorService
 from algotrade.domain.backtest import Backtester, BacktestResult
 from algotrade.domain.bars import Interval
 from algotrade.domain.book import BookSynchronizer
@@ -44,61 +40,20 @@ from algotrade.domain.events import (
     SignalEmitted,
     TradeReceived,
 )
-from algotrade.domain.ports import EventStore, RejectedInput
+from algotrade.domain.ports import RejectedInput
 from algotrade.domain.processing import PriceSource, Processor, SymbolPipeline
 from algotrade.domain.strategy import Strategy
+from algotrade.services.backtesting import History, ParityResult, SymbolChoice, live_path
+from algotrade.services.processor import MARKET_TYPES
 
 Data = str | Path | Iterable[BarClosed]
 """What :func:`backtest` reads: a kline CSV file, a recorded raw session, an event store
 URL (``mongodb://...``, ``sqlite:///file.db``, a ``.db`` file), or closed bars."""
 
-Kind = Literal["bars", "events"]
 CHUNK = 65_536
 MARKET_INTERVAL = Interval("1m", 60 * 1_000_000_000)
 """Bars built from market events when no interval is given."""
 _STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-
-@dataclass
-class History:
-    """History ready for a backtest: bars or stored market events, for one symbol."""
-
-    kind: Kind
-    symbol: str
-    interval: Interval
-    items: Sequence[BarClosed] | Sequence[tuple[Event, int]]
-    source: str
-    rejected: list[RejectedInput] = field(default_factory=list)
-    other_symbols: set[str] = field(default_factory=set)
-
-
-class _Choice:
-    """Which symbol's events a history keeps: the one asked for, or the first one met; the
-    other symbols met are noted."""
-
-    def __init__(self, asked: str | None) -> None:
-        self.symbol = asked
-        self.others: set[str] = set()
-
-    def keeps(self, event: Event) -> bool:
-        name: str | None = getattr(event, "symbol", None)
-        if name is None:
-            return False
-        if self.symbol is None:
-            self.symbol = name
-        if name == self.symbol:
-            return True
-        self.others.add(name)
-        return False
-
-    def chosen(self, read: int, where: str) -> str:
-        """Return the symbol, or say why there is nothing to test."""
-        if self.symbol is None:
-            raise ConfigurationError("data", f"no market event {where}")
-        if not read:
-            held = f" (it holds {', '.join(sorted(self.others))})" if self.others else ""
-            raise ConfigurationError("data", f"no market event of {self.symbol} {where}{held}")
-        return self.symbol
 
 
 class MarketEvents:
@@ -120,7 +75,7 @@ class MarketEvents:
             raise ConfigurationError("data", f"{self.path} is not a file")
         self.interval = interval or MARKET_INTERVAL
         self.asked = symbol.upper() if symbol else None
-        self._choice = _Choice(self.asked)
+        self._choice = SymbolChoice(self.asked)
         self.rejected: list[RejectedInput] = []
         self.read = 0
 
@@ -140,7 +95,7 @@ class MarketEvents:
         Raises:
             ConfigurationError: the source cannot be read, or holds no market event.
         """
-        self._choice, self.read, self.rejected = _Choice(self.asked), 0, []
+        self._choice, self.read, self.rejected = SymbolChoice(self.asked), 0, []
         found = self._store_pages(size) if self.store else self._recording_pages(size)
         for page in found:
             if page:
@@ -272,21 +227,6 @@ def _bars_history(
     return History("bars", symbol, wanted, list(resample(bars, wanted)), source)
 
 
-async def store_history(
-    store: EventStore, *, symbol: str | None, interval: Interval, source: str = "store"
-) -> History:
-    """Read a store's market events for one symbol (the first one stored by default) into
-    memory; a backtest given the store's URL reads them as it goes instead."""
-    choice = _Choice(symbol.upper() if symbol else None)
-    items: list[tuple[Event, int]] = []
-    after = 0
-    while batch := await store.read_all(after, limit=10_000, types=MARKET_TYPES, levels=False):
-        items.extend((s.event, s.position) for s in batch if choice.keeps(s.event))
-        after = batch[-1].position
-    name = choice.chosen(len(items), f"stored in {source}")
-    return History("events", name, interval, items, source, other_symbols=choice.others)
-
-
 def market_events(
     data: str | Path, *, symbol: str | None = None, interval: Interval | None = None
 ) -> MarketEvents | None:
@@ -396,36 +336,6 @@ def synthetic_history(
     return History("bars", symbol, parsed, bars, f"synthetic:{seed}")
 
 
-@dataclass
-class ParityResult:
-    """The two signal lists of :func:`parity` and where they differ."""
-
-    live: list[SignalEmitted]
-    backtest: list[SignalEmitted]
-    symbol: str
-    events: int
-    seconds: float
-
-    @property
-    def identical(self) -> bool:
-        """Return whether both paths gave the same signals, ids and fields alike."""
-        return self.live == self.backtest
-
-    def differences(self, limit: int = 10) -> list[str]:
-        """Describe the first differences, one line each."""
-        out = []
-        for i, (a, b) in enumerate(zip(self.live, self.backtest, strict=False)):
-            if a != b:
-                out.append(f"signal {i + 1}: live {_brief(a)} != backtest {_brief(b)}")
-        if len(self.live) != len(self.backtest):
-            out.append(f"live has {len(self.live)} signals, backtest {len(self.backtest)}")
-        return out[:limit]
-
-
-def _brief(s: SignalEmitted) -> str:
-    return f"{s.side} at {s.price} bar {s.bar_time} id {s.signal_id}"
-
-
 def parity(
     data: str | Path,
     strategy_factory: Callable[[], Strategy],
@@ -468,35 +378,6 @@ async def _live_signals(
         try:
             feed = ReplayFeed(path, symbols=[symbol])
             core = Processor(interval, strategy_factory, price_source=price_source)
-            return await _live_path(store, feed, core)
+            return await live_path(store, feed, core, SystemClock(), speedups.synchronizer)
         finally:
             await store.close()
-
-
-async def _live_path(store: EventStore, feed: ReplayFeed, core: Processor) -> list[SignalEmitted]:
-    """Collect ``feed`` into ``store`` while a processor follows it; return what its outbox
-    relay published."""
-    bus = _Published()
-    relay = OutboxRelay(store, bus)
-    processor = ProcessorService(store, core, on_signals=relay.notify)
-    collector = Collector(feed, store, SystemClock())
-    following, relaying = anyio.Event(), anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: processor.follow(following, idle=0.01))
-        tg.start_soon(relay.run, relaying)
-        await collector.run(anyio.Event())  # ends with the recording, everything stored
-        following.set()
-        await processor.catch_up()  # whatever the follower had not reached when stopped
-        relay.notify()
-        relaying.set()  # the relay publishes what is left, then returns
-    return bus.signals
-
-
-class _Published:
-    """A signal publisher that keeps what it is given, in order."""
-
-    def __init__(self) -> None:
-        self.signals: list[SignalEmitted] = []
-
-    async def publish(self, signals: Sequence[SignalEmitted]) -> None:
-        self.signals.extend(signals)

@@ -56,15 +56,6 @@ from algotrade.apps.settings import (
     TradingSettings,
     with_credentials,
 )
-from algotrade.apps.views import (
-    depth_view,
-    gap_view,
-    iso,
-    order_view,
-    position_view,
-    signal_view,
-    trade_view,
-)
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing, SizingKind
 from algotrade.domain.errors import AlgotradeError, ConfigurationError, MessagingError, leaves
@@ -80,9 +71,18 @@ from algotrade.domain.events import (
     PositionChanged,
     SequenceGapDetected,
     SignalEmitted,
-    depth_stream,
 )
 from algotrade.domain.strategy import SmaCrossover
+from algotrade.domain.streams import depth_stream
+from algotrade.services.views import (
+    depth_view,
+    gap_view,
+    iso,
+    order_view,
+    position_view,
+    signal_view,
+    trade_view,
+)
 
 app = typer.Typer(
     help="Collect market data, run an SMA crossover strategy, and act on its signals.",
@@ -1413,8 +1413,8 @@ async def _live_report(
     store: str, symbol: str, interval: str, short: int, long: int, cash: Decimal
 ) -> Any:
     from algotrade.apps.report import from_live
-    from algotrade.domain.events import bar_stream
     from algotrade.domain.processing import signal_stream
+    from algotrade.domain.streams import bar_stream
 
     bars_interval = Interval.parse(interval)
     name = parse_symbols([symbol])[0]

@@ -8,7 +8,7 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -21,18 +21,9 @@ from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.apps.logs import redact, warn
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import MarketEvent
 from algotrade.domain.ports import Clock, EventStore
 
 DEFAULT_STORE = "algotrade.db"
-
-Observer = Callable[[str, float], None]
-"""Records one latency in seconds: ``observe("frame_to_stored_seconds", 0.012)``."""
-
-
-def ignore(name: str, seconds: float) -> None:
-    """An observer that records nothing (library use, tests)."""
-
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -159,32 +150,6 @@ def open_store(
         retention=depth_retention,
         on_problem=lambda what, detail: warn("store", what, detail=detail),
     )
-
-
-async def paced(
-    batches: AsyncIterator[Sequence[MarketEvent]], speed: float, clock: Clock
-) -> AsyncIterator[Sequence[MarketEvent]]:
-    """Release events no faster than ``speed`` times their receive-time pace."""
-    if math.isinf(speed):
-        async for batch in batches:
-            yield batch
-        return
-    origin: tuple[int, float] | None = None
-    async for batch in batches:
-        ready: list[MarketEvent] = []
-        for event in batch:
-            if origin is None:
-                origin = (event.receive_ts, clock.monotonic())
-            due = origin[1] + (event.receive_ts - origin[0]) / 1e9 / speed
-            wait = due - clock.monotonic()
-            if wait > 0.005:
-                if ready:
-                    yield ready
-                    ready = []
-                await anyio.sleep(wait)
-            ready.append(event)
-        if ready:
-            yield ready
 
 
 async def stop_on_signals(

@@ -23,7 +23,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from algotrade.domain.events import decimal_text
+from algotrade.domain.values import decimal_text
+from algotrade.services import logs as services_logs
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):[^@/\s]*@", re.I)
 _SECRET_KEYS = ("password", "secret", "api_key", "token")
@@ -155,3 +156,6 @@ def log(app: str, message: str, **fields: object) -> None:
 def warn(app: str, message: str, **fields: object) -> None:
     """Log a problem the service survives (a retry, a rejected input, an outage)."""
     _logger.warning(message, app=app, **fields)
+
+
+services_logs.install(log, warn)  # the use cases log through this module's logger

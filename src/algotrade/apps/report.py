@@ -16,11 +16,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from algotrade.apps.views import iso
 from algotrade.domain.backtest import BacktestResult, max_drawdown
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import BarClosed, OrderFilled, Side, SignalEmitted, decimal_text
+from algotrade.domain.events import BarClosed, OrderFilled, SignalEmitted
 from algotrade.domain.indicators import SimpleMovingAverage
+from algotrade.domain.values import Side, decimal_text
+from algotrade.services.views import iso
 
 BUY_COLOUR = "#00b050"
 SELL_COLOUR = "#e00000"

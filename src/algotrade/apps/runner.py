@@ -15,13 +15,13 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
+from algotrade.adapters import speedups
 from algotrade.adapters.binance.feed import BinanceFeed
 from algotrade.adapters.memory import InMemorySignalBus, SystemClock
 from algotrade.adapters.notices import Notice, Notify
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.adapters.store_bus import PaperGateway
 from algotrade.adapters.synthetic import SyntheticFeed, SyntheticStart
-from algotrade.apps.collector import Collector
 from algotrade.apps.common import (
     Progress,
     open_store,
@@ -31,20 +31,13 @@ from algotrade.apps.common import (
     stop_on_signals,
 )
 from algotrade.apps.logs import log, warn
-from algotrade.apps.processor import OutboxRelay, ProcessorService
 from algotrade.apps.settings import FeedSettings, RedisSettings, RunSettings
-from algotrade.apps.trader import TraderService
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
     SignalEmitted,
-    TopOfBook,
     TradeReceived,
-    decimal_text,
-    depth_stream,
     order_id_for,
-    order_stream,
-    trade_stream,
 )
 from algotrade.domain.ports import (
     Clock,
@@ -53,6 +46,11 @@ from algotrade.domain.ports import (
     SignalConsumer,
     StoredEvent,
 )
+from algotrade.domain.streams import depth_stream, order_stream, trade_stream
+from algotrade.domain.values import TopOfBook, decimal_text
+from algotrade.services.collector import Collector
+from algotrade.services.processor import OutboxRelay, ProcessorService
+from algotrade.services.trader import TraderService
 
 SYNTHETIC_STEP_NS = 100_000_000
 SYNTHETIC_TICK = Decimal("0.01")
@@ -169,7 +167,10 @@ async def bootstrap_run(
     else:
         client = settings.redis.client()
         relay = OutboxRelay(
-            store, settings.redis.publisher(client), name=outbox_name(settings.redis)
+            store,
+            settings.redis.publisher(client),
+            name=outbox_name(settings.redis),
+            clock=clock,
         )
         consumer = settings.redis.consumer_for(client)
     processor = ProcessorService(
@@ -177,14 +178,21 @@ async def bootstrap_run(
         settings.strategy.processor(),
         publisher=bus,
         on_signals=relay.notify if relay is not None else None,
+        clock=clock,
     )
 
     async def on_stored(batch: Sequence[StoredEvent]) -> None:
         await processor.handle(batch)
 
-    collector = Collector(feed, store, clock, speed=settings.feed.speed, on_stored=on_stored)
+    collector = Collector(
+        feed, store, clock, speed=settings.feed.speed, on_stored=on_stored,
+        synchronizer=speedups.synchronizer,
+        backfill=feed if isinstance(feed, BinanceFeed) else None,
+    )  # fmt: skip
     gateway = PaperGateway(CollectorQuotes(collector), fee_rate=settings.trading.fee)
-    trader = TraderService(store, consumer, gateway, quantity=settings.trading.quantity)
+    trader = TraderService(
+        store, consumer, gateway, quantity=settings.trading.quantity, clock=clock
+    )
     return Pipeline(store, feed, collector, processor, trader, bus, clock, relay, client)
 
 

@@ -32,13 +32,11 @@ from algotrade.adapters.redis import RedisSignalConsumer, RedisSignalPublisher
 from algotrade.adapters.replay import RecordingSink
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
-from algotrade.apps.collector import Collector
 from algotrade.apps.common import Progress, open_store, rate, stop_after, stop_on_signals
 from algotrade.apps.health import Check, Monitor, UnhealthyError
 from algotrade.apps.http import create_app, listen, serve_http
 from algotrade.apps.logs import log, warn
 from algotrade.apps.metrics import Figure, Figures, ServiceMetrics
-from algotrade.apps.processor import OutboxRelay, ProcessorService
 from algotrade.apps.runner import book_tops, log_notices, make_feed, outbox_name
 from algotrade.apps.settings import (
     CollectorSettings,
@@ -48,7 +46,6 @@ from algotrade.apps.settings import (
     TraderSettings,
 )
 from algotrade.apps.timing import TimedStore
-from algotrade.apps.trader import OrderFollower, TraderService, set_kill_switch
 from algotrade.domain.errors import ConfigurationError, RecorderError
 from algotrade.domain.events import Event
 from algotrade.domain.ports import (
@@ -61,6 +58,10 @@ from algotrade.domain.ports import (
     StoredEvent,
     Tracking,
 )
+from algotrade.services.collector import Collector
+from algotrade.services.orders import OrderFollower
+from algotrade.services.processor import OutboxRelay, ProcessorService
+from algotrade.services.trader import TraderService, set_kill_switch
 
 Work = Callable[[anyio.Event], Awaitable[None]]
 
@@ -413,8 +414,10 @@ async def run_collector(settings: CollectorSettings) -> dict[str, Any]:
     try:
         feed = await make_feed(settings.feed, store)
         collector = Collector(
-            feed, store, clock, speed=settings.feed.speed, flush_interval=settings.flush_interval
-        )
+            feed, store, clock, speed=settings.feed.speed, flush_interval=settings.flush_interval,
+            synchronizer=speedups.synchronizer,
+            backfill=feed if isinstance(feed, BinanceFeed) else None,
+        )  # fmt: skip
         observed = observability(
             "collector",
             service,
@@ -535,7 +538,7 @@ async def run_processor(settings: ProcessorSettings) -> dict[str, Any]:
     publisher = None
     if redis is not None and client is not None:
         publisher = redis.publisher(client)
-        relay = OutboxRelay(store, publisher, name=outbox_name(redis))
+        relay = OutboxRelay(store, publisher, name=outbox_name(redis), clock=clock)
     service = ProcessorService(
         store,
         settings.strategy.processor(),
@@ -738,6 +741,7 @@ async def run_trader(settings: TraderSettings) -> dict[str, Any]:
     trader = TraderService(
         store, consumer, gateway, quantity=trading.quantity, sizing=trading.sizing,
         max_position=trading.max_position, limit_offset_bps=trading.limit_offset_bps,
+        clock=clock,
     )  # fmt: skip
     follower: OrderFollower | None = None
     stream: BinanceUserStream | None = None
@@ -824,7 +828,7 @@ async def run_kill_switch(store_url: str, *, halt: bool, reason: str) -> dict[st
     """Set or clear the kill switch in the store every trader reads."""
     store = open_store(store_url, patient=False, existing="store")
     try:
-        event = await set_kill_switch(store, halt=halt, reason=reason)
+        event = await set_kill_switch(store, halt=halt, reason=reason, clock=SystemClock())
     finally:
         await store.close()
     return {"halted": halt, "reason": reason, "version": event.version}
@@ -900,7 +904,7 @@ async def run_record(
         recorder=write,
         notify=log_notices("record"),
     )
-    collector = Collector(feed, _DiscardingStore(), clock)  # type: ignore[arg-type]
+    collector = Collector(feed, _DiscardingStore(), clock, synchronizer=speedups.synchronizer)  # type: ignore[arg-type]
 
     async def work(stop: anyio.Event) -> None:
         """Record until ``stop``; a compressed file is flushed every second, lull or not."""

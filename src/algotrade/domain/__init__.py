@@ -20,23 +20,20 @@ from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
     Event,
-    GapReason,
     MarketEvent,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
-    OrderStatus,
     OrderUpdated,
     PositionChanged,
     SequenceGapDetected,
-    Side,
     SignalEmitted,
-    TopOfBook,
     TradeReceived,
 )
 from algotrade.domain.indicators import SimpleMovingAverage, sma_series
 from algotrade.domain.processing import Processor, SymbolPipeline
 from algotrade.domain.strategy import Decision, SmaCrossover, Strategy
+from algotrade.domain.values import GapReason, OrderStatus, Side, TopOfBook
 
 __all__ = [
     "AlgotradeError",

@@ -26,16 +26,9 @@ from typing import Any
 
 from algotrade.domain.broker import Position, apply_fill, check_order, paper_fill, place_order
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import (
-    BarClosed,
-    Event,
-    OrderFilled,
-    Side,
-    SignalEmitted,
-    TopOfBook,
-    decimal_text,
-)
+from algotrade.domain.events import BarClosed, Event, OrderFilled, SignalEmitted
 from algotrade.domain.processing import SymbolPipeline
+from algotrade.domain.values import Side, TopOfBook, decimal_text
 
 ZERO = Decimal(0)
 QUANTITY_STEP = Decimal("0.00000001")  # Binance's smallest BTC step

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import BarClosed, bar_stream
+from algotrade.domain.events import BarClosed
+from algotrade.domain.streams import bar_stream
 
 _UNITS_NS = {
     "s": 1_000_000_000,

@@ -27,12 +27,10 @@ from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
     Event,
-    GapReason,
-    PriceLevel,
     SequenceGapDetected,
-    TopOfBook,
     applied,
 )
+from algotrade.domain.values import GapReason, PriceLevel, TopOfBook
 
 
 class Book(Protocol):

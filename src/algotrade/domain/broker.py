@@ -19,18 +19,15 @@ from algotrade.domain.events import (
     OrderFilled,
     OrderPlaced,
     OrderRejected,
-    OrderStatus,
     OrderUpdated,
     PositionChanged,
-    Side,
     SignalEmitted,
-    TopOfBook,
-    fast_init,
     order_final,
     order_id_for,
-    order_stream,
-    position_stream,
 )
+from algotrade.domain.initialisers import fast_init
+from algotrade.domain.streams import order_stream, position_stream
+from algotrade.domain.values import OrderStatus, Side, TopOfBook
 
 ZERO = Decimal(0)
 
@@ -275,6 +272,24 @@ def _apply(
         execution=execution,
     )
     return new, event
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionEvent:
+    """One execution report as the exchange streams it (Binance: ``executionReport``):
+    cumulative figures plus this event's own trade."""
+
+    client_order_id: str
+    exchange_order_id: int
+    symbol: str
+    status: OrderStatus
+    executed_quantity: Decimal  # z
+    executed_quote: Decimal  # Z
+    last_quantity: Decimal  # l
+    commission: Decimal  # n
+    commission_asset: str | None  # N
+    exchange_ts: int  # E, in nanoseconds
+    reason: str  # r
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,135 +18,19 @@ Indicator values (SMAs) are floats.
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
-#: Namespace of every uuid5 algotrade derives.
-ALGOTRADE_NAMESPACE = uuid.UUID("6f1c3c2e-8f0a-5a7e-9d0b-6a1f2b3c4d5e")
-
-#: One price level: (price, quantity). A quantity of zero removes the level.
-PriceLevel: TypeAlias = tuple[Decimal, Decimal]
-
-
-T = TypeVar("T")
-
-
-def _slot_setters(cls: type) -> dict[str, Any]:
-    """Return each field's slot descriptor ``__set__``, found along the MRO."""
-    setters = {}
-    for f in dataclasses.fields(cls):
-        for klass in cls.__mro__:
-            descriptor = klass.__dict__.get(f.name)
-            if descriptor is not None and hasattr(descriptor, "__set__"):
-                setters[f.name] = descriptor.__set__
-                break
-    return setters
-
-
-def fast_init(cls: type[T]) -> type[T]:
-    """Give a frozen, slotted dataclass a faster ``__init__`` with the same signature.
-
-    A frozen dataclass's generated ``__init__`` stores each field through
-    ``object.__setattr__``; storing through the slot descriptors directly costs about
-    half as much, and events are built for every market message. Immutability is
-    unchanged: ``__setattr__`` still raises ``FrozenInstanceError``.
-    """
-    setters = _slot_setters(cls)
-    namespace: dict[str, Any] = {}
-    params, body = [], []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # cls is a dataclass
-        namespace[f"set_{f.name}"] = setters[f.name]
-        if f.default is not dataclasses.MISSING:
-            namespace[f"default_{f.name}"] = f.default
-            params.append(f"{f.name}=default_{f.name}")
-        else:
-            params.append(f.name)
-        body.append(f"    set_{f.name}(self, {f.name})")
-    keyword_only = all(f.kw_only for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-    star = "*, " if keyword_only else ""
-    source = f"def __init__(self, {star}{', '.join(params)}):\n" + "\n".join(body)
-    exec(source, namespace)  # the code is built from field names only
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init  # type: ignore[method-assign]  # replacing the generated one
-    return cls
-
-
-def decimal_text(number: Decimal) -> str:
-    """Return a price, quantity or amount as plain decimal text, never in exponent form.
-
-    ``str(Decimal)`` writes ``0E-8`` for a quantity rounded to 1e-8 that came to nothing
-    and ``1E-7`` for a tiny fee: exact, but not what a person, or a script that reads
-    Binance's ``"0.00000010"``, expects. Other values keep ``str``'s text (and its speed:
-    the trader logs every order).
-    """
-    text = str(number)
-    return f"{number:f}" if "E" in text else text
-
-
-def derived_id(*parts: object) -> str:
-    """Return a uuid5 string that is a pure function of ``parts``."""
-    return str(uuid.uuid5(ALGOTRADE_NAMESPACE, "|".join(str(p) for p in parts)))
-
-
-class Side(StrEnum):
-    """Direction of a signal or an order."""
-
-    BUY = "BUY"
-    SELL = "SELL"
-
-
-class OrderStatus(StrEnum):
-    """An order's state as the exchange reports it (Binance's ``X`` / ``status``)."""
-
-    NEW = "NEW"
-    PARTIALLY_FILLED = "PARTIALLY_FILLED"
-    FILLED = "FILLED"
-    CANCELED = "CANCELED"
-    REJECTED = "REJECTED"
-    EXPIRED = "EXPIRED"
-
-    @property
-    def final(self) -> bool:
-        """Return whether nothing more can happen to an order in this state."""
-        return self not in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
-
-
-class GapReason(StrEnum):
-    """Why a symbol's order book lost its sync."""
-
-    GAP = "gap"
-    """A diff's first update id was not the previous final update id + 1."""
-    STALE_SNAPSHOT = "stale_snapshot"
-    """The snapshot is older than the first buffered diff: updates in between are missing."""
-    CROSSED = "crossed"
-    """After applying a diff the best bid was not below the best ask."""
-    BUFFER_OVERFLOW = "buffer_overflow"
-    """Too many diffs arrived while waiting for a snapshot."""
-    RESTART = "restart"
-    """A restarted collector's first snapshot is ahead of what was stored: the updates in
-    between were never received (the snapshot's book includes them)."""
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class TopOfBook:
-    """Best bid and best ask with their quantities."""
-
-    bid_price: Decimal
-    bid_qty: Decimal
-    ask_price: Decimal
-    ask_qty: Decimal
-
-    @property
-    def mid(self) -> Decimal:
-        """Return the mid price, exact."""
-        return (self.bid_price + self.ask_price) / 2
+from algotrade.domain.initialisers import copier, fast_init
+from algotrade.domain.values import (
+    GapReason,
+    OrderStatus,
+    PriceLevel,
+    Side,
+    TopOfBook,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,67 +52,23 @@ E = TypeVar("E", bound=Event)
 _COPIERS: dict[type[Event], Callable[..., Event]] = {}
 
 
-def _copier(cls: type[Event], replaced: tuple[str, ...]) -> Callable[..., Event]:
-    # Like dataclasses itself, generate the copy function once per class: one attribute
-    # store per field, no keyword handling, no per-call field introspection.
-    lines = [f"def copy(event, {', '.join(replaced)}):", "    new = new_(cls)"]
-    namespace: dict[str, Any] = {"cls": cls, "new_": object.__new__}
-    for name, setter in _slot_setters(cls).items():
-        namespace[f"set_{name}"] = setter
-        value = name if name in replaced else f"event.{name}"
-        lines.append(f"    set_{name}(new, {value})")
-    lines.append("    return new")
-    exec("\n".join(lines), namespace)  # the code is built from field names only
-    copy: Callable[..., Event] = namespace["copy"]
-    return copy
-
-
 def with_version(event: E, version: int) -> E:
     """Return a copy of ``event`` at ``version``: a fast ``dataclasses.replace``.
 
     Appending assigns versions to stored market events, so this sits on the hot path.
     """
     cls = type(event)
-    copier = _COPIERS.get(cls)
-    if copier is None:
-        copier = _COPIERS[cls] = _copier(cls, ("version",))
-    return copier(event, version)  # type: ignore[return-value]  # same class as event
+    copy = _COPIERS.get(cls)
+    if copy is None:
+        copy = _COPIERS[cls] = copier(cls, ("version",))
+    return copy(event, version)  # type: ignore[return-value]  # same class as event
 
 
 def applied(diff: DepthDiffReceived, version: int, top: TopOfBook | None) -> DepthDiffReceived:
     """Return ``diff`` as stored once applied to a book: at ``version``, with the top of
     book after it (a fast ``dataclasses.replace``: the collector does this for every diff).
     """
-    return _apply_copy(diff, version, top)  # type: ignore[return-value]  # a DepthDiffReceived
-
-
-def depth_stream(symbol: str) -> str:
-    """Return the stream of a symbol's order-book events."""
-    return f"depth-{symbol}"
-
-
-def trade_stream(symbol: str) -> str:
-    """Return the stream of a symbol's trades."""
-    return f"trades-{symbol}"
-
-
-def bar_stream(symbol: str, interval: str) -> str:
-    """Return the stream of a symbol's closed bars of one interval."""
-    return f"bars-{symbol}-{interval}"
-
-
-def order_stream(order_id: str) -> str:
-    """Return the stream of one order's life."""
-    return f"order-{order_id}"
-
-
-#: The stream of the trading kill switch: :class:`TradingHalted` / :class:`TradingResumed`.
-CONTROL_STREAM = "control-trading"
-
-
-def position_stream(symbol: str) -> str:
-    """Return the stream of a symbol's position changes."""
-    return f"position-{symbol}"
+    return _apply_copy(diff, version, top)
 
 
 # --- market data -------------------------------------------------------------------------
@@ -256,7 +96,7 @@ class DepthDiffReceived(Event):
         return f"depth:{self.exchange}:{self.symbol}:{self.final_update_id}"
 
 
-_apply_copy = _copier(DepthDiffReceived, ("version", "top"))
+_apply_copy = copier(DepthDiffReceived, ("version", "top"))
 
 
 @fast_init

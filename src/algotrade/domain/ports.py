@@ -6,13 +6,13 @@ only; no driver object or raw dict crosses a port.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
 from algotrade.domain.bars import Interval
-from algotrade.domain.broker import Position
+from algotrade.domain.broker import ExecutionEvent, ExecutionReport, Position
 from algotrade.domain.events import (
     BarClosed,
     Event,
@@ -22,9 +22,10 @@ from algotrade.domain.events import (
     OrderRejected,
     OrderUpdated,
     SignalEmitted,
-    TopOfBook,
-    fast_init,
 )
+from algotrade.domain.initialisers import fast_init
+from algotrade.domain.rules import SymbolInfo
+from algotrade.domain.values import TopOfBook
 
 
 @fast_init
@@ -212,6 +213,71 @@ class OrderGateway(Protocol):
     async def dust(self, symbol: str) -> Decimal:
         """Return the largest quantity of ``symbol`` that cannot be sold (under the lot step
         or the minimum quantity): a position holding no more than that is flat."""
+        ...
+
+
+class ExchangeOrders(OrderGateway, Protocol):
+    """An exchange's order side: an :class:`OrderGateway` whose orders can also be looked
+    up and cancelled there (Binance; the paper broker fills at once and needs neither)."""
+
+    async def lookup(self, order: OrderPlaced) -> ExecutionReport | None:
+        """Return the order's cumulative state on the exchange (``None``: unknown there).
+
+        Raises:
+            MessagingError: the exchange could not be asked.
+        """
+        ...
+
+    async def cancel(self, order: OrderPlaced) -> ExecutionReport | None:
+        """Cancel a working order; return its final state (``None``: unknown there).
+
+        Raises:
+            MessagingError: the exchange could not be asked.
+        """
+        ...
+
+    async def symbol_info(self, symbol: str) -> SymbolInfo:
+        """Return the symbol's order filters and its two assets.
+
+        Raises:
+            MessagingError: the exchange could not be asked.
+        """
+        ...
+
+
+class Stop(Protocol):
+    """A one-way switch a long-running call watches (``anyio.Event`` is one)."""
+
+    def is_set(self) -> bool:
+        """Return whether the caller asked to stop."""
+        ...
+
+    async def wait(self) -> object:
+        """Return once the caller asked to stop."""
+        ...
+
+
+class ExecutionReports(Protocol):
+    """The exchange's stream of execution reports of the account's orders."""
+
+    async def run(
+        self,
+        handle: Callable[[ExecutionEvent], Awaitable[None]],
+        connected: Callable[[], Awaitable[None]],
+        stop: Stop,
+    ) -> None:
+        """Deliver every report to ``handle`` until ``stop`` is set, reconnecting after a
+        loss; ``connected`` is awaited after every (re)connection (reports may have been
+        missed: the caller reconciles)."""
+        ...
+
+
+class TradeBackfill(Protocol):
+    """A market feed that can fetch trades it missed (Binance: aggregate trades by id)."""
+
+    async def backfill_trades(self, symbol: str, first_id: int, last_id: int) -> None:
+        """Fetch the trades ``first_id``..``last_id``: they arrive later in the feed's
+        batches; what cannot be fetched stays missing (the collector records a gap)."""
         ...
 
 

@@ -13,9 +13,10 @@ from algotrade.domain.events import (
     Event,
     SignalEmitted,
     TradeReceived,
-    derived_id,
 )
 from algotrade.domain.strategy import Decision, Strategy
+from algotrade.domain.streams import signal_stream_name
+from algotrade.domain.values import derived_id
 
 PriceSource = Literal["mid", "trade"]
 
@@ -23,7 +24,7 @@ PriceSource = Literal["mid", "trade"]
 def signal_stream(symbol: str, interval: str, strategy: Strategy) -> str:
     """Return the stream of one strategy's signals for one symbol and interval."""
     params = "-".join(str(v) for _, v in strategy.params)
-    return f"signals-{symbol}-{interval}-{strategy.name}-{params}"
+    return signal_stream_name(symbol, interval, strategy.name, params)
 
 
 class SymbolPipeline:

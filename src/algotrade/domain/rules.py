@@ -77,3 +77,21 @@ def fit_limit_order(
     if rules.max_notional and notional > rules.max_notional:
         return f"notional {notional} is above the maximum {rules.max_notional}"
     return fitted, fitted_price
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInfo:
+    """What the gateway needs of a symbol: its filters and its two assets."""
+
+    rules: SymbolRules
+    base: str
+    quote: str
+
+    def commission(self, amount: Decimal, asset: str | None) -> tuple[Decimal, Decimal]:
+        """Return a commission as (paid in the quote asset, taken in the base asset); one
+        in a third asset (BNB) counts in neither."""
+        if asset == self.quote:
+            return amount, Decimal(0)
+        if asset == self.base:
+            return Decimal(0), amount
+        return Decimal(0), Decimal(0)

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.events import BarClosed, Side
+from algotrade.domain.events import BarClosed
 from algotrade.domain.indicators import SimpleMovingAverage
+from algotrade.domain.values import Side
 
 #: Relative difference under which two averages count as equal (see :class:`SmaCrossover`).
 EQUAL_WITHIN = 1e-12

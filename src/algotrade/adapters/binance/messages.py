@@ -17,16 +17,10 @@ import orjson
 from algotrade.adapters.decimals import levels_of
 from algotrade.adapters.speedups import scan_depth
 from algotrade.domain.errors import InvalidInputError
-from algotrade.domain.events import (
-    BookSnapshotTaken,
-    DepthDiffReceived,
-    MarketEvent,
-    PriceLevel,
-    TradeReceived,
-    depth_stream,
-    trade_stream,
-)
+from algotrade.domain.events import BookSnapshotTaken, DepthDiffReceived, MarketEvent, TradeReceived
 from algotrade.domain.rules import SymbolRules
+from algotrade.domain.streams import depth_stream, trade_stream
+from algotrade.domain.values import PriceLevel
 
 EXCHANGE = "binance"
 T = TypeVar("T")

@@ -49,16 +49,10 @@ from algotrade.adapters.binance.signing import (
 from algotrade.adapters.memory import SystemClock
 from algotrade.domain.broker import ExecutionReport, Position, order_update, reject
 from algotrade.domain.errors import InvalidInputError, MessagingError
-from algotrade.domain.events import (
-    OrderFilled,
-    OrderPlaced,
-    OrderRejected,
-    OrderStatus,
-    OrderUpdated,
-    Side,
-)
+from algotrade.domain.events import OrderFilled, OrderPlaced, OrderRejected, OrderUpdated
 from algotrade.domain.ports import Clock
-from algotrade.domain.rules import SymbolRules, fit_limit_order, fit_market_order
+from algotrade.domain.rules import SymbolInfo, fit_limit_order, fit_market_order
+from algotrade.domain.values import OrderStatus, Side
 
 T = TypeVar("T")
 
@@ -94,24 +88,6 @@ ORDER_STATUS = {
     "EXPIRED": OrderStatus.EXPIRED,
     "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolInfo:
-    """What the gateway needs of a symbol: its filters and its two assets."""
-
-    rules: SymbolRules
-    base: str
-    quote: str
-
-    def commission(self, amount: Decimal, asset: str | None) -> tuple[Decimal, Decimal]:
-        """Return a commission as (paid in the quote asset, taken in the base asset); one
-        in a third asset (BNB) counts in neither."""
-        if asset == self.quote:
-            return amount, Decimal(0)
-        if asset == self.base:
-            return Decimal(0), amount
-        return Decimal(0), Decimal(0)
 
 
 @dataclass

@@ -36,31 +36,14 @@ from httpx_ws import AsyncWebSocketSession, aconnect_ws
 from algotrade.adapters.binance.signing import DEFAULT_RECV_WINDOW_MS, Signer, signed_params
 from algotrade.adapters.binance.trading import ORDER_STATUS, TIMESTAMP
 from algotrade.adapters.notices import Notice, Notify, describe, ignore
+from algotrade.domain.broker import ExecutionEvent
 from algotrade.domain.errors import InvalidInputError, MessagingError
-from algotrade.domain.events import OrderStatus
-from algotrade.domain.ports import RejectedInput
+from algotrade.domain.ports import RejectedInput, Stop
 
 _KEEP_RAW = 2048
 WS_API_PATH = "/ws-api/v3"
 #: Events after which the subscription (or the server) is gone: reconnect.
 _ENDINGS = frozenset({"eventStreamTerminated", "serverShutdown"})
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionEvent:
-    """One ``executionReport``: cumulative figures plus this event's own trade."""
-
-    client_order_id: str
-    exchange_order_id: int
-    symbol: str
-    status: OrderStatus
-    executed_quantity: Decimal  # z
-    executed_quote: Decimal  # Z
-    last_quantity: Decimal  # l
-    commission: Decimal  # n
-    commission_asset: str | None  # N
-    exchange_ts: int  # E, in nanoseconds
-    reason: str  # r
 
 
 def read_frame(text: str | bytes) -> tuple[str, ExecutionEvent | None]:
@@ -175,7 +158,7 @@ class BinanceUserStream:
         self,
         handle: Callable[[ExecutionEvent], Awaitable[None]],
         connected: Callable[[], Awaitable[None]],
-        stop: anyio.Event,
+        stop: Stop,
     ) -> None:
         """Deliver every execution report to ``handle`` until ``stop`` is set."""
         attempt = 0

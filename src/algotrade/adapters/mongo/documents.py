@@ -23,16 +23,18 @@ from typing import Any
 from algotrade.adapters import codec
 from algotrade.adapters.decimals import decimal_of, levels_of
 from algotrade.domain import events as ev
+from algotrade.domain import values
 from algotrade.domain.errors import InvalidInputError
+from algotrade.domain.streams import StreamKind, stream_kind
 
 #: Collection of each stream family (the part of the stream name before the first ``-``).
-COLLECTIONS: dict[str, str] = {
-    "depth": "depth",
-    "trades": "trades",
-    "bars": "bars",
-    "signals": "trade_signals",
-    "order": "orders",
-    "position": "positions",
+COLLECTIONS: dict[StreamKind | None, str] = {
+    StreamKind.DEPTH: "depth",
+    StreamKind.TRADES: "trades",
+    StreamKind.BARS: "bars",
+    StreamKind.SIGNALS: "trade_signals",
+    StreamKind.ORDER: "orders",
+    StreamKind.POSITION: "positions",
 }
 #: Collection of streams of any other family.
 OTHER = "events"
@@ -65,7 +67,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
 def collection_of(stream: str) -> str:
     """Return the collection that holds ``stream``."""
-    return COLLECTIONS.get(stream.partition("-")[0], OTHER)
+    return COLLECTIONS.get(stream_kind(stream), OTHER)
 
 
 def as_date(ns: int) -> dt.datetime:
@@ -73,11 +75,11 @@ def as_date(ns: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=ns // 1000)
 
 
-def _top(doc: Mapping[str, Any]) -> ev.TopOfBook | None:
+def _top(doc: Mapping[str, Any]) -> values.TopOfBook | None:
     bid, ask = doc.get("best_bid"), doc.get("best_ask")
     if bid is None or ask is None:
         return None
-    return ev.TopOfBook(
+    return values.TopOfBook(
         decimal_of(bid[0]), decimal_of(bid[1]), decimal_of(ask[0]), decimal_of(ask[1])
     )
 

@@ -54,6 +54,7 @@ from pymongo.errors import ConfigurationError as MongoConfigurationError
 from algotrade.adapters import codec
 from algotrade.adapters.mongo import documents
 from algotrade.adapters.polling import wait_for_head
+from algotrade.domain.appending import SEQUENCE_FIELD, plan_append
 from algotrade.domain.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -61,11 +62,7 @@ from algotrade.domain.errors import (
     StoreError,
 )
 from algotrade.domain.events import (
-    BookSnapshotTaken,
-    DepthDiffReceived,
     Event,
-    TradeReceived,
-    with_version,
 )
 from algotrade.domain.ports import AppendResult, StoredEvent, Tracking
 
@@ -78,12 +75,7 @@ DEFAULT_DATABASE = "btc_data"
 DEFAULT_RETENTION = 7 * 86400.0
 #: Collections whose documents expire after the retention period (market data).
 RETAINED = ("depth", "trades")
-#: Each market event type's natural sequence within its stream (duplicates at or below it).
-SEQUENCE: dict[type[Event], str] = {
-    DepthDiffReceived: "final_update_id",
-    BookSnapshotTaken: "last_update_id",
-    TradeReceived: "trade_id",
-}
+SEQUENCE = SEQUENCE_FIELD  # the natural order's field, by market event class
 _SEQUENCE_FIELD = {"depth": "final_update_id", "trades": "trade_id"}
 _MARKET_TYPES = [cls.__name__ for cls in SEQUENCE]
 #: Server error codes that mean "try again" (primary stepped down, shutting down, timeouts).
@@ -418,38 +410,19 @@ class MongoEventStore:
         return existing
 
     async def _append_once(self, events: Sequence[Event], refresh: bool) -> AppendResult:
-        # 1. Plan: skip duplicates, assign and check versions.
+        # 1. Plan: skip duplicates, assign and check versions (the domain's rule).
         existing = await self._existing_ids(events)
         states: dict[str, _Stream] = {}
-        planned: list[tuple[Event, bool]] = []  # (event at its version, version was assigned)
-        duplicates = 0
-        for event in events:
-            name = event.stream
-            state = states.get(name)
-            if state is None:
-                state = states[name] = await self._stream_state(name, refresh)
-            seq_field = SEQUENCE.get(type(event))
-            if seq_field is not None:
-                seq = getattr(event, seq_field)
-                if state.sequence is not None and seq <= state.sequence:
-                    duplicates += 1
-                    continue
-            elif event.id in existing:
-                duplicates += 1
-                continue
-            else:
-                existing.add(event.id)
-            auto = event.version == 0
-            if auto:
-                event = with_version(event, state.version + 1)
-            elif event.version != state.version + 1:
-                if not state.fresh:
-                    raise _RetryError
-                raise ConcurrencyError(name, event.version)
-            state.version = event.version
-            if seq_field is not None:
-                state.sequence = seq
-            planned.append((event, auto))
+        for name in dict.fromkeys(e.stream for e in events):
+            states[name] = await self._stream_state(name, refresh)
+        try:
+            plan = plan_append(events, states.__getitem__, existing)
+        except ConcurrencyError as e:
+            if not states[e.stream].fresh:  # a cached version: read the stream again
+                raise _RetryError from None
+            raise
+        planned = list(zip(plan.events, plan.assigned, strict=True))
+        duplicates = plan.duplicates
         if not planned:
             return AppendResult((), duplicates)
 

@@ -15,7 +15,8 @@ from decimal import Decimal, InvalidOperation
 import orjson
 
 from algotrade.domain.errors import InvalidInputError
-from algotrade.domain.events import Side, SignalEmitted
+from algotrade.domain.events import SignalEmitted
+from algotrade.domain.values import Side
 
 SCHEMA_VERSION = "1"
 

@@ -9,16 +9,11 @@ ignores market events already covered by them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
 
-from algotrade.adapters.memory import SystemClock
-from algotrade.apps.common import Observer, ignore
-from algotrade.apps.logs import log, warn
-from algotrade.apps.views import signal_view
 from algotrade.domain.errors import ConcurrencyError, MessagingError
 from algotrade.domain.events import (
     BarClosed,
@@ -27,7 +22,6 @@ from algotrade.domain.events import (
     Event,
     SignalEmitted,
     TradeReceived,
-    bar_stream,
 )
 from algotrade.domain.ports import (
     BarHistory,
@@ -38,6 +32,10 @@ from algotrade.domain.ports import (
     Tracking,
 )
 from algotrade.domain.processing import Processor, SymbolPipeline
+from algotrade.domain.streams import bar_stream, stream_kind
+from algotrade.services.common import Observer, ignore
+from algotrade.services.logs import log, warn
+from algotrade.services.views import signal_view
 
 MARKET_TYPES: tuple[type[Event], ...] = (DepthDiffReceived, BookSnapshotTaken, TradeReceived)
 
@@ -62,16 +60,16 @@ class ProcessorService:
         store: EventStore,
         processor: Processor,
         *,
+        clock: Clock,
         publisher: SignalPublisher | None = None,
         tracking_name: str | None = None,
         on_signals: Callable[[Sequence[SignalEmitted]], None] | None = None,
-        clock: Clock | None = None,
         observe: Observer = ignore,
         history: BarHistory | None = None,
     ) -> None:
         self.store = store
         self.history = history
-        self.clock = clock or SystemClock()
+        self.clock = clock
         self.observe = observe
         self.processor = processor
         self.publisher = publisher
@@ -164,7 +162,8 @@ class ProcessorService:
                 produced, tracking=Tracking(self.tracking_name, self.checkpoint())
             )
         except ConcurrencyError as e:
-            if not e.stream.startswith(("bars-", "signals-")):
+            kind = stream_kind(e.stream)
+            if kind is None or not kind.derived:
                 raise
             self._rejoin()
             return
@@ -260,12 +259,14 @@ class OutboxRelay:
         store: EventStore,
         publisher: SignalPublisher,
         *,
+        clock: Clock,
         name: str = "outbox",
         batch_size: int = 500,
         idle: float = 0.02,
         observe: Observer = ignore,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.observe = observe
         self.backlog = 0
         """Signals stored and not yet published, as far as this relay knows."""
@@ -282,7 +283,7 @@ class OutboxRelay:
 
     def notify(self, signals: Sequence[SignalEmitted] = ()) -> None:
         """Wake the relay now: ``signals`` were just stored (it also polls every ``idle``)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for signal in signals:
             self._stored_at[signal.signal_id] = now
         self._grow(len(signals))
@@ -290,7 +291,7 @@ class OutboxRelay:
 
     def _grow(self, count: int) -> None:
         if count and not self.backlog:
-            self.pending_since = time.monotonic()
+            self.pending_since = self.clock.monotonic()
         self.backlog += count
 
     async def relay_once(self) -> int:
@@ -310,7 +311,7 @@ class OutboxRelay:
         await self.store.append([], tracking=Tracking(self.name, found[-1].position))
         self._position = found[-1].position
         self.published += len(signals)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for signal in signals:
             stored_at = self._stored_at.pop(signal.signal_id, None)
             if stored_at is not None:

@@ -19,8 +19,8 @@ from algotrade.domain.events import (
     PositionChanged,
     SequenceGapDetected,
     SignalEmitted,
-    decimal_text,
 )
+from algotrade.domain.values import decimal_text
 
 
 def iso(ts_ns: int) -> str:

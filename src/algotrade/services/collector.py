@@ -10,24 +10,34 @@ from typing import TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from algotrade.adapters import speedups
-from algotrade.apps.common import Observer, ignore, paced
-from algotrade.apps.logs import log, warn
 from algotrade.domain.book import BookSynchronizer, continue_stream
 from algotrade.domain.errors import ConcurrencyError
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
     Event,
-    GapReason,
     SequenceGapDetected,
-    TopOfBook,
     TradeReceived,
-    depth_stream,
-    trade_stream,
     with_version,
 )
-from algotrade.domain.ports import AppendResult, Clock, EventStore, MarketFeed, StoredEvent
+from algotrade.domain.ports import (
+    AppendResult,
+    Clock,
+    EventStore,
+    MarketFeed,
+    StoredEvent,
+    TradeBackfill,
+)
+from algotrade.domain.streams import (
+    StreamKind,
+    depth_stream,
+    stream_kind,
+    stream_symbol,
+    trade_stream,
+)
+from algotrade.domain.values import GapReason, TopOfBook
+from algotrade.services.common import Observer, ignore, paced
+from algotrade.services.logs import log, warn
 
 OnStored = Callable[[Sequence[StoredEvent]], Awaitable[None]]
 T = TypeVar("T")
@@ -105,6 +115,10 @@ class Collector:
     :meth:`run` runs, a writer task appends the batches in order, so the feed keeps flowing
     while the store is slow or away (its adapter retries) until ``max_buffered`` events wait;
     then handing over the next batch waits (back-pressure on the feed), nothing is dropped.
+
+    ``synchronizer`` builds each symbol's synchroniser (the entry points pass the compiled
+    one when it was built); ``backfill``, when given, fetches the trades a jump in aggregate
+    trade ids skipped (otherwise the jump is recorded as a gap at once).
     """
 
     def __init__(
@@ -120,8 +134,12 @@ class Collector:
         backfill_timeout: float = 10.0,
         on_stored: OnStored | None = None,
         observe: Observer = ignore,
+        synchronizer: Callable[..., BookSynchronizer] = BookSynchronizer,
+        backfill: TradeBackfill | None = None,
     ) -> None:
         self.feed = feed
+        self.synchronizer = synchronizer
+        self.backfill = backfill
         self.observe = observe
         self.store = store
         self.clock = clock
@@ -284,7 +302,8 @@ class Collector:
         try:
             result = await self.store.append(batch)
         except ConcurrencyError as e:
-            if not e.stream.startswith(("depth-", "trades-")):
+            kind = stream_kind(e.stream)
+            if kind is None or not kind.market:
                 raise
             result = await self._store_rebased(batch)
         if queued:
@@ -310,7 +329,7 @@ class Collector:
         numbering continues from what is stored.
         """
         self.stats.takeovers += 1
-        streams = {e.stream for e in batch if e.stream.startswith(("depth-", "trades-"))}
+        streams = {e.stream for e in batch if (k := stream_kind(e.stream)) is not None and k.market}
         for attempt in range(1, 101):
             last = {stream: await self.store.last_event(stream) for stream in streams}
             rebased = self._continued(batch, last)
@@ -329,12 +348,12 @@ class Collector:
             stored = await self.store.last_event(stream)
             if stored is None:
                 continue
-            symbol = stream.split("-", 1)[1]
-            if stream.startswith("depth-") and symbol in self.books:
+            kind, symbol = stream_kind(stream), stream_symbol(stream)
+            if kind is StreamKind.DEPTH and symbol in self.books:
                 sync = self.books[symbol]
                 sync.version = stored.version
                 sync.stored_through = max(sync.stored_through, _sequence_of(stored))
-            elif stream.startswith("trades-") and symbol in self._trades:
+            elif kind is StreamKind.TRADES and symbol in self._trades:
                 _, last_id = self._trades[symbol]
                 self._trades[symbol] = (stored.version, max(last_id, _sequence_of(stored)))
         if self.stats.takeovers == 1 or self.stats.takeovers % 1000 == 0:  # not every batch
@@ -347,7 +366,7 @@ class Collector:
         """Return ``batch`` continuing the stored streams whose last events are ``last``."""
         depth: dict[str, list[Event]] = {}
         for event in batch:
-            if event.stream.startswith("depth-"):
+            if stream_kind(event.stream) is StreamKind.DEPTH:
                 depth.setdefault(event.stream, []).append(event)
         versions = {stream: e.version if e is not None else 0 for stream, e in last.items()}
         out: list[Event] = []
@@ -359,7 +378,7 @@ class Collector:
         for event in batch:
             if event.stream not in last:
                 out.append(event)
-            elif event.stream.startswith("depth-"):
+            elif stream_kind(event.stream) is StreamKind.DEPTH:
                 # each depth stream goes once, where its first event was
                 events = depth.pop(event.stream, None)
                 if events is not None:
@@ -381,7 +400,7 @@ class Collector:
                 stored_through = last.last_update_id
             elif isinstance(last, SequenceGapDetected):
                 stored_through = min(last.expected_update_id, last.received_update_id) - 1
-        sync = speedups.synchronizer(
+        sync = self.synchronizer(
             event.symbol, exchange=event.exchange, version=version, stored_through=stored_through
         )
         self.books[event.symbol] = sync
@@ -403,15 +422,14 @@ class Collector:
         if event.trade_id <= last_id:
             return
         if last_id and event.trade_id > last_id + 1:
-            backfill = getattr(self.feed, "backfill_trades", None)
-            if backfill is not None:
+            if self.backfill is not None:
                 self._backfills[symbol] = _Backfill(
                     last_id + 1,
                     event.trade_id - 1,
                     self.clock.monotonic() + self.backfill_timeout,
                     held=[event],
                 )
-                await backfill(symbol, last_id + 1, event.trade_id - 1)
+                await self.backfill.backfill_trades(symbol, last_id + 1, event.trade_id - 1)
                 return
             self._trade_gap(event, last_id + 1, event.trade_id)
             version, last_id = self._trades[symbol]
