@@ -42,6 +42,7 @@ def test_bulk_services_collect_rarely_and_signal_services_keep_pythons_threshold
 def test_each_command_picks_its_collector_thresholds(
     command: str, latency: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The services signals pass through tune the collector for latency; the others not."""
     chosen: list[bool] = []
 
     def execute(main: Any, *, logs_on_stdout: bool = False, latency: bool = False) -> Any:
@@ -49,7 +50,7 @@ def test_each_command_picks_its_collector_thresholds(
         main().close()  # the service's coroutine, never started
         return {}
 
-    monkeypatch.setattr(cli, "execute", execute)
+    monkeypatch.setattr(cli.service_commands, "execute", execute)
     result = CliRunner().invoke(cli.app, [command, "--store", str(tmp_path / "a.db"), "--json"])
     assert result.exit_code == 0, result.output
     assert chosen == [latency]

@@ -52,7 +52,7 @@ def test_depth_lists_every_event_of_the_symbol_page_by_page(
     db = tmp_path / "depth.db"
     expected = _store(db)
     assert len(expected) == 12
-    monkeypatch.setattr(cli, "LISTING_PAGE", page)
+    monkeypatch.setattr(cli.listings, "LISTING_PAGE", page)
     try:
         listed = CliRunner().invoke(cli.app, ["depth", "--store", str(db), "--json"])
         table = CliRunner().invoke(cli.app, ["depth", "--store", str(db)])

@@ -187,7 +187,7 @@ def test_sides_are_enum_values() -> None:
 def test_a_summary_table_shows_a_dash_where_a_figure_does_not_apply(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from algotrade.apps.cli import print_summary
+    from algotrade.apps.cli.exits import print_summary
 
     figures = {"signals": 1200, "published": None, "positions": {"BTCUSDT": {"mark": None}}}
     print_summary("processor summary", figures, as_json=False)
@@ -384,16 +384,16 @@ def test_an_algotrade_error_in_a_task_group_is_reported_but_not_beside_a_bug() -
     error (beside the cancellations it caused); anything else keeps its traceback."""
     import asyncio
 
-    from algotrade.apps.cli import _reportable
+    from algotrade.apps.cli.exits import reportable
     from algotrade.domain.errors import RecorderError
 
     failure = RecorderError("cannot write the recording 'x': No space left on device")
     nested = BaseExceptionGroup("outer", [ExceptionGroup("inner", [failure])])
-    assert _reportable(nested) is failure
-    assert _reportable(BaseExceptionGroup("g", [asyncio.CancelledError(), failure])) is failure
-    assert _reportable(ExceptionGroup("g", [failure, ValueError("a bug")])) is None
-    assert _reportable(ExceptionGroup("g", [ValueError("a bug")])) is None
-    assert _reportable(failure) is failure
+    assert reportable(nested) is failure
+    assert reportable(BaseExceptionGroup("g", [asyncio.CancelledError(), failure])) is failure
+    assert reportable(ExceptionGroup("g", [failure, ValueError("a bug")])) is None
+    assert reportable(ExceptionGroup("g", [ValueError("a bug")])) is None
+    assert reportable(failure) is failure
 
 
 @hypothesis_settings(max_examples=60, deadline=None)

@@ -146,10 +146,10 @@ def test_trading_settings_and_clients_never_show_the_keys() -> None:
 def test_cancel_after_is_a_positive_duration_or_never() -> None:
     """``--cancel-after 5m`` reaches the follower's settings in seconds; unset is never; a
     zero or malformed delay is a configuration error naming the option."""
-    from algotrade.apps.cli import _binance_trading
+    from algotrade.apps.cli.options import binance_trading_settings
 
     def settings(cancel_after: str | None) -> float | None:
-        found = _binance_trading(
+        found = binance_trading_settings(
             "binance", "key", SECRET, None, None, None, production=False,
             reconcile_every="60s", cancel_after=cancel_after,
         )  # fmt: skip

@@ -1,0 +1,30 @@
+"""The ``algotrade`` command line: one Typer application, its commands in modules by kind.
+
+``options`` (flags and the settings built from them), ``exits`` (how a command ends),
+``service_commands`` (run, collector, processor, trader, record, health), ``listings``
+(signals, orders, positions, depth, gaps) and ``research`` (backtest, parity, report).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from algotrade.apps.cli.app import app
+
+# The import order is the order of the commands in --help.
+# isort: off
+from algotrade.apps.cli import service_commands
+from algotrade.apps.cli import listings
+from algotrade.apps.cli import research
+
+# isort: on
+
+__all__ = ["app", "listings", "main", "research", "service_commands"]
+
+
+def main() -> None:
+    """Entry point of the ``algotrade`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
+        sys.exit(130)
