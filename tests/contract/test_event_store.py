@@ -12,12 +12,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from algotrade.adapters.memory import InMemoryEventStore, SystemClock
+from algotrade.adapters.memory import InMemoryEventStore
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.adapters.sqlite import SqliteEventStore
-from algotrade.adapters.synthetic import SyntheticFeed
-from algotrade.apps.common import open_store
-from algotrade.apps.services import collector_figures
+from algotrade.apps.wiring import open_store, sqlite_figures
 from algotrade.domain.errors import ConcurrencyError, StoreError
 from algotrade.domain.events import (
     BarClosed,
@@ -29,7 +27,6 @@ from algotrade.domain.events import (
 )
 from algotrade.domain.ports import EventStore, Tracking
 from algotrade.domain.values import GapReason, TopOfBook
-from algotrade.services.collector import Collector
 from tests.support.builders import D, bar, diff, snapshot
 
 pytestmark = pytest.mark.anyio
@@ -325,15 +322,15 @@ async def test_a_failed_deletion_is_told_and_tried_again_a_minute_later(tmp_path
 async def test_the_collector_exports_the_market_events_the_retention_deleted(
     tmp_path: Path,
 ) -> None:
-    """`algotrade_expired_market_events_total` counts what the SQLite retention deleted."""
+    """`algotrade_expired_market_events_total` counts what the SQLite retention deleted
+    (the figure the wiring gives every SQLite store it opens)."""
     clock = [1_000_000.0]
     store = SqliteEventStore(tmp_path / "metric.db", retention=60.0, now=lambda: clock[0])
-    collector = Collector(SyntheticFeed(), store, SystemClock())
     try:
         await store.append([trade(1), trade(2)])
         clock[0] += 3600
         await store.append([trade(3)])
-        figures = {f.name: f.value for f in collector_figures(collector, store)()}
+        figures = {f.name: f.value for f in sqlite_figures(store)()}
     finally:
         await store.close()
     assert figures["expired_market_events"] == 2

@@ -19,9 +19,9 @@ from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.notices import Notice
 from algotrade.apps.health import UnhealthyError
 from algotrade.apps.logs import configure_logging
-from algotrade.apps.runner import log_notices
-from algotrade.apps.services import collector_checks
 from algotrade.apps.settings import FlowBounds, ServiceSettings
+from algotrade.apps.vitals import collector_checks
+from algotrade.apps.wiring import binance_feed_parts, log_notices
 from algotrade.domain.errors import RecorderError
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -329,10 +329,9 @@ async def test_an_exchange_out_of_reach_is_logged_and_shown_by_readiness(
         notify=log_notices("collector"),
     )
     collector = Collector(feed, InMemoryEventStore(), SystemClock(), backfill=feed)
-    checks = {
-        c.name: c
-        for c in collector_checks(collector, ServiceSettings(bounds=FlowBounds(stale_after=0.1)))
-    }
+    bounds = ServiceSettings(bounds=FlowBounds(stale_after=0.1))
+    why = binance_feed_parts(feed, SystemClock()).problem  # what the wiring gives the checks
+    checks = {c.name: c for c in collector_checks(collector, bounds, why)}
     log_path = tmp_path / "collector.log"
     with log_path.open("w", encoding="utf-8") as logs:
         configure_logging(logs, json=True)
@@ -373,7 +372,8 @@ async def test_an_unlisted_symbol_is_told_and_shown_by_readiness_while_others_fl
     async with running(unlisted=("FOOBAR",)) as r:
         await eventually(lambda: r.collector.stats.stored > 20)
         await eventually(lambda: len(r.told("REST request failed")) >= 2)
-        checks = {c.name: c for c in collector_checks(r.collector, settings)}
+        why = binance_feed_parts(r.feed, SystemClock()).problem
+        checks = {c.name: c for c in collector_checks(r.collector, settings, why)}
         assert await checks["market_data"].probe()  # BTCUSDT flows
         with pytest.raises(UnhealthyError) as refused:
             await checks["books"].probe()

@@ -8,8 +8,7 @@ import pytest
 
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.synthetic import SyntheticFeed
-from algotrade.apps.common import Progress
-from algotrade.apps.runner import book_tops
+from algotrade.apps.common import Progress, book_tops
 from algotrade.services.collector import Collector
 from tests.support.builders import snapshot
 

@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 from algotrade.adapters.memory import InMemoryEventStore, InMemorySignalBus, SystemClock
 from algotrade.adapters.store_bus import PaperGateway, StoreQuoteSource, StoreSignalConsumer
 from algotrade.adapters.synthetic import SyntheticFeed
+from algotrade.apps.bootstrap import bootstrap_run
 from algotrade.apps.common import SourceSpec
 from algotrade.apps.logs import configure_logging
-from algotrade.apps.runner import bootstrap_run, run_pipeline, synthetic_starts
+from algotrade.apps.runner import run_pipeline
 from algotrade.apps.settings import FeedSettings, RunSettings, StrategySettings
+from algotrade.apps.wiring import synthetic_starts
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import StoreError
 from algotrade.domain.events import (

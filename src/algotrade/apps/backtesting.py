@@ -27,7 +27,7 @@ from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.replay import ReplayFeed, open_recording
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.synthetic import synthetic_bars
-from algotrade.apps.common import open_store
+from algotrade.apps.wiring import open_store
 from algotrade.domain.backtest import Backtester, BacktestResult
 from algotrade.domain.bars import Interval
 from algotrade.domain.book import BookSynchronizer

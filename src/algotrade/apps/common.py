@@ -1,4 +1,4 @@
-"""What the three services share: option parsing, store selection, pacing, progress, stop."""
+"""What the entry points share: option parsing, progress, stopping, memory and GC tuning."""
 
 from __future__ import annotations
 
@@ -16,12 +16,9 @@ from typing import TextIO
 import anyio
 import anyio.abc
 
-from algotrade.adapters.memory import InMemoryEventStore
-from algotrade.adapters.mongo import MongoEventStore
-from algotrade.adapters.sqlite import SqliteEventStore
-from algotrade.apps.logs import redact, warn
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.ports import Clock, EventStore
+from algotrade.domain.ports import Clock
+from algotrade.services.collector import Collector
 
 DEFAULT_STORE = "algotrade.db"
 
@@ -106,50 +103,6 @@ def parse_retention(text: str) -> float:
     if text.strip() in ("0", "0s", "0d", "forever"):
         return 0.0
     return parse_duration(text, name="depth-retention")
-
-
-def open_store(
-    url: str,
-    *,
-    depth_retention: float | None = None,
-    patient: bool = True,
-    existing: str | None = None,
-) -> EventStore:
-    """Open the event store named by ``url``: a SQLite path (default), ``memory``, or a
-    ``mongodb://`` URL.
-
-    ``depth_retention`` (seconds, 0 for ever; ``None``: left as it is) is how long market
-    data is kept after it was stored (MongoDB: a TTL index; SQLite deletes it about once a
-    minute); a ``patient`` store retries an unreachable server for ever
-    (services), an impatient one gives up after 15 seconds (one-shot commands).
-    ``existing``: the option naming the store, for commands that read one (or set the kill
-    switch): a SQLite file that is not there is then an error naming that option, rather
-    than a new empty store (a mistyped path listed nothing, or halted no trader).
-    """
-    if url == "memory":
-        return InMemoryEventStore()
-    if url.startswith(("mongodb://", "mongodb+srv://")):
-        return MongoEventStore(
-            url,
-            depth_retention=depth_retention,
-            give_up_after=None if patient else 15.0,
-            on_retry=lambda what, error, pause: warn(
-                "store",
-                "MongoDB unavailable, retrying",
-                during=what,
-                wait=f"{pause:.2f}s",
-                error=redact(error.split(",")[0]),
-            ),
-            on_problem=lambda what, detail: warn("store", what, detail=detail),
-        )
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    if existing is not None and not Path(path).exists():
-        raise ConfigurationError(existing, f"no store at {path!r} (nothing was created)")
-    return SqliteEventStore(
-        path,
-        retention=depth_retention,
-        on_problem=lambda what, detail: warn("store", what, detail=detail),
-    )
 
 
 async def stop_on_signals(
@@ -268,3 +221,16 @@ def tune_gc(*, latency: bool = False) -> None:
     """
     gc.freeze()
     gc.set_threshold(*(LATENCY_GC if latency else THROUGHPUT_GC))
+
+
+def book_tops(collector: Collector, shown: int = 3) -> str:
+    """Return ``SYMBOL bid/ask`` of the first ``shown`` symbols (``syncing`` until a book is
+    synchronised), for progress lines: the prices are what says that data flows."""
+    symbols = collector.feed.symbols
+    parts = []
+    for symbol in symbols[:shown]:
+        top = collector.top(symbol)
+        parts.append(f"{symbol} {top.bid_price}/{top.ask_price}" if top else f"{symbol} syncing")
+    if len(symbols) > shown:
+        parts.append(f"+{len(symbols) - shown} more")
+    return " ".join(parts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import ExecutionEvent, ExecutionReport, Position
@@ -272,6 +272,7 @@ class ExecutionReports(Protocol):
         ...
 
 
+@runtime_checkable
 class TradeBackfill(Protocol):
     """A market feed that can fetch trades it missed (Binance: aggregate trades by id)."""
 

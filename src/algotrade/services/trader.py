@@ -375,3 +375,18 @@ async def set_kill_switch(
         log("trader", "kill switch", halted=halt, reason=reason, version=version)
         return event
     raise ConcurrencyError(CONTROL_STREAM, 0)
+
+
+async def signals_without_orders(store: EventStore) -> list[SignalEmitted]:
+    """Return the stored signals that have no order yet, in store order."""
+    out: list[SignalEmitted] = []
+    after = 0
+    while page := await store.read_all(after, limit=1000, types=(SignalEmitted,)):
+        after = page[-1].position
+        for stored in page:
+            signal = stored.event
+            if isinstance(signal, SignalEmitted) and not await store.last_event(
+                order_stream(order_id_for(signal.signal_id))
+            ):
+                out.append(signal)
+    return out

@@ -13,12 +13,8 @@ from algotrade.adapters.redis.tail import tail_stream
 from algotrade.apps.cli.app import app
 from algotrade.apps.cli.exits import checked, execute
 from algotrade.apps.cli.options import JsonOpt, StoreOpt, StreamOpt, redis_settings
-from algotrade.apps.common import (
-    DEFAULT_STORE,
-    open_store,
-    parse_symbols,
-)
-from algotrade.apps.runner import log_notices
+from algotrade.apps.common import DEFAULT_STORE, parse_symbols
+from algotrade.apps.wiring import log_notices, open_store
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,

@@ -22,11 +22,9 @@ from algotrade.apps.cli.options import (
     ShortOpt,
     option_decimal,
 )
-from algotrade.apps.common import (
-    open_store,
-    parse_symbols,
-)
+from algotrade.apps.common import parse_symbols
 from algotrade.apps.logs import configure_logging
+from algotrade.apps.wiring import open_store
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (

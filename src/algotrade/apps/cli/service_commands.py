@@ -10,6 +10,7 @@ import typer
 
 from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
 from algotrade.adapters.redis import SIGNAL_GROUP, SIGNAL_STREAM
+from algotrade.apps.bootstrap import bootstrap_run
 from algotrade.apps.cli.app import app
 from algotrade.apps.cli.exits import checked, execute, fail, option_error, print_summary
 from algotrade.apps.cli.options import (
@@ -54,7 +55,7 @@ from algotrade.apps.common import (
     parse_duration,
     parse_retention,
 )
-from algotrade.apps.runner import bootstrap_run, run_pipeline
+from algotrade.apps.runner import run_pipeline
 from algotrade.apps.settings import (
     DEFAULT_PORTS,
     CollectorSettings,
@@ -446,7 +447,7 @@ def record(
     )
     seconds = checked(lambda: option_duration(duration))
     checked(lambda: _record_target(out))
-    from algotrade.apps.services import run_record
+    from algotrade.apps.recording import run_record
 
     summary = execute(lambda: run_record(feed, out, seconds), logs_on_stdout=not as_json)
     print_summary("record summary", summary, as_json)
