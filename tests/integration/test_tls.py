@@ -20,6 +20,7 @@ from anyio.streams.tls import TLSListener
 
 from algotrade.adapters.mongo import MongoEventStore
 from algotrade.apps.settings import RedisSettings
+from algotrade.apps.wiring import redis_client, redis_consumer, redis_publisher
 from algotrade.domain.events import SignalEmitted
 from algotrade.domain.streams import bar_stream
 from algotrade.domain.values import Side
@@ -85,7 +86,7 @@ async def test_signals_over_rediss(redis_url: str, ca: tuple[trustme.CA, Path]) 
     async with tls_proxy(f"{upstream.hostname}:{upstream.port}", authority) as port:
         url = f"rediss://127.0.0.1:{port}{upstream.path or '/0'}?ssl_ca_certs={ca_file}"
         settings = RedisSettings(url, stream="tls-signals", group="tls-group")
-        client = settings.client()
+        client = redis_client(settings)
         try:
             signal = SignalEmitted(
                 stream="signals-BTCUSDT-1m-x", version=1, exchange_ts=1, receive_ts=1,
@@ -93,8 +94,8 @@ async def test_signals_over_rediss(redis_url: str, ca: tuple[trustme.CA, Path]) 
                 interval="1m", side=Side.BUY, price=Decimal("100.5"), short_sma=1.0,
                 long_sma=0.5, bar_time=0, strategy="x", params=(("short", 1),),
             )  # fmt: skip
-            await settings.publisher(client).publish([signal])
-            consumer = settings.consumer_for(client)
+            await redis_publisher(settings, client).publish([signal])
+            consumer = redis_consumer(settings, client)
             deliveries = await consumer.receive(10, 2.0)
             assert [d.signal for d in deliveries] == [signal]
             await consumer.ack(deliveries)
@@ -109,7 +110,7 @@ async def test_a_plain_connection_to_a_tls_port_fails_clearly(
     authority, _ = ca
     upstream = urlsplit(redis_url)
     async with tls_proxy(f"{upstream.hostname}:{upstream.port}", authority) as port:
-        client = RedisSettings(f"rediss://127.0.0.1:{port}/0").client()
+        client = redis_client(RedisSettings(f"rediss://127.0.0.1:{port}/0"))
         try:
             with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
                 await client.ping()

@@ -21,6 +21,7 @@ from algotrade.adapters.binance.signing import (
     signed_params,
     signed_query,
 )
+from algotrade.apps.wiring import signer
 from algotrade.domain.errors import ConfigurationError, InvalidInputError
 from algotrade.domain.rules import SymbolRules, fit_limit_order, fit_market_order
 
@@ -127,13 +128,13 @@ def test_trading_settings_and_clients_never_show_the_keys() -> None:
     shown = " ".join(
         [
             repr(settings),
-            repr(BinanceGateway(settings.rest_url, settings.api_key, settings.signer())),
-            repr(BinanceUserStream(settings.stream_url, settings.api_key, settings.signer())),
+            repr(BinanceGateway(settings.rest_url, settings.api_key, signer(settings))),
+            repr(BinanceUserStream(settings.stream_url, settings.api_key, signer(settings))),
         ]
     )
 
     assert "the-api-key" not in shown
-    bare = BinanceUserStream("ws://127.0.0.1:8765", "k", settings.signer())
+    bare = BinanceUserStream("ws://127.0.0.1:8765", "k", signer(settings))
     assert bare.stream_url == "ws://127.0.0.1:8765/ws-api/v3"  # the path is added
     assert SECRET not in shown
     assert "testnet.binance.vision" in shown

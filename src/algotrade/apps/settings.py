@@ -1,31 +1,29 @@
 """One frozen, typed settings object per command, built once by the CLI from options and
 environment variables and validated there (a bad value exits with status 2 naming the
 option and its variable). Secrets (URL passwords) are never shown: see ``__repr__``.
+
+Settings hold values only: the adapters they name are built by
+:mod:`algotrade.apps.wiring`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
-from redis.asyncio import Redis
-
 from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
-from algotrade.adapters.binance.signing import Ed25519Signer, HmacSigner, Signer
 from algotrade.adapters.binance.trading import TESTNET_REST_URL, TESTNET_STREAM_URL
 from algotrade.adapters.redis import (
     DEAD_LETTER_STREAM,
     SIGNAL_GROUP,
     SIGNAL_STREAM,
-    RedisSignalConsumer,
-    RedisSignalPublisher,
 )
-from algotrade.apps.common import DEFAULT_STORE, SourceSpec
+from algotrade.apps.common import DEFAULT_STORE, SourceSpec, parse_duration
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing
 from algotrade.domain.errors import ConfigurationError
@@ -40,6 +38,39 @@ MONGO_CREDENTIALS = (("mongodb://", "mongodb+srv://"), "ALGOTRADE_MONGO_USERNAME
                      "ALGOTRADE_MONGO_PASSWORD")  # fmt: skip
 REDIS_CREDENTIALS = (("redis://", "rediss://"), "ALGOTRADE_REDIS_USERNAME",
                      "ALGOTRADE_REDIS_PASSWORD")  # fmt: skip
+
+
+#: The variables read apart from the commands' options (those the CLI declares with
+#: each option, ``algotrade <command> --help`` shows them), with what they set.
+OTHER_VARIABLES = {
+    "ALGOTRADE_MONGO_USERNAME": "MongoDB user, percent-encoded into the store URL",
+    "ALGOTRADE_MONGO_PASSWORD": "MongoDB password, percent-encoded into the store URL",
+    "ALGOTRADE_REDIS_USERNAME": "Redis user (ACL), percent-encoded into the Redis URL",
+    "ALGOTRADE_REDIS_PASSWORD": "Redis password, percent-encoded into the Redis URL",
+    "ALGOTRADE_SHUTDOWN_GRACE": "how long a stopping service may drain (30s)",
+    "ALGOTRADE_SPEEDUPS": "0 turns the compiled parser and book off (read by "
+    "algotrade.adapters.speedups when it is imported: the one variable read elsewhere)",
+}
+#: Variables of the test harness and of the compose file, which the commands ignore.
+HARNESS_VARIABLES = frozenset({
+    "ALGOTRADE_TEST_MONGO_URL", "ALGOTRADE_TEST_REDIS_URL", "ALGOTRADE_CHAOS_SEED",
+    "ALGOTRADE_CHAOS_SECONDS", "ALGOTRADE_SCALE_SYMBOLS", "ALGOTRADE_CPUS", "ALGOTRADE_MEMORY",
+    "ALGOTRADE_VERSION",
+})  # fmt: skip
+
+
+def unknown_variables(options: Iterable[str], environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Return the ``ALGOTRADE_*`` variables set in ``environ`` that nothing reads: neither
+    an option's (``options``), nor one of :data:`OTHER_VARIABLES` or the harness's (a
+    misspelt ``ALGOTRADE_STROE`` would otherwise be ignored without a word)."""
+    known = {*options, *OTHER_VARIABLES, *HARNESS_VARIABLES}
+    return sorted(n for n in environ if n.startswith("ALGOTRADE_") and n not in known)
+
+
+def shutdown_grace(environ: Mapping[str, str] = os.environ) -> float:
+    """Return ``ALGOTRADE_SHUTDOWN_GRACE`` in seconds (a duration; 30s by default)."""
+    text = environ.get("ALGOTRADE_SHUTDOWN_GRACE", "30s")
+    return parse_duration(text, name="ALGOTRADE_SHUTDOWN_GRACE")
 
 
 def with_credentials(
@@ -113,12 +144,6 @@ class BinanceTradingSettings:
     cancel_after: float | None = None
     """Seconds after which a working order is cancelled (``None``: never)."""
 
-    def signer(self) -> Signer:
-        """Return the request signer: Ed25519 when a private key is set, else HMAC."""
-        if self.private_key is not None:
-            return Ed25519Signer(self.private_key.read_bytes())
-        return HmacSigner(self.api_secret or "")
-
 
 @dataclass(frozen=True, slots=True)
 class TradingSettings:
@@ -147,26 +172,6 @@ class RedisSettings:
     claim_idle: float = 30.0
     max_deliveries: int = 5
     dead_letters: str = DEAD_LETTER_STREAM
-
-    def client(self) -> Redis:
-        """Return a client for the URL (no I/O until first used); replies decoded to text."""
-        return Redis.from_url(self.url, decode_responses=True)
-
-    def publisher(self, client: Redis) -> RedisSignalPublisher:
-        """Return the signal publisher."""
-        return RedisSignalPublisher(client, stream=self.stream, maxlen=self.maxlen)
-
-    def consumer_for(self, client: Redis) -> RedisSignalConsumer:
-        """Return this process's member of the trader group."""
-        return RedisSignalConsumer(
-            client,
-            stream=self.stream,
-            group=self.group,
-            consumer=self.consumer,
-            dead_letters=self.dead_letters,
-            claim_idle=self.claim_idle,
-            max_deliveries=self.max_deliveries,
-        )
 
 
 @dataclass(frozen=True, slots=True)

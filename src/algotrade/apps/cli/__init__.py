@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sys
 
+import typer
+
+from algotrade.apps.cli import exits
 from algotrade.apps.cli.app import app
+from algotrade.apps.settings import unknown_variables
 
 # The import order is the order of the commands in --help.
 # isort: off
@@ -20,6 +24,14 @@ from algotrade.apps.cli import research
 # isort: on
 
 __all__ = ["app", "listings", "main", "research", "service_commands"]
+
+
+@app.callback()
+def _warn_unknown_variables() -> None:
+    """Warn, on stderr, about every ALGOTRADE_* variable set that nothing reads."""
+    for name in unknown_variables(exits.declared_variables()):
+        typer.echo(f"algotrade: warning: {name} is set but is no setting of algotrade "
+                   "(misspelt?); it is ignored", err=True)  # fmt: skip
 
 
 def main() -> None:

@@ -44,11 +44,11 @@ def _named(name: str) -> str:
     if name.isupper():
         return name  # an environment variable with no option (PYROSCOPE_SERVER_ADDRESS)
     option = f"--{name.replace('_', '-')}"
-    envvar = _variables().get(option)
+    envvar = option_variables().get(option)
     return f"{option} (env var: {envvar})" if envvar else option
 
 
-def _variables() -> dict[str, str]:
+def option_variables() -> dict[str, str]:
     """Return each option's environment variable, read from the commands themselves."""
     found: dict[str, str] = {}
     commands = [typer.main.get_command(app)]
@@ -59,6 +59,19 @@ def _variables() -> dict[str, str]:
             envvar = param.envvar if isinstance(param.envvar, str) else (param.envvar or [""])[0]
             for opt in param.opts if envvar else ():
                 found.setdefault(opt, envvar)
+    return found
+
+
+def declared_variables() -> set[str]:
+    """Return every environment variable an option of any command reads."""
+    found: set[str] = set()
+    commands = [typer.main.get_command(app)]
+    while commands:
+        command = commands.pop()
+        commands.extend(getattr(command, "commands", {}).values())
+        for param in command.params:
+            envvar = param.envvar
+            found.update([envvar] if isinstance(envvar, str) else envvar or ())
     return found
 
 

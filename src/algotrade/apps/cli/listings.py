@@ -14,7 +14,7 @@ from algotrade.apps.cli.app import app
 from algotrade.apps.cli.exits import checked, execute
 from algotrade.apps.cli.options import JsonOpt, StoreOpt, StreamOpt, redis_settings
 from algotrade.apps.common import DEFAULT_STORE, parse_symbols
-from algotrade.apps.wiring import log_notices, open_store
+from algotrade.apps.wiring import log_notices, open_store, redis_client
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -111,7 +111,7 @@ def signals_tail(
     async def main() -> None:
         if count is not None and count <= 0:
             return
-        client = redis.client()
+        client = redis_client(redis)
         seen = 0
         try:
             entries = tail_stream(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,6 +64,7 @@ from algotrade.apps.settings import (
     RunSettings,
     ServiceSettings,
     TraderSettings,
+    shutdown_grace,
 )
 from algotrade.domain.errors import ConfigurationError
 
@@ -141,14 +141,8 @@ def _service(
             outbox_max_age=parse_duration(outbox_max_age, name="outbox_max_age"),
         ),
         duration=option_duration(duration),
-        shutdown_grace=_grace(),
+        shutdown_grace=shutdown_grace(),
     )
-
-
-def _grace() -> float:
-    """Read ``ALGOTRADE_SHUTDOWN_GRACE`` (a duration; 30s by default)."""
-    text = os.environ.get("ALGOTRADE_SHUTDOWN_GRACE", "30s")
-    return parse_duration(text, name="ALGOTRADE_SHUTDOWN_GRACE")
 
 
 @app.command()
