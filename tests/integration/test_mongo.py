@@ -28,7 +28,8 @@ from pymongo.errors import AutoReconnect
 
 from algotrade.adapters.memory import InMemoryEventStore, SystemClock
 from algotrade.adapters.mongo import MongoEventStore, documents
-from algotrade.adapters.mongo import store as mongo_store
+from algotrade.adapters.mongo import commits as mongo_commits
+from algotrade.adapters.mongo.commits import Range
 from algotrade.adapters.replay import ReplayFeed
 from algotrade.domain.events import (
     BookSnapshotTaken,
@@ -320,7 +321,7 @@ async def test_commits_behind_the_checkpoint_are_pruned_and_stores_behind_jump_t
     waiting ``gap_timeout`` and declaring committed ranges dead; a document whose record
     was pruned is a duplicate, not a leftover. A store far behind reads the records a page
     at a time (``page``), one near the head by ``_id``: both jump."""
-    monkeypatch.setattr(mongo_store, "_PAGE", page)
+    monkeypatch.setattr(mongo_commits, "_PAGE", page)
     behind = mongo(mongo_url, gap_timeout=60.0)
     assert await behind.head() == 0  # its mark stays at 0 while the others write
     writer = mongo(mongo_url, gap_timeout=60.0, checkpoint_every=20)
@@ -421,7 +422,7 @@ async def test_a_backlog_of_commits_records_is_pruned_a_bounded_chunk_per_checkp
     await old.close()
     db = raw_db(mongo_url)
     assert await db.commits.count_documents({}) == 30
-    monkeypatch.setattr(mongo_store, "_PRUNE", 8)
+    monkeypatch.setattr(mongo_commits, "_PRUNE", 8)
     store = mongo(mongo_url, checkpoint_every=2)
     await store.append([diff(31, 31)])
     await store.head()  # a checkpoint at 31: one chunk
@@ -449,7 +450,7 @@ async def test_a_commit_whose_answer_was_lost_is_kept_once_its_record_is_pruned(
     db = raw_db(mongo_url)
     assert await db.commits.count_documents({}) == 0
     # As if the answer to the commit of 2..3 had been lost: the range is still open.
-    writer._open = mongo_store._Range(2, 3, collections={"depth"})
+    writer._open = Range(2, 3, collections={"depth"})
     await writer._abort_open()
 
     assert writer._open is None

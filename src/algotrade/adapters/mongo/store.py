@@ -29,30 +29,29 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import random
 import time
-from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 import pymongo
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, uri_parser
+from pymongo import DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     BulkWriteError,
-    ConnectionFailure,
     DuplicateKeyError,
     InvalidURI,
-    OperationFailure,
     PyMongoError,
 )
 from pymongo.errors import ConfigurationError as MongoConfigurationError
 
 from algotrade.adapters import codec
 from algotrade.adapters.mongo import documents
+from algotrade.adapters.mongo.commits import CommitLog, Range
+from algotrade.adapters.mongo.retries import MongoStats, OnRetry, RetryError, retrying
+from algotrade.adapters.mongo.schema import DEFAULT_RETENTION, create_indexes, database_name
 from algotrade.adapters.polling import wait_for_head
 from algotrade.domain.appending import SEQUENCE_FIELD, plan_append
 from algotrade.domain.errors import (
@@ -68,33 +67,11 @@ from algotrade.domain.ports import AppendResult, StoredEvent, Tracking
 
 T = TypeVar("T")
 Doc = dict[str, Any]
-OnRetry = Callable[[str, str, float], None]
 OnProblem = Callable[[str, str], None]
 
-DEFAULT_DATABASE = "btc_data"
-DEFAULT_RETENTION = 7 * 86400.0
-#: Collections whose documents expire after the retention period (market data).
-RETAINED = ("depth", "trades")
 SEQUENCE = SEQUENCE_FIELD  # the natural order's field, by market event class
 _SEQUENCE_FIELD = {"depth": "final_update_id", "trades": "trade_id"}
 _MARKET_TYPES = [cls.__name__ for cls in SEQUENCE]
-#: Server error codes that mean "try again" (primary stepped down, shutting down, timeouts).
-_RETRYABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
-_PAGE = 500
-_PRUNE = 10_000  # committed records deleted at most per checkpoint
-_NO_END = 2**63  # above any position: (position, _NO_END) sorts after every range at it
-
-
-class _RetryError(Exception):
-    """The append met another writer's work (or a stale cache) and must be planned again."""
-
-
-def _transient(error: PyMongoError) -> bool:
-    if isinstance(error, ConnectionFailure):  # also AutoReconnect, timeouts, no server
-        return True
-    if isinstance(error, OperationFailure) and error.code in _RETRYABLE_CODES:
-        return True
-    return error.has_error_label("RetryableWriteError")
 
 
 @dataclass(slots=True)
@@ -104,49 +81,7 @@ class _Stream:
     fresh: bool  # read from the database in this attempt, not from the cache
 
 
-@dataclass(slots=True)
-class _Range:
-    first: int
-    last: int
-    collections: set[str] = field(default_factory=set)
-    allocated: float = 0.0
-
-
-@dataclass(slots=True)
-class MongoStats:
-    """What the store did, for metrics and tests."""
-
-    retries: int = 0
-    duplicates: int = 0
-    conflicts_retried: int = 0
-    ranges_aborted: int = 0
-    ranges_declared_dead: int = 0
-    commits_pruned: int = 0
-    malformed: int = 0
-
-
-async def _backfill_stored_at(coll: AsyncCollection[Doc], batch: int = 10_000) -> None:
-    """Give every document without ``stored_at`` the present time, ``batch`` at a time (each
-    update stays well inside the socket timeout, however large the collection)."""
-    now = dt.datetime.now(dt.UTC)
-    while True:
-        missing = coll.find({"stored_at": {"$exists": False}}, {"_id": 1}).limit(batch)
-        ids = [doc["_id"] async for doc in missing]
-        if not ids:
-            return
-        await coll.update_many({"_id": {"$in": ids}}, {"$set": {"stored_at": now}})
-
-
-def database_name(url: str) -> str:
-    """Return the database named in a MongoDB URL, or ``btc_data``."""
-    try:
-        parsed = uri_parser.parse_uri(url, validate=False)
-    except (InvalidURI, MongoConfigurationError, ValueError) as e:
-        raise ConfigurationError("store", f"not a valid MongoDB URL: {e}") from None
-    return str(parsed.get("database") or DEFAULT_DATABASE)
-
-
-class MongoEventStore:
+class MongoEventStore(CommitLog):
     """An :class:`~algotrade.domain.ports.EventStore` on MongoDB (pymongo's async client).
 
     ``url`` is a ``mongodb://`` URL; its path names the database (``btc_data`` by default).
@@ -207,7 +142,7 @@ class MongoEventStore:
         self._ready_lock = anyio.Lock()
         self._write_lock = anyio.Lock()
         self._streams: dict[str, tuple[int, int | None]] = {}
-        self._open: _Range | None = None
+        self._open: Range | None = None
         self._mark = 0
         self._checkpointed = 0
         self._aborted: list[tuple[int, int]] = []
@@ -219,35 +154,17 @@ class MongoEventStore:
         return self._db[name]
 
     async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run ``op`` until it succeeds, pausing (with jitter) between transient failures.
+        """Run ``op`` until it succeeds, retrying transient failures (see :func:`retrying`)."""
+        return await retrying(what, op, give_up_after=self.give_up_after,
+                              max_delay=self.retry_max_delay, on_retry=self.on_retry,
+                              stats=self.stats)  # fmt: skip
 
-        Each attempt is shielded from cancellation: a caller's timeout or a shutdown takes
-        effect once the attempt ends (pymongo bounds it: server selection, socket timeout)
-        or in the pause. Cancelled inside server selection, pymongo's asyncio driver can
-        lose its topology lock under Python 3.11 (``RuntimeError: cannot wait on
-        un-acquired lock`` in every task selecting a server afterwards, which ended a
-        processor when MongoDB restarted while its reads waited with a timeout).
-        """
-        delay = 0.05
-        started = time.monotonic()
-        while True:
-            try:
-                with anyio.CancelScope(shield=True):
-                    return await op()
-            except PyMongoError as e:
-                if not _transient(e):
-                    raise StoreError(f"MongoDB {what} failed: {e}") from e
-                waited = time.monotonic() - started
-                if self.give_up_after is not None and waited >= self.give_up_after:
-                    raise StoreError(
-                        f"MongoDB unreachable for {waited:.0f}s during {what}: {e}"
-                    ) from e
-                self.stats.retries += 1
-                pause = delay * (0.5 + random.random() / 2)  # jitter: writers do not stampede
-                delay = min(self.retry_max_delay, delay * 2)
-                if self.on_retry is not None:
-                    self.on_retry(what, str(e), pause)
-                await anyio.sleep(pause)
+    async def _create_indexes(self) -> None:
+        """Create every index and load the readers' starting point (the commit log's)."""
+        await create_indexes(self._client, self._db, self.depth_retention)
+        self._mark = self._checkpointed = await self._checkpoint()
+        aborted = self._coll("commits").find({"state": "aborted"}, {"last": 1})
+        self._aborted = sorted([(int(d["_id"]), int(d["last"])) async for d in aborted])
 
     async def _ensure_ready(self) -> None:
         if self._ready:
@@ -256,71 +173,6 @@ class MongoEventStore:
             if not self._ready:
                 await self._retrying("start-up", self._create_indexes)
                 self._ready = True
-
-    async def _create_indexes(self) -> None:
-        """Create every index (idempotent) and load the readers' starting point."""
-        for name in documents.ALL_COLLECTIONS:
-            coll = self._coll(name)
-            await coll.create_index([("position", ASCENDING)], unique=True, name="position")
-            await coll.create_index(
-                [("stream", ASCENDING), ("version", ASCENDING)], unique=True, name="stream_version"
-            )
-        if await self._is_stand_in():
-            # nx-27017 plans "a stream's highest versions" (the compound index's own query)
-            # as a scan of the collection, so each costs more as the data grows (40 ms at
-            # 9,000 documents); with an index on the stream alone it stays at about 1 ms.
-            # A real mongod serves it from stream_version: no extra index to maintain.
-            for name in documents.ALL_COLLECTIONS:
-                await self._coll(name).create_index([("stream", ASCENDING)], name="stream")
-        await self._coll("orders").create_index([("order_id", ASCENDING)], name="order_id")
-        await self._coll("trade_signals").create_index(
-            [("symbol", ASCENDING), ("bar_time", ASCENDING)], name="symbol_bar_time"
-        )
-        await self._coll("commits").create_index([("state", ASCENDING)], name="state")
-        if self.depth_retention is not None:
-            for name in RETAINED:
-                await self._sync_ttl(self._coll(name), self.depth_retention)
-        self._mark = self._checkpointed = await self._checkpoint()
-        aborted = self._coll("commits").find({"state": "aborted"}, {"last": 1})
-        self._aborted = sorted([(int(d["_id"]), int(d["last"])) async for d in aborted])
-
-    async def _is_stand_in(self) -> bool:
-        """Return whether the server is the nx-27017 stand-in (its ``buildInfo`` says so)."""
-        try:
-            info = await self._client.admin.command("buildInfo")
-        except OperationFailure:  # a server that does not say: not the stand-in
-            return False
-        return bool(info.get("process") == "nx_27017")
-
-    @staticmethod
-    async def _sync_ttl(coll: AsyncCollection[Doc], retention: float) -> None:
-        """Make the TTL index on ``stored_at`` match the retention (none for 0).
-
-        Retention counts from the storing time, as in the SQLite store: a replayed recording
-        is kept, however old its receive times. Stores written before that had their TTL
-        index on ``received_at`` and documents without ``stored_at``: the old index is
-        dropped and those documents count as stored now (the TTL monitor ignores a document
-        without the field, which would be kept for ever).
-        """
-        want = int(retention) or None
-        existing = old = None
-        async for index in await coll.list_indexes():
-            key = dict(index["key"])
-            if key == {"received_at": 1} and "expireAfterSeconds" in index:
-                old = index  # the receive-time TTL of older versions
-            elif key == {"stored_at": 1}:
-                existing = index
-        if existing is not None and existing.get("expireAfterSeconds") != want:
-            await coll.drop_index(existing["name"])
-            existing = None
-        if want is not None and existing is None:
-            await coll.create_index(
-                [("stored_at", ASCENDING)], expireAfterSeconds=want, name="stored_at_ttl"
-            )
-        if want is not None and (existing is None or old is not None):
-            await _backfill_stored_at(coll)
-        if old is not None:  # last: a migration cut short is taken up at the next start
-            await coll.drop_index(old["name"])
 
     async def indexes(self, collection: str) -> list[dict[str, Any]]:
         """Return the indexes of a collection (for tools and tests)."""
@@ -365,7 +217,7 @@ class MongoEventStore:
             await self._abort_open()
             try:
                 return await self._append_once(events, refresh)
-            except _RetryError:
+            except RetryError:
                 self.stats.conflicts_retried += 1
                 refresh = True
         raise StoreError("an append kept meeting concurrent writers after 50 attempts")
@@ -419,7 +271,7 @@ class MongoEventStore:
             plan = plan_append(events, states.__getitem__, existing)
         except ConcurrencyError as e:
             if not states[e.stream].fresh:  # a cached version: read the stream again
-                raise _RetryError from None
+                raise RetryError from None
             raise
         planned = list(zip(plan.events, plan.assigned, strict=True))
         duplicates = plan.duplicates
@@ -438,7 +290,7 @@ class MongoEventStore:
             raise StoreError("MongoDB returned no position counter")
         last = int(counter["value"])
         first = last - n + 1
-        opened = self._open = _Range(first, last, allocated=time.monotonic())
+        opened = self._open = Range(first, last, allocated=time.monotonic())
         now = dt.datetime.now(dt.UTC)
         try:
             await self._coll("commits").insert_one(
@@ -446,7 +298,7 @@ class MongoEventStore:
             )
         except DuplicateKeyError:
             self._open = None  # a reader declared the range dead before it was recorded
-            raise _RetryError from None
+            raise RetryError from None
 
         # 3. Insert, unordered, one insert_many per collection.
         by_collection: dict[str, list[Doc]] = {}
@@ -472,7 +324,7 @@ class MongoEventStore:
                     refused.append((name, docs[error["index"]]))
                 if details.get("writeConcernErrors"):
                     await self._abort_open()
-                    raise _RetryError from e
+                    raise RetryError from e
 
         # 4. Sort out what was refused: a duplicate, a conflict, or another writer's leftovers.
         skipped: set[int] = set()
@@ -482,7 +334,7 @@ class MongoEventStore:
                 skipped.add(doc["position"])
             elif outcome == "retry":
                 await self._abort_open()
-                raise _RetryError
+                raise RetryError
             else:
                 await self._abort_open()
                 raise ConcurrencyError(doc["stream"], doc["version"])
@@ -490,13 +342,13 @@ class MongoEventStore:
         # 5. Commit, unless too late (a reader may have declared the range dead meanwhile).
         if time.monotonic() - opened.allocated > self.commit_deadline:
             await self._abort_open()
-            raise _RetryError
+            raise RetryError
         flipped = await self._coll("commits").update_one(
             {"_id": first, "state": "pending"}, {"$set": {"state": "committed"}}
         )
         if flipped.matched_count == 0:
             await self._abort_open()
-            raise _RetryError
+            raise RetryError
         self._open = None
 
         stored = []
@@ -525,218 +377,7 @@ class MongoEventStore:
             return "duplicate" if not auto or blocking["version"] == doc["version"] else "retry"
         return "retry" if auto else "conflict"
 
-    async def _settled(self, collection: str, doc: Doc) -> str:
-        """Wait until the range holding ``doc`` is resolved; delete ``doc`` if aborted.
-
-        Returns ``committed`` or ``aborted`` (or ``unknown`` for a document outside any
-        recorded range, which only a writer that broke the protocol leaves). A document
-        whose range is not recorded at or below the resolved checkpoint is ``committed``:
-        committed ranges are pruned there, aborted ones kept.
-        """
-        position = int(doc["position"])
-        first = doc.get("commit")
-        if first is not None:  # its range's record, by _id: one index lookup on any server
-            query: Doc = {"_id": int(first)}
-            sort = None
-        else:  # a document written before documents named their range
-            query, sort = {"_id": {"$lte": position}}, [("_id", DESCENDING)]
-        deadline = time.monotonic() + self.gap_timeout
-        while True:
-            commit = await self._coll("commits").find_one(query, sort=sort)
-            state = "unknown" if commit is None or commit["last"] < position else commit["state"]
-            if state == "unknown" and position <= await self._checkpoint():
-                state = "committed"  # its record pruned behind the checkpoint
-            if state == "pending" and time.monotonic() >= deadline:
-                if await self._declare_dead(int(commit["_id"]), int(commit["last"])):  # type: ignore[index]
-                    state = "aborted"
-                continue
-            if state == "aborted":
-                await self._coll(collection).delete_one({"_id": doc["_id"], "position": position})
-            if state != "pending":
-                return str(state)
-            await anyio.sleep(self.poll_interval)
-
-    async def _declare_dead(self, first: int, last: int) -> bool:
-        """Abort another writer's pending range; return whether this call did it."""
-        result = await self._coll("commits").update_one(
-            {"_id": first, "state": "pending"},
-            {"$set": {"state": "aborted", "by": "reader", "at": dt.datetime.now(dt.UTC)}},
-        )
-        if result.matched_count == 0:
-            return False
-        self.stats.ranges_declared_dead += 1
-        self._add_aborted(first, last)
-        if self.on_problem is not None:
-            self.on_problem(
-                "range declared dead",
-                f"positions {first}..{last} stayed pending for {self.gap_timeout}s",
-            )
-        for name in documents.ALL_COLLECTIONS:
-            await self._coll(name).delete_many({"position": {"$gte": first, "$lte": last}})
-        return True
-
-    async def _abort_open(self) -> None:
-        """Roll back this store's unfinished range, if any (idempotent, retried by callers)."""
-        opened = self._open
-        if opened is None:
-            return
-        if await self._checkpoint() >= opened.last:  # readers resolved it: their word holds
-            record = await self._coll("commits").find_one({"_id": opened.first})
-            if record is None or record["state"] == "committed":
-                self._open = None  # committed, the answer lost (its record maybe pruned)
-                return
-        aborted = {"state": "aborted", "by": "writer", "at": dt.datetime.now(dt.UTC)}
-        try:  # recorded as aborted at once if it was never recorded (readers need not wait)
-            await self._coll("commits").insert_one(
-                {"_id": opened.first, "last": opened.last, **aborted}
-            )
-        except DuplicateKeyError:
-            flipped = await self._coll("commits").update_one(
-                {"_id": opened.first, "state": "pending"}, {"$set": aborted}
-            )
-            if flipped.matched_count == 0:
-                record = await self._coll("commits").find_one({"_id": opened.first})
-                if record is not None and record["state"] == "committed":
-                    # The commit went through but its answer was lost: the events are
-                    # stored; the retry finds them as duplicates.
-                    self._open = None
-                    return
-        for name in opened.collections:
-            await self._coll(name).delete_many(
-                {"position": {"$gte": opened.first, "$lte": opened.last}}
-            )
-        self._add_aborted(opened.first, opened.last)
-        self.stats.ranges_aborted += 1
-        self._open = None
-
     # --- reading ---------------------------------------------------------------------------
-
-    def _add_aborted(self, first: int, last: int) -> None:
-        aborted = self._aborted  # sorted, disjoint (ranges come from one counter)
-        i = bisect_left(aborted, (first, last))
-        if i == len(aborted) or aborted[i] != (first, last):
-            aborted.insert(i, (first, last))
-
-    def _is_aborted(self, position: int) -> bool:
-        """Return whether ``position`` lies in a range known to be aborted: a binary search,
-        since every document read asks and aborted ranges accumulate over a store's life."""
-        aborted = self._aborted
-        i = bisect_right(aborted, (position, _NO_END)) - 1  # the last range starting <= position
-        return i >= 0 and aborted[i][1] >= position
-
-    def _waited_out(self, position: int) -> bool:
-        """Start or check the timer of the unresolved range starting at ``position``."""
-        now = time.monotonic()
-        if self._hole is None or self._hole[0] != position:
-            self._hole = (position, now)
-            return False
-        return now - self._hole[1] >= self.gap_timeout
-
-    async def _advance(self) -> int:
-        """Move the resolved mark over every contiguous committed or aborted range.
-
-        Near the head, where readers poll many times a second, the next record is looked
-        up by ``_id``: ranges are contiguous from the position counter, so it is always
-        ``mark + 1``, one index lookup on any server however many ranges exist (a range
-        query sorted by ``_id`` is a full scan on some MongoDB stand-ins). A reader far
-        behind (starting, or catching up) reads pages of records in one query each. Only
-        a hole, positions taken from the counter and not recorded, needs the next record
-        by range, after ``gap_timeout``.
-        """
-        mark = self._mark
-        commits = self._coll("commits")
-        counter = await self._coll("counters").find_one({"_id": "position"})
-        top = int(counter["value"]) if counter is not None else 0
-        blocked = False
-        while mark < top and not blocked:
-            page: list[Doc]
-            if top - mark > _PAGE:
-                found = commits.find({"_id": {"$gt": mark}}).sort("_id", 1).limit(_PAGE)
-                page = [d async for d in found]
-            else:
-                record = await commits.find_one({"_id": mark + 1})
-                if record is None and (resolved := await self._resolved_elsewhere(mark)) > mark:
-                    mark = resolved  # another store resolved (and pruned) the ranges up to it
-                    continue
-                if record is None and self._waited_out(mark + 1):  # a hole: where it ends
-                    record = await commits.find_one(
-                        {"_id": {"$gt": mark}}, sort=[("_id", ASCENDING)]
-                    )
-                page = [record] if record is not None else []
-            if not page:
-                break  # a writer between taking its range and recording it, or caught up
-            for commit in page:
-                first, last, state = int(commit["_id"]), int(commit["last"]), commit["state"]
-                if first > mark + 1:  # pruned, or taken from the counter but never recorded
-                    if (resolved := await self._resolved_elsewhere(mark)) > mark:
-                        mark = resolved
-                        break  # read the records from there
-                    if not self._waited_out(mark + 1):
-                        blocked = True
-                        break
-                    try:
-                        await commits.insert_one(
-                            {"_id": mark + 1, "last": first - 1, "state": "aborted", "by": "reader"}
-                        )
-                    except DuplicateKeyError:
-                        blocked = True  # its writer recorded it just now: read again
-                        break
-                    self._add_aborted(mark + 1, first - 1)
-                    self.stats.ranges_declared_dead += 1
-                if state == "pending":
-                    if not (self._waited_out(first) and await self._declare_dead(first, last)):
-                        blocked = True
-                        break
-                    state = "aborted"
-                if state == "aborted":
-                    self._add_aborted(first, last)
-                mark = last
-                self._hole = None
-        if mark > self._mark:
-            self._mark = mark
-            if mark - self._checkpointed >= self.checkpoint_every:
-                await self._coll("counters").update_one(
-                    {"_id": "resolved"}, {"$max": {"value": mark}}, upsert=True
-                )
-                self._checkpointed = mark
-                await self._prune_commits(mark)
-        return self._mark
-
-    async def _prune_commits(self, checkpoint: int) -> None:
-        """Delete up to ``_PRUNE`` committed records wholly behind ``checkpoint``.
-
-        They are needed no more: a store starts at the checkpoint, one behind jumps there
-        (``_resolved_elsewhere``), and a document whose record is missing below it was
-        committed (``_settled``). Aborted records are kept. Bounded, so each call stays well
-        inside the socket timeout: the records of a store written before pruning existed
-        (hundreds of thousands a day) go over the next checkpoints.
-        """
-        behind = {"_id": {"$lte": checkpoint}, "last": {"$lte": checkpoint}, "state": "committed"}
-        found = self._coll("commits").find(behind, {"_id": 1}).limit(_PRUNE)
-        ids = [d["_id"] async for d in found]
-        if ids:
-            pruned = await self._coll("commits").delete_many({**behind, "_id": {"$in": ids}})
-            self.stats.commits_pruned += pruned.deleted_count
-
-    async def _checkpoint(self) -> int:
-        """Return the resolved checkpoint recorded in ``counters`` (0 when none)."""
-        found = await self._coll("counters").find_one({"_id": "resolved"})
-        return int(found["value"]) if found is not None else 0
-
-    async def _resolved_elsewhere(self, mark: int) -> int:
-        """Return the resolved checkpoint another store recorded if it is past ``mark``
-        (the committed ranges up to it may be pruned), having learnt the aborted ranges in
-        between; else ``mark``."""
-        resolved = await self._checkpoint()
-        if resolved <= mark:
-            return mark
-        aborted = self._coll("commits").find(
-            {"state": "aborted", "_id": {"$gt": mark, "$lte": resolved}}, {"last": 1}
-        )
-        async for d in aborted:
-            self._add_aborted(int(d["_id"]), int(d["last"]))
-        self._hole = None
-        return resolved
 
     def _decode(self, doc: Doc, levels: bool = True) -> Event | None:
         try:
