@@ -431,7 +431,7 @@ async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnec
     assert failed
     assert all(n.problem for n in failed)
     assert failed[0].fields["error"] == (
-        'MessagingError: subscription refused: status 503: {"code":-1001,'
+        'ExchangeError: subscription refused: status 503: {"code":-1001,'
         '"msg":"Internal error; unable to process your request."}'
     )
     assert [n.fields["attempt"] for n in failed] == list(range(1, len(failed) + 1))
@@ -497,7 +497,7 @@ async def test_a_refused_signature_is_told_with_binance_s_answer(exchange: Excha
 
     assert (stream.stats.connections, calls) == (0, [])
     assert notices[0].fields["error"] == (
-        'MessagingError: subscription refused: status 400: {"code":-1022,'
+        'ExchangeError: subscription refused: status 400: {"code":-1022,'
         '"msg":"Signature for this request is not valid."}'
     )
 

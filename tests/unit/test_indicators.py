@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.indicators import SimpleMovingAverage, sma_series
 
 
@@ -47,7 +48,7 @@ def test_window_covers_the_newest_values() -> None:
 @pytest.mark.parametrize("period", [0, -1])
 def test_rejects_non_positive_period(period: int) -> None:
     """A period below one is refused."""
-    with pytest.raises(ValueError, match="period"):
+    with pytest.raises(ConfigurationError, match="period"):
         SimpleMovingAverage(period)
 
 

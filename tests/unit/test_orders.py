@@ -17,6 +17,7 @@ from algotrade.domain.broker import (
     paper_fill,
     place_order,
 )
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import OrderFilled, OrderRejected, OrderUpdated
 from algotrade.domain.values import OrderStatus, Side, TopOfBook
 from tests.unit.test_broker import signal
@@ -104,7 +105,7 @@ def test_sizing(sizing: Sizing, free: Decimal | None, expected: Decimal | str) -
 )
 def test_impossible_sizing_is_refused(kind: SizingKind, value: str) -> None:
     """A non-positive size or a fraction above one is a configuration error."""
-    with pytest.raises(ValueError, match="sizing must be"):
+    with pytest.raises(ConfigurationError, match="sizing must be"):
         Sizing(kind, D(value))
 
 

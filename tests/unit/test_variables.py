@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from algotrade.apps.cli import app
 from algotrade.apps.cli.exits import declared_variables
+from algotrade.apps.logs import configure_logging
 from algotrade.apps.settings import HARNESS_VARIABLES, OTHER_VARIABLES, unknown_variables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,9 +52,12 @@ def test_every_variable_the_project_names_is_read_by_something() -> None:
 
 def test_the_command_line_warns_about_an_unknown_variable_on_stderr() -> None:
     """A command run with a misspelt variable says so on stderr; its JSON stays clean."""
-    result = CliRunner().invoke(
-        app, ["positions", "--store", "memory", "--json"], env={"ALGOTRADE_STROE": "x"}
-    )
+    try:
+        result = CliRunner().invoke(
+            app, ["positions", "--store", "memory", "--json"], env={"ALGOTRADE_STROE": "x"}
+        )
+    finally:
+        configure_logging(sys.stderr)  # a command logs into the runner's stream, closed after
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "[]"
     assert "ALGOTRADE_STROE is set but is no setting of algotrade" in result.stderr

@@ -142,6 +142,19 @@ class SqliteEventStore:
                 raise StoreError(f"cannot open SQLite store {self.path!r}: {e}") from e
             raise
 
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn a SQLite error inside the block into a :class:`StoreError` saying what
+        failed where (``write failed on 'algotrade.db': database or disk is full``): the
+        SQLite adapter's one mapping of driver errors (an integrity error names the write
+        the store refused)."""
+        try:
+            yield
+        except sqlite3.IntegrityError as e:
+            raise StoreError(f"the store {self.path!r} refused a write: {e}") from e
+        except sqlite3.Error as e:
+            raise StoreError(f"{what} {self.path!r}: {e}") from e
+
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         db.execute("PRAGMA journal_mode=WAL")
@@ -159,22 +172,16 @@ class SqliteEventStore:
         if not events and tracking is None:
             return AppendResult((), 0)
         db = self._db
-        try:
+        with self._translated("cannot start a write on"):
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot start a write on {self.path!r}: {e}") from e
         try:
-            result = self._append_locked(events, tracking)
-        except BaseException as e:
+            with self._translated("write failed on"):
+                result = self._append_locked(events, tracking)
+            with self._translated("commit failed on"):
+                db.execute("COMMIT")
+        except BaseException:
             _rollback(db)
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"write failed on {self.path!r}: {e}") from e
             raise
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            _rollback(db)
-            raise StoreError(f"commit failed on {self.path!r}: {e}") from e
         if self.retention is not None:
             self._expire()
         return result
@@ -238,18 +245,15 @@ class SqliteEventStore:
             stored.append(StoredEvent(head, event))
         if run:
             segments.append(self._segment(head, run))
-        try:
-            db.executemany(
-                "INSERT INTO segments (first, last, data, stored) VALUES (?, ?, ?, ?)",
-                [(*segment, int(self._now())) for segment in segments],
-            )
-            db.executemany(
-                "INSERT INTO events (position, id, stream, version, type, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        except sqlite3.IntegrityError as e:
-            raise StoreError(f"the store {self.path!r} refused a write: {e}") from e
+        db.executemany(
+            "INSERT INTO segments (first, last, data, stored) VALUES (?, ?, ?, ?)",
+            [(*segment, int(self._now())) for segment in segments],
+        )
+        db.executemany(
+            "INSERT INTO events (position, id, stream, version, type, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         self._save_streams(streams)
         if tracking is not None:
             db.execute(
@@ -335,7 +339,7 @@ class SqliteEventStore:
         """Return up to ``limit`` events after position ``after``, in order (depth diffs
         without their levels when ``levels`` is false)."""
         names = None if types is None else frozenset(codec.type_name(t) for t in types)
-        with codec.gc_paused():
+        with codec.gc_paused(), self._translated("cannot read"):
             return self._read_all(after, limit, names, levels)
 
     def _read_all(
@@ -369,6 +373,10 @@ class SqliteEventStore:
         Market streams are found by scanning the segments: meant for tools and tests, not
         for a hot path.
         """
+        with self._translated("cannot read"):
+            return self._read_stream(stream, after_version, limit)
+
+    def _read_stream(self, stream: str, after_version: int, limit: int | None) -> list[Event]:
         row = self._reader.execute(
             "SELECT sequence FROM streams WHERE stream = ?", (stream,)
         ).fetchone()
@@ -395,9 +403,10 @@ class SqliteEventStore:
 
     async def last_event(self, stream: str) -> Event | None:
         """Return the stream's latest event (kept beside the stream's version: no scan)."""
-        row = self._reader.execute(
-            "SELECT version, last_type, last_data FROM streams WHERE stream = ?", (stream,)
-        ).fetchone()
+        with self._translated("cannot read"):
+            row = self._reader.execute(
+                "SELECT version, last_type, last_data FROM streams WHERE stream = ?", (stream,)
+            ).fetchone()
         if row is None:
             return None
         version, type_, data = row
@@ -405,7 +414,8 @@ class SqliteEventStore:
 
     async def head(self) -> int:
         """Return the highest position."""
-        return self._head(self._reader)
+        with self._translated("cannot read"):
+            return self._head(self._reader)
 
     async def wait(self, after: int, timeout: float) -> bool:
         """Poll, every ``poll_interval`` seconds, for an event above ``after``."""
@@ -413,17 +423,16 @@ class SqliteEventStore:
 
     async def tracking_position(self, name: str) -> int:
         """Return a consumer's recorded position."""
-        row = self._reader.execute(
-            "SELECT position FROM tracking WHERE name = ?", (name,)
-        ).fetchone()
+        with self._translated("cannot read"):
+            row = self._reader.execute(
+                "SELECT position FROM tracking WHERE name = ?", (name,)
+            ).fetchone()
         return 0 if row is None else int(row[0])
 
     async def ping(self) -> None:
         """Read the database file once."""
-        try:
+        with self._translated("cannot read"):
             self._reader.execute("SELECT 1 FROM streams LIMIT 1").fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite store unreadable: {e}") from e
 
     async def close(self) -> None:
         """Close the database file."""

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Protocol
 
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -63,7 +64,7 @@ class OrderBook:
 
     def __init__(self, window: int = 48) -> None:
         if window < 1:
-            raise ValueError(f"window must be at least 1, got {window}")
+            raise ConfigurationError("window", f"must be at least 1, got {window}")
         self._size = window
         self._bids: dict[Decimal, Decimal] = {}
         self._asks: dict[Decimal, Decimal] = {}

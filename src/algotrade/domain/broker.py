@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (
     Event,
     OrderFilled,
@@ -74,6 +75,14 @@ class SizingKind(StrEnum):
     """A fraction (0, 1] of the free quote balance, divided by the price."""
 
 
+#: The option that sets each kind (what a bad value's error names).
+_OPTION = {
+    SizingKind.QUANTITY: "quantity",
+    SizingKind.QUOTE: "quote_amount",
+    SizingKind.FRACTION: "balance_fraction",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Sizing:
     """Position sizing of a BUY. SELLs always close the whole position."""
@@ -83,9 +92,13 @@ class Sizing:
 
     def __post_init__(self) -> None:
         if self.value <= 0:
-            raise ValueError(f"{self.kind} sizing must be positive, got {self.value}")
+            raise ConfigurationError(
+                _OPTION[self.kind], f"sizing must be positive, got {self.value}"
+            )
         if self.kind is SizingKind.FRACTION and self.value > 1:
-            raise ValueError(f"fraction sizing must be at most 1, got {self.value}")
+            raise ConfigurationError(
+                _OPTION[self.kind], f"sizing must be at most 1, got {self.value}"
+            )
 
     def quantity(self, price: Decimal, free_quote: Decimal | None) -> Decimal | str:
         """Return the base quantity to buy at ``price``, or why none can be sized.

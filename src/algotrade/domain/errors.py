@@ -4,14 +4,18 @@ Every error algotrade raises on purpose derives from :class:`AlgotradeError`::
 
     AlgotradeError
     ├── ConfigurationError        a setting or option has a malformed or forbidden value
-    ├── InvalidInputError              a frame, file line or stream entry cannot be understood
+    ├── InvalidInputError         a frame, file line or stream entry cannot be understood
     ├── StoreError                the event store failed
     │   └── ConcurrencyError      another writer appended at the same stream version
-    ├── MessagingError            the signal bus (Redis) failed to publish, deliver or ack
-    ├── SequenceError             market data broke Binance's update-id sequencing rules
+    ├── MessagingError            a message did not get through: the signal bus (Redis)
+    │   │                         failed to publish, deliver or ack
+    │   └── ExchangeError         the exchange (Binance's REST API or its streams) did not
+    │                             answer, or answered what cannot be used
     └── RecorderError             a recording of raw frames could not be written
 
-Adapters translate driver errors into these with ``raise ... from e`` so that callers
+Adapters translate driver errors into these with ``raise ... from e``, each in one place
+(``adapters/mongo/retries.py``, ``adapters/sqlite.py``'s ``_translated``,
+``adapters/redis/streams.py``'s ``translated``, ``adapters/binance/answers.py``), so that callers
 never need to know which database or client library is underneath.
 """
 
@@ -51,11 +55,14 @@ class ConcurrencyError(StoreError):
 
 
 class MessagingError(AlgotradeError):
-    """The signal bus failed to publish, deliver or acknowledge."""
+    """A message did not get through: the signal bus failed to publish, deliver or
+    acknowledge (and, as :class:`ExchangeError`, the exchange failed to answer)."""
 
 
-class SequenceError(AlgotradeError):
-    """Market data broke the exchange's update-id sequencing rules."""
+class ExchangeError(MessagingError):
+    """The exchange did not answer (an outage, a timeout, a rate limit past its retries) or
+    answered what cannot be used. A :class:`MessagingError`: whoever retries a message that
+    did not get through retries this too."""
 
 
 class RecorderError(AlgotradeError):

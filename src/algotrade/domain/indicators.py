@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from math import fsum
 from typing import Protocol
 
+from algotrade.domain.errors import ConfigurationError
+
 
 class Indicator(Protocol):
     """What every indicator offers: one value in, the current value (or ``None``) out."""
@@ -45,7 +47,7 @@ class SimpleMovingAverage:
 
     def __init__(self, period: int) -> None:
         if period < 1:
-            raise ValueError(f"period must be at least 1, got {period}")
+            raise ConfigurationError("period", f"must be at least 1, got {period}")
         self.period = period
         self._window: deque[float] = deque(maxlen=period)
         self._sum = 0.0
@@ -97,7 +99,7 @@ class ExponentialMovingAverage:
 
     def __init__(self, period: int) -> None:
         if period < 1:
-            raise ValueError(f"period must be at least 1, got {period}")
+            raise ConfigurationError("period", f"must be at least 1, got {period}")
         self.period = period
         self.alpha = 2.0 / (period + 1)
         self._count = 0

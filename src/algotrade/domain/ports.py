@@ -224,7 +224,7 @@ class ExchangeOrders(OrderGateway, Protocol):
         """Return the order's cumulative state on the exchange (``None``: unknown there).
 
         Raises:
-            MessagingError: the exchange could not be asked.
+            ExchangeError: the exchange could not be asked.
         """
         ...
 
@@ -232,7 +232,7 @@ class ExchangeOrders(OrderGateway, Protocol):
         """Cancel a working order; return its final state (``None``: unknown there).
 
         Raises:
-            MessagingError: the exchange could not be asked.
+            ExchangeError: the exchange could not be asked.
         """
         ...
 
@@ -240,7 +240,7 @@ class ExchangeOrders(OrderGateway, Protocol):
         """Return the symbol's order filters and its two assets.
 
         Raises:
-            MessagingError: the exchange could not be asked.
+            ExchangeError: the exchange could not be asked.
         """
         ...
 
@@ -304,6 +304,6 @@ class BarHistory(Protocol):
         oldest first (fewer when the exchange has fewer, none for an unsupported interval).
 
         Raises:
-            MessagingError: the history could not be fetched.
+            ExchangeError: the history could not be fetched.
         """
         ...

@@ -15,7 +15,7 @@ from algotrade.adapters.binance.messages import retry_after
 from algotrade.adapters.candles import binance_interval, candle_bar
 from algotrade.adapters.notices import describe
 from algotrade.domain.bars import Interval
-from algotrade.domain.errors import InvalidInputError, MessagingError
+from algotrade.domain.errors import ExchangeError, InvalidInputError
 from algotrade.domain.events import BarClosed
 
 MAX_LIMIT = 1000  # Binance's largest page of klines
@@ -46,9 +46,7 @@ class BinanceKlines:
                 try:
                     page = [candle_bar(row, symbol, interval, 0)[0] for row in rows]
                 except InvalidInputError as e:
-                    raise MessagingError(
-                        f"klines for {symbol} {name}: malformed row: {e}"
-                    ) from None
+                    raise ExchangeError(f"klines for {symbol} {name}: malformed row: {e}") from None
                 page = [b for b in page if b.close_time <= before_ns]
                 if not page:
                     break
@@ -78,16 +76,16 @@ class BinanceKlines:
                     try:
                         rows = orjson.loads(response.content)
                     except orjson.JSONDecodeError:
-                        raise MessagingError("klines: the answer is not JSON") from None
+                        raise ExchangeError("klines: the answer is not JSON") from None
                     if not isinstance(rows, list):
-                        raise MessagingError(f"klines: expected a list, got {rows!r:.100}")
+                        raise ExchangeError(f"klines: expected a list, got {rows!r:.100}")
                     return rows
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code in (429, 418):
                     await anyio.sleep(min(retry_after(response.headers, 1.0), 60.0))
                     continue
                 if response.status_code < 500:
-                    raise MessagingError(f"klines for {symbol} {interval}: {error}")
+                    raise ExchangeError(f"klines for {symbol} {interval}: {error}")
             if attempt + 1 < self.attempts:
                 await anyio.sleep(0.5 * 2**attempt)
-        raise MessagingError(f"klines for {symbol} {interval}: {error}")
+        raise ExchangeError(f"klines for {symbol} {interval}: {error}")

@@ -15,10 +15,10 @@ What each answer means:
 timeout, connection error, 5xx, not JSON   the order may or may not exist: look it up, retry
 ``-1021`` timestamp outside the recvWindow  re-synchronise with ``GET /api/v3/time``, retry
 429 / ``-1003`` with ``Retry-After``        wait (up to ``max_wait`` seconds), retry
-418 (IP banned)                             give up for now: :class:`MessagingError`
+418 (IP banned)                             give up for now: :class:`ExchangeError`
 ``-2010`` "Duplicate order sent."           the order exists: look it up
 ``-2010``, ``-1013``, ``-11xx`` (the order)  the order is rejected, with Binance's code and text
-``-2014``/``-2015``/``-1022`` (credentials)  :class:`MessagingError`: the signal stays pending
+``-2014``/``-2015``/``-1022`` (credentials)  :class:`ExchangeError`: the signal stays pending
 ==========================================  ===================================================
 
 Exchange rules (tick size, lot size, notional from ``/api/v3/exchangeInfo``) are applied
@@ -32,13 +32,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import anyio
 import httpx
 import orjson
 
+from algotrade.adapters.binance.answers import reading
 from algotrade.adapters.binance.messages import parse_symbol_rules, retry_after
 from algotrade.adapters.binance.signing import (
     API_KEY_HEADER,
@@ -48,7 +49,7 @@ from algotrade.adapters.binance.signing import (
 )
 from algotrade.adapters.memory import SystemClock
 from algotrade.domain.broker import ExecutionReport, Position, order_update, reject
-from algotrade.domain.errors import InvalidInputError, MessagingError
+from algotrade.domain.errors import ExchangeError
 from algotrade.domain.events import OrderFilled, OrderPlaced, OrderRejected, OrderUpdated
 from algotrade.domain.ports import Clock
 from algotrade.domain.rules import SymbolInfo, fit_limit_order, fit_market_order
@@ -160,7 +161,7 @@ class BinanceGateway:
         """Place ``order`` unless the exchange already has it; return what became of it.
 
         Raises:
-            MessagingError: the exchange could not be reached or would not say, after
+            ExchangeError: the exchange could not be reached or would not say, after
                 ``attempts`` tries; nothing is known to have been placed twice.
         """
         info = await self.symbol_info(order.symbol)
@@ -188,7 +189,7 @@ class BinanceGateway:
                     self.stats.rejected_by_exchange += 1
                     return reject(order, f"binance {e.code}: {e.msg}")
                 await self._recover(e)
-        raise MessagingError(f"order {order.order_id}: outcome unknown after retries: {last}")
+        raise ExchangeError(f"order {order.order_id}: outcome unknown after retries: {last}")
 
     async def free_quote(self, symbol: str, position: Position) -> Decimal | None:
         """Return the account's free balance of the symbol's quote asset."""
@@ -236,7 +237,7 @@ class BinanceGateway:
         """Return :meth:`_report`, retrying through timeouts, clock skew and rate limits.
 
         Raises:
-            MessagingError: the exchange would not say after ``attempts`` tries.
+            ExchangeError: the exchange would not say after ``attempts`` tries.
         """
         return await self._retried(
             f"order {order.order_id}: no answer from Binance", lambda: self._report(order)
@@ -248,7 +249,7 @@ class BinanceGateway:
         cancelled: its report says FILLED.
 
         Raises:
-            MessagingError: the exchange would not say after ``attempts`` tries.
+            ExchangeError: the exchange would not say after ``attempts`` tries.
         """
         params = {"symbol": order.symbol, "origClientOrderId": order.order_id}
 
@@ -266,7 +267,7 @@ class BinanceGateway:
         """Return ``request()``, tried again after timeouts, clock skew and rate limits.
 
         Raises:
-            MessagingError: ``what``, with the last error, after ``attempts`` tries.
+            ExchangeError: ``what``, with the last error, after ``attempts`` tries.
         """
         last: Exception | None = None
         for _ in range(self.attempts):
@@ -278,38 +279,35 @@ class BinanceGateway:
             except _ApiError as e:
                 last = e
                 await self._recover(e)
-        raise MessagingError(f"{what}: {last}")
+        raise ExchangeError(f"{what}: {last}")
 
     async def balances(self) -> dict[str, Decimal]:
         """Return the free balance of every asset of the account.
 
         Raises:
-            MessagingError: the account could not be read.
+            ExchangeError: the account could not be read.
         """
         try:
             body = await self._signed("GET", "/api/v3/account", {})
-            return {b["asset"]: Decimal(b["free"]) for b in body["balances"]}
         except (_UncertainError, _ApiError) as e:
-            raise MessagingError(f"account balances: {e}") from None
-        except (KeyError, TypeError, InvalidOperation) as e:
-            raise MessagingError(f"account balances: malformed answer: {e!r}") from None
+            raise ExchangeError(f"account balances: {e}") from None
+        with reading("account balances"):
+            return {b["asset"]: Decimal(b["free"]) for b in body["balances"]}
 
     async def symbol_info(self, symbol: str) -> SymbolInfo:
         """Return the symbol's filters and assets (fetched once).
 
         Raises:
-            MessagingError: ``/api/v3/exchangeInfo`` could not be read or lacks the symbol.
+            ExchangeError: ``/api/v3/exchangeInfo`` could not be read or lacks the symbol.
         """
         found = self._symbols.get(symbol)
         if found is not None:
             return found
-        try:
-            body = await self._public("/api/v3/exchangeInfo", {"symbol": symbol})
+        body = await self._public("/api/v3/exchangeInfo", {"symbol": symbol})
+        with reading(f"exchangeInfo of {symbol}"):
             rules = parse_symbol_rules(symbol, body)
             entry = next(s for s in orjson.loads(body)["symbols"] if s["symbol"] == symbol)
             found = SymbolInfo(rules, str(entry["baseAsset"]), str(entry["quoteAsset"]))
-        except (InvalidInputError, KeyError, StopIteration, orjson.JSONDecodeError) as e:
-            raise MessagingError(f"exchangeInfo of {symbol}: {e}") from None
         self._symbols[symbol] = found
         return found
 
@@ -317,7 +315,7 @@ class BinanceGateway:
         """Check, once, that the REST API answers (``GET /api/v3/ping``).
 
         Raises:
-            MessagingError: it does not.
+            ExchangeError: it does not.
         """
         await self._public("/api/v3/ping", {})
 
@@ -329,15 +327,13 @@ class BinanceGateway:
         """Measure the offset of the exchange's clock from ours (``GET /api/v3/time``).
 
         Raises:
-            MessagingError: the exchange's time could not be read.
+            ExchangeError: the exchange's time could not be read.
         """
         before = self.clock.now_ns() // 1_000_000
         body = await self._public("/api/v3/time", {})
         after = self.clock.now_ns() // 1_000_000
-        try:
+        with reading("exchange time"):
             server = int(orjson.loads(body)["serverTime"])
-        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as e:
-            raise MessagingError(f"exchange time: malformed answer: {e!r}") from None
         self.offset_ms = server - (before + after) // 2
         self._synced = True
         self.stats.resyncs += 1
@@ -369,27 +365,24 @@ class BinanceGateway:
 
     async def _reference(self, order: OrderPlaced) -> Decimal:
         """Return the price a market order will meet (the best ask or bid), for the notional."""
-        try:
-            ticker = orjson.loads(
-                await self._public("/api/v3/ticker/bookTicker", {"symbol": order.symbol})
-            )
+        body = await self._public("/api/v3/ticker/bookTicker", {"symbol": order.symbol})
+        with reading(f"book ticker of {order.symbol}"):
+            ticker = orjson.loads(body)
             return Decimal(ticker["askPrice" if order.side is Side.BUY else "bidPrice"])
-        except (KeyError, TypeError, InvalidOperation, orjson.JSONDecodeError) as e:
-            raise MessagingError(f"book ticker of {order.symbol}: malformed: {e!r}") from None
 
     async def _recover(self, error: _ApiError) -> None:
         """Act on an error that says nothing about the order, before the next attempt."""
         if error.code in CREDENTIALS:
-            raise MessagingError(f"Binance refused the credentials: {error}")
+            raise ExchangeError(f"Binance refused the credentials: {error}")
         if error.status == 418:
-            raise MessagingError(f"Binance banned this IP for now: {error}")
+            raise ExchangeError(f"Binance banned this IP for now: {error}")
         if error.code == TIMESTAMP:
             await self.sync_time()
         elif error.status == 429 or error.code == -1003:
             self.stats.rate_limited += 1
             wait = error.retry_after
             if wait > self.max_wait:
-                raise MessagingError(f"rate limited for {wait:.0f}s: {error}")
+                raise ExchangeError(f"rate limited for {wait:.0f}s: {error}")
             await anyio.sleep(wait)
         else:
             await anyio.sleep(0.2)
@@ -414,7 +407,7 @@ class BinanceGateway:
         try:
             return await self._request("GET", path, params)
         except (_UncertainError, _ApiError) as e:
-            raise MessagingError(f"GET {path}: {e}") from None
+            raise ExchangeError(f"GET {path}: {e}") from None
 
     async def _request(
         self, method: str, url: str, params: Mapping[str, str] | None = None
@@ -439,7 +432,7 @@ class BinanceGateway:
 
     def _parse_order(self, body: Any, info: SymbolInfo, *, fills: bool) -> ExecutionReport:
         """Return the report of an order answer (``POST`` FULL with fills, or ``GET``)."""
-        try:
+        with reading("order answer"):
             fees, base_fees = self._commissions(body.get("fills", []) if fills else [], info)
             return ExecutionReport(
                 client_order_id=str(body["clientOrderId"]),
@@ -453,24 +446,20 @@ class BinanceGateway:
                 exchange_ts=int(body.get("transactTime") or body.get("updateTime") or 0)
                 * 1_000_000,
             )
-        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as e:
-            raise MessagingError(f"malformed order answer from Binance: {e!r}") from None
 
     @staticmethod
     def _commissions(trades: Any, info: SymbolInfo) -> tuple[Decimal, Decimal]:
         """Return the commissions paid in the quote asset and in the base asset.
 
         Raises:
-            MessagingError: the trades are malformed.
+            ExchangeError: the trades are malformed.
         """
         fees = base_fees = Decimal(0)
-        try:
+        with reading("order trades"):
             for trade in trades:
                 amount = Decimal(trade["commission"])
                 quote, base = info.commission(amount, trade["commissionAsset"])
                 fees, base_fees = fees + quote, base_fees + base
-        except (KeyError, TypeError, InvalidOperation) as e:
-            raise MessagingError(f"malformed trades from Binance: {e!r}") from None
         return fees, base_fees
 
     def _outcome(self, order: OrderPlaced, report: ExecutionReport) -> OrderRejected | OrderUpdated:

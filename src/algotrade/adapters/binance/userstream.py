@@ -37,7 +37,7 @@ from algotrade.adapters.binance.signing import DEFAULT_RECV_WINDOW_MS, Signer, s
 from algotrade.adapters.binance.trading import ORDER_STATUS, TIMESTAMP
 from algotrade.adapters.notices import Notice, Notify, describe, ignore
 from algotrade.domain.broker import ExecutionEvent
-from algotrade.domain.errors import InvalidInputError, MessagingError
+from algotrade.domain.errors import ExchangeError, InvalidInputError
 from algotrade.domain.ports import RejectedInput, Stop
 
 _KEEP_RAW = 2048
@@ -240,7 +240,7 @@ class BinanceUserStream:
         """Subscribe this connection to the account's events; return the subscription id.
 
         Raises:
-            MessagingError: Binance refused (its code and message), or did not answer.
+            ExchangeError: Binance refused (its code and message), or did not answer.
         """
         params = signed_params(
             {"apiKey": self._api_key},
@@ -255,7 +255,7 @@ class BinanceUserStream:
             if code == TIMESTAMP and self._resync is not None:
                 await self._resync()
             detail = orjson.dumps(error).decode() if error is not None else "no error given"
-            raise MessagingError(
+            raise ExchangeError(
                 f"subscription refused: status {answer.get('status')}: {detail[:200]}"
             )
         result = answer.get("result")
@@ -275,7 +275,7 @@ class BinanceUserStream:
                     answer = None
                 if isinstance(answer, dict) and answer.get("id") == request_id:
                     return answer
-        raise MessagingError(f"no answer to {method} in {self.watchdog:g}s")
+        raise ExchangeError(f"no answer to {method} in {self.watchdog:g}s")
 
     async def _send(
         self, ws: AsyncWebSocketSession, method: str, params: dict[str, str | int] | None = None

@@ -11,10 +11,11 @@ the group and is never lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -30,6 +31,17 @@ SIGNAL_GROUP = "signal_group"
 DEAD_LETTER_STREAM = "trade_signals_dead"
 
 Fields = dict[Any, Any]
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn a Redis driver error inside the block into a :class:`MessagingError` saying what
+    could not be done (``"cannot read 'trade_signals_stream': ..."``): the Redis adapter's
+    one mapping of driver errors."""
+    try:
+        yield
+    except redis_errors.RedisError as e:
+        raise MessagingError(f"cannot {what}: {e}") from e
 
 
 def _text(value: Any) -> str:
@@ -69,7 +81,7 @@ class RedisSignalPublisher:
         if not signals:
             return
         started = time.perf_counter()
-        try:
+        with translated(f"publish to {self.stream!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for signal in signals:
                     pipe.xadd(
@@ -77,8 +89,6 @@ class RedisSignalPublisher:
                         approximate=True,
                     )  # fmt: skip
                 await pipe.execute()
-        except redis_errors.RedisError as e:
-            raise MessagingError(f"cannot publish to {self.stream!r}: {e}") from e
         self.observe_operation("publish", time.perf_counter() - started)
         self.published += len(signals)
 
@@ -123,39 +133,37 @@ class RedisSignalConsumer:
 
     async def ensure_group(self) -> None:
         """Create the group (and the stream) from the first entry, unless it exists."""
-        try:
-            await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis_errors.ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise MessagingError(f"cannot create group {self.group!r}: {e}") from e
-        except redis_errors.RedisError as e:
-            raise MessagingError(f"cannot create group {self.group!r}: {e}") from e
+        with translated(f"create group {self.group!r}"):
+            try:
+                await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            except redis_errors.ResponseError as e:
+                if "BUSYGROUP" not in str(e):  # not "it exists already"
+                    raise
         self._group_ready = True
 
     async def receive(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         """Return up to ``max_count`` deliveries: reclaimed ones first, then new ones."""
-        try:
-            if not self._group_ready:
-                await self.ensure_group()
-            now = time.monotonic()
-            if now - self._last_claim >= self.claim_every:
-                self._last_claim = now
-                reclaimed = await self._reclaim(max_count)
-                if reclaimed:
-                    return reclaimed
-            response: Any = await self.client.xreadgroup(
-                self.group,
-                self.consumer,
-                {self.stream: ">"},
-                count=max_count,
-                block=max(1, int(timeout * 1000)),
-            )
-        except redis_errors.ResponseError as e:
-            if "NOGROUP" in str(e):  # the stream was deleted: recreate the group next time
-                self._group_ready = False
-            raise MessagingError(f"cannot read {self.stream!r}: {e}") from e
-        except redis_errors.RedisError as e:
-            raise MessagingError(f"cannot read {self.stream!r}: {e}") from e
+        with translated(f"read {self.stream!r}"):
+            try:
+                if not self._group_ready:
+                    await self.ensure_group()
+                now = time.monotonic()
+                if now - self._last_claim >= self.claim_every:
+                    self._last_claim = now
+                    reclaimed = await self._reclaim(max_count)
+                    if reclaimed:
+                        return reclaimed
+                response: Any = await self.client.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    {self.stream: ">"},
+                    count=max_count,
+                    block=max(1, int(timeout * 1000)),
+                )
+            except redis_errors.ResponseError as e:
+                if "NOGROUP" in str(e):  # the stream was deleted: recreate the group next time
+                    self._group_ready = False
+                raise
         deliveries: list[Delivery] = []
         for _, entries in response or ():
             for entry_id, fields in entries:
@@ -169,10 +177,8 @@ class RedisSignalConsumer:
         if not deliveries:
             return
         started = time.perf_counter()
-        try:
+        with translated(f"acknowledge on {self.stream!r}"):
             await self.client.xack(self.stream, self.group, *(d.token for d in deliveries))
-        except redis_errors.RedisError as e:
-            raise MessagingError(f"cannot acknowledge on {self.stream!r}: {e}") from e
         self.observe_operation("ack", time.perf_counter() - started)
 
     async def backlog(self, bound: int = 10_000) -> tuple[int, int]:
@@ -182,8 +188,13 @@ class RedisSignalConsumer:
         Redis 7 reports the lag itself; on older servers the entries after the group's
         last delivered id are counted. Before the group exists, every entry is lag.
         """
-        try:
-            groups: Any = await self.client.xinfo_groups(self.stream)
+        with translated(f"inspect {self.stream!r}"):
+            try:
+                groups: Any = await self.client.xinfo_groups(self.stream)
+            except redis_errors.ResponseError as e:
+                if "no such key" in str(e).lower():  # no stream yet: nothing behind
+                    return 0, 0
+                raise
             mine = next((g for g in groups if _text(g["name"]) == self.group), None)
             if mine is None:
                 return min(int(await self.client.xlen(self.stream)), bound), 0
@@ -193,12 +204,6 @@ class RedisSignalConsumer:
                 after = "(" + _text(mine["last-delivered-id"])
                 lag = len(await self.client.xrange(self.stream, min=after, count=bound) or ())
             return int(lag), pending
-        except redis_errors.ResponseError as e:
-            if "no such key" in str(e).lower():
-                return 0, 0
-            raise MessagingError(f"cannot inspect {self.stream!r}: {e}") from e
-        except redis_errors.RedisError as e:
-            raise MessagingError(f"cannot inspect {self.stream!r}: {e}") from e
 
     async def _decode(self, entry_id: Any, fields: Fields, *, attempt: int) -> Delivery | None:
         token = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -259,11 +264,12 @@ class RedisSignalConsumer:
             dead_stream=self.stream,
             dead_deliveries=str(attempt),
         )
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.dead_letters, entry,  # type: ignore[arg-type]  # invariant dict stub
-                maxlen=self.dead_letter_maxlen, approximate=True,
-            )  # fmt: skip
-            pipe.xack(self.stream, self.group, token)
-            await pipe.execute()
+        with translated(f"dead-letter an entry of {self.stream!r}"):
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    self.dead_letters, entry,  # type: ignore[arg-type]  # invariant dict stub
+                    maxlen=self.dead_letter_maxlen, approximate=True,
+                )  # fmt: skip
+                pipe.xack(self.stream, self.group, token)
+                await pipe.execute()
         self.dead_lettered += 1
