@@ -11,6 +11,7 @@ from tests.unit.test_backtest import HEADER, kline_rows
 
 
 def test_backtest_synthetic_prints_a_summary_table() -> None:
+    """`backtest --synthetic` ends with status 0 and prints every figure of the summary."""
     done = algotrade("backtest", "--synthetic", "--bars", "3000", "--short", "20", "--long", "60")
     assert done.returncode == 0, done.stderr
     for figure in ("total_return", "max_drawdown", "sharpe", "win_rate", "trades", "fees_paid"):
@@ -37,6 +38,7 @@ def test_backtest_json_has_signals_trades_and_metrics(tmp_path: Path) -> None:
 
 
 def test_backtest_shows_progress_on_long_runs() -> None:
+    """A backtest of 300,000 bars shows its progress line on stderr."""
     done = algotrade("backtest", "--synthetic", "--bars", "300000", timeout=300)
     assert done.returncode == 0, done.stderr
     assert "[backtest]" in done.stderr
@@ -44,6 +46,7 @@ def test_backtest_shows_progress_on_long_runs() -> None:
 
 
 def test_backtest_option_errors_exit_2() -> None:
+    """A backtest given no history exits with status 2 naming the options it needs."""
     done = algotrade("backtest")
     assert done.returncode == 2
     assert "--data" in done.stderr

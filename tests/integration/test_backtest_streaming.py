@@ -46,6 +46,7 @@ def same(a: BacktestResult, b: BacktestResult) -> None:
 
 
 def test_a_store_is_read_a_page_at_a_time(store_file: Path) -> None:
+    """A backtest reads a store a page at a time, each page within its size, in position order."""
     events = MarketEvents(store_file, interval=SECOND)
     pages = list(events.pages(size=1_000))
     assert len(pages) > 10
@@ -76,6 +77,7 @@ def test_a_streamed_store_backtest_equals_the_loaded_one(store_file: Path, symbo
 
 
 def test_a_streamed_recording_backtest_equals_the_loaded_one(recording: Path) -> None:
+    """A recording backtested as it is read gives the signals of the same recording loaded whole."""
     streamed = backtest(SmaCrossover(3, 10), recording, symbol="ETHUSDT", interval="1s")
     history = load_history(recording, symbol="ETHUSDT", interval="1s")
     assert streamed.signals
@@ -83,6 +85,7 @@ def test_a_streamed_recording_backtest_equals_the_loaded_one(recording: Path) ->
 
 
 def test_a_store_without_market_events_is_a_clear_error(tmp_path: Path) -> None:
+    """A store holding no market event is a configuration error saying so."""
     path = tmp_path / "empty.db"
     anyio.run(SqliteEventStore(path).close)
     with pytest.raises(ConfigurationError, match="no market event stored in"):
@@ -90,6 +93,7 @@ def test_a_store_without_market_events_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_cli_backtests_a_store_with_progress(store_file: Path) -> None:
+    """`algotrade backtest --data STORE` backtests the stored events and shows its progress."""
     done = algotrade("backtest", "--data", str(store_file), "--symbol", "ETHUSDT",
                      "--interval", "1s", "--short", "3", "--long", "10")  # fmt: skip
     assert done.returncode == 0, done.stderr

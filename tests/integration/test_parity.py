@@ -13,6 +13,7 @@ from algotrade import ConfigurationError, SmaCrossover, parity
 @pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT", "DOTUSDT"])
 @pytest.mark.parametrize("price_source", ["mid", "trade"])
 def test_live_path_and_backtest_agree(recording: Path, symbol: str, price_source: str) -> None:
+    """The live services' path and the backtest give the very same signals for a recording."""
     result = parity(
         recording, lambda: SmaCrossover(3, 10), interval="1s", symbol=symbol,
         price_source=price_source,  # type: ignore[arg-type]

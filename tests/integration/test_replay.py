@@ -188,6 +188,7 @@ def test_a_gzipped_recording_replays_as_it_is(recording: Path, tmp_path: Path) -
 
 
 def test_a_gzipped_recording_backtests_like_the_plain_one(recording: Path, tmp_path: Path) -> None:
+    """A gzip-compressed recording gives the backtest of the plain one."""
     packed = tmp_path / "session.raw.gz"
     packed.write_bytes(gzip.compress(recording.read_bytes()))
     plain = backtest(SmaCrossover(3, 10), recording, symbol="BTCUSDT", interval="1s")

@@ -432,6 +432,8 @@ def test_signals_tail_shows_every_entry_across_a_redis_restart(own_redis: RedisS
 
 
 def test_signals_tail_on_a_server_it_never_reached_is_an_error() -> None:
+    """`signals tail` on a Redis that never answered exits with status 1 and one line saying what
+    it could not read."""
     done = algotrade("signals", "tail", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("algotrade: cannot read")

@@ -81,6 +81,7 @@ def ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
 
 
 async def test_signals_over_rediss(redis_url: str, ca: tuple[trustme.CA, Path]) -> None:
+    """Signals travel over rediss:// (TLS) to the consumer group, with the URL's CA file."""
     authority, ca_file = ca
     upstream = urlsplit(redis_url)
     async with tls_proxy(f"{upstream.hostname}:{upstream.port}", authority) as port:
@@ -120,6 +121,7 @@ async def test_a_plain_connection_to_a_tls_port_fails_clearly(
 
 
 async def test_event_store_over_mongodb_tls(mongo_url: str, ca: tuple[trustme.CA, Path]) -> None:
+    """The MongoDB store appends and reads over TLS with the CA file given in the URL."""
     authority, ca_file = ca
     upstream = urlsplit(mongo_url)
     if "," in (upstream.netloc or ""):

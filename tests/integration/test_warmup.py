@@ -40,6 +40,8 @@ async def test_klines_are_paged_backwards_and_end_before_the_first_bar() -> None
 
 
 async def test_rate_limits_are_waited_out_and_failures_are_clear() -> None:
+    """A 429 is waited out for its Retry-After, and a history that stays unavailable is an error
+    naming the klines."""
     async with FakeBinance(("BTCUSDT",), rate=1.0) as fake:
         fake.fail_rest(429, retry_after=0.1)
         history = BinanceKlines(fake.rest_url)

@@ -53,6 +53,7 @@ def test_the_audit_fails_on_what_it_finds_or_cannot_see(
     strict: bool,
     status: int,
 ) -> None:
+    """The dependency audit fails on a known vulnerability, and on a package it cannot check."""
     audit = load()
     monkeypatch.setattr(audit, "project", fake_project)
     path = tmp_path / "requirements.lock"
@@ -67,6 +68,7 @@ def test_the_audit_fails_on_what_it_finds_or_cannot_see(
 
 
 def test_a_line_that_is_not_an_exact_pin_is_refused(tmp_path: Path) -> None:
+    """A lock line that is not an exact pin stops the audit with a message naming it."""
     path = tmp_path / "requirements.lock"
     path.write_text("anyio>=4\n")
     with pytest.raises(SystemExit, match="not an exact pin"):

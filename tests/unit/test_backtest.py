@@ -263,6 +263,7 @@ def test_malformed_candle_rows_are_reported_with_their_line_numbers(tmp_path: Pa
 
 
 def test_a_file_without_any_candle_is_a_clear_error(tmp_path: Path) -> None:
+    """A candle file without one valid candle is a configuration error naming the bad line."""
     path = tmp_path / "empty.csv"
     path.write_text(HEADER + "garbage\n")
     with pytest.raises(ConfigurationError, match=r"no valid candle.*line 2"):
@@ -290,6 +291,7 @@ def test_candles_resample_into_a_multiple_interval(tmp_path: Path) -> None:
 
 
 def test_html_report_is_valid_and_draws_one_marker_per_signal(tmp_path: Path) -> None:
+    """The HTML report is valid HTML and draws one marker per signal."""
     result = backtest(SmaCrossover(20, 60), list(synthetic_bars(3000, seed=4)))
     assert len(result.signals) > 5
     path = write_report(from_backtest(result), tmp_path / "report.html")
@@ -353,6 +355,7 @@ def test_png_report_is_a_png_showing_every_marker(tmp_path: Path) -> None:
 
 
 def test_a_report_needs_html_or_png(tmp_path: Path) -> None:
+    """A report asked for in another format than .html or .png is a configuration error."""
     result = backtest(SmaCrossover(1, 2), bars_of([1, 2, 3]))
     with pytest.raises(ConfigurationError, match=r"\.html or \.png"):
         write_report(from_backtest(result), tmp_path / "report.pdf")

@@ -22,8 +22,14 @@ def test_there_are_examples() -> None:
     assert EXAMPLES
 
 
+PRINTS = re.compile(r"#\s*prints:\s*(.+?)\s*$", re.MULTILINE)
+
+
 @pytest.mark.parametrize("code", EXAMPLES)
 def test_example_runs(code: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Each example executes without error and prints something."""
+    """Each example runs and prints, line for line, what its ``# prints:`` comments say."""
+    expected = PRINTS.findall(code)
+    assert expected, "an example shows what it prints in a '# prints: ...' comment"
     exec(compile(code, "<docs>", "exec"), {})
-    assert capsys.readouterr().out.strip()
+    printed = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert [line for line in printed if line in expected] == expected

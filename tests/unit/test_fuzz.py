@@ -89,9 +89,17 @@ def fields_of(frame: dict[str, Any]) -> list[tuple[str, ...]]:
 @FAST
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_any_bytes_are_a_frame_or_an_invalid_input(raw: bytes) -> None:
-    """Random bytes never crash the frame parser: an event, None or InvalidInputError."""
-    with contextlib.suppress(InvalidInputError):
-        parse_frame(raw, 1)
+    """Random bytes never crash the frame parser: a sane market event, None (a frame of
+    no interest) or InvalidInputError."""
+    try:
+        event = parse_frame(raw, 1)
+    except InvalidInputError:
+        return
+    assert event is None or isinstance(event, DepthDiffReceived | TradeReceived)
+    if event is not None:
+        assert (event.version, event.receive_ts) == (0, 1)
+        assert event.symbol
+        assert event.symbol.isupper()
 
 
 @FAST
@@ -194,6 +202,7 @@ def test_a_level_that_is_not_two_finite_decimal_strings_is_rejected(level: Any) 
 @pytest.mark.parametrize("field", ["p", "q"])
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-inf", 57000.5, "1e"])
 def test_a_trade_price_or_quantity_must_be_a_finite_decimal_string(field: str, value: Any) -> None:
+    """A trade price or quantity that is not a finite decimal string is refused by name."""
     with pytest.raises(InvalidInputError, match=f"field '{field}'"):
         parse_frame(mutate(TRADE, ("data", field), value), 1)
 
@@ -201,10 +210,16 @@ def test_a_trade_price_or_quantity_must_be_a_finite_decimal_string(field: str, v
 @FAST
 @given(JSON.map(orjson.dumps) | st.binary(max_size=200))
 def test_rest_bodies_are_parsed_or_rejected(body: bytes) -> None:
-    """Any REST body for a snapshot or a trade backfill: events, or InvalidInputError."""
-    for parse in (parse_depth_snapshot, parse_rest_agg_trades):
-        with contextlib.suppress(InvalidInputError):
-            parse("BTCUSDT", body, 1)
+    """Any REST body for a snapshot or a trade backfill: events of the symbol asked for,
+    received when it was, or InvalidInputError."""
+    with contextlib.suppress(InvalidInputError):
+        snapshot = parse_depth_snapshot("BTCUSDT", body, 1)
+        assert isinstance(snapshot, BookSnapshotTaken)
+        assert (snapshot.symbol, snapshot.receive_ts, snapshot.version) == ("BTCUSDT", 1, 0)
+    with contextlib.suppress(InvalidInputError):
+        trades = parse_rest_agg_trades("BTCUSDT", body, 1)
+        assert all(isinstance(t, TradeReceived) for t in trades)
+        assert {(t.symbol, t.receive_ts, t.version) for t in trades} <= {("BTCUSDT", 1, 0)}
 
 
 SIGNAL = SignalEmitted(

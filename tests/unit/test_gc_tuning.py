@@ -29,6 +29,8 @@ def restored_gc() -> Iterator[None]:
 def test_bulk_services_collect_rarely_and_signal_services_keep_pythons_thresholds(
     restored_gc: None,
 ) -> None:
+    """The bulk commands raise the collector's thresholds; the services signals pass through keep
+    Python's."""
     tune_gc()
     assert gc.get_threshold() == THROUGHPUT_GC
     tune_gc(latency=True)

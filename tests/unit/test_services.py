@@ -189,6 +189,7 @@ def test_sides_are_enum_values() -> None:
 def test_a_summary_table_shows_a_dash_where_a_figure_does_not_apply(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """A summary table shows '-' where a figure does not apply, and the JSON null."""
     from algotrade.apps.cli.exits import print_summary
 
     figures = {"signals": 1200, "published": None, "positions": {"BTCUSDT": {"mark": None}}}

@@ -36,10 +36,13 @@ DOCUMENTED_API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91
 
 
 def test_hmac_reproduces_the_documented_signature() -> None:
+    """The HMAC signer reproduces the signature of Binance's documented example."""
     assert HmacSigner(SECRET).sign(QUERY) == SIGNATURE
 
 
 def test_signed_query_appends_window_timestamp_and_signature_in_the_signed_order() -> None:
+    """A signed query appends the receive window, the timestamp and the signature, in the order
+    signed."""
     params = {"symbol": "LTCBTC", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
               "quantity": "1", "price": "0.1"}  # fmt: skip
     query = signed_query(params, HmacSigner(SECRET), timestamp_ms=1499827319559)
@@ -64,13 +67,17 @@ def test_websocket_api_params_are_signed_sorted_by_name_as_documented() -> None:
 
 
 def test_ed25519_signatures_verify_with_the_public_key() -> None:
+    """An Ed25519 signature verifies with the key's public half."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     signature = Ed25519Signer(pem).sign(QUERY)
+    assert len(base64.b64decode(signature)) == 64  # an Ed25519 signature, base64-encoded
     key.public_key().verify(base64.b64decode(signature), QUERY.encode())  # raises if wrong
 
 
 def test_secrets_never_show_in_representations() -> None:
+    """No signer, gateway or stream shows its secret in its representation; an empty secret is
+    refused."""
     assert SECRET not in repr(HmacSigner(SECRET))
     with pytest.raises(ConfigurationError):
         HmacSigner("")
@@ -96,6 +103,7 @@ INFO = {
 
 
 def test_exchange_info_filters_are_read() -> None:
+    """exchangeInfo's filters are read into the symbol's rules."""
     rules = parse_symbol_rules("BTCUSDT", orjson.dumps(INFO))
     assert rules.tick_size == Decimal("0.01")
     assert rules.step_size == Decimal("0.00001")
@@ -106,6 +114,7 @@ def test_exchange_info_filters_are_read() -> None:
 
 
 def test_orders_are_fitted_to_the_filters_or_rejected_with_the_reason() -> None:
+    """An order is rounded to the filters, or rejected saying which filter it cannot meet."""
     rules = parse_symbol_rules("BTCUSDT", orjson.dumps(INFO))
     assert fit_market_order(rules, Decimal("0.0123456"), Decimal(60000)) == Decimal("0.01234")
     assert "below the minimum 5" in str(fit_market_order(rules, Decimal("0.00005"), Decimal(60000)))
