@@ -206,7 +206,12 @@ async def binance_gateway() -> AsyncIterator[OrderGateway]:
     ):
         market.pause()
         gateway = BinanceGateway(
-            trading.rest_url, API_KEY, HmacSigner(API_SECRET), timeout=1.0, attempts=5
+            trading.rest_url,
+            API_KEY,
+            HmacSigner(API_SECRET),
+            clock=SystemClock(),
+            timeout=1.0,
+            attempts=5,
         )
         try:
             yield gateway

@@ -114,7 +114,12 @@ async def exchange() -> AsyncIterator[Exchange]:
     ):
         market.pause()  # a still book: fills are predictable
         gateway = BinanceGateway(
-            trading.rest_url, API_KEY, HmacSigner(API_SECRET), timeout=1.0, attempts=5
+            trading.rest_url,
+            API_KEY,
+            HmacSigner(API_SECRET),
+            clock=SystemClock(),
+            timeout=1.0,
+            attempts=5,
         )
         try:
             yield Exchange(market, trading, gateway)
@@ -337,7 +342,9 @@ async def test_a_429_waits_retry_after_and_retries(exchange: Exchange) -> None:
 async def test_bad_credentials_leave_the_signal_pending(exchange: Exchange) -> None:
     """A refused signature is not the order's fault: the trader stores nothing and does
     not acknowledge, so the signal comes back once the keys are fixed."""
-    gateway = BinanceGateway(exchange.trading.rest_url, API_KEY, HmacSigner("wrong"))
+    gateway = BinanceGateway(
+        exchange.trading.rest_url, API_KEY, HmacSigner("wrong"), clock=SystemClock()
+    )
     store, bus = InMemoryEventStore(), InMemorySignalBus()
     trader = TraderService(store, bus, gateway, clock=SystemClock())
     try:
@@ -879,11 +886,15 @@ async def test_an_ed25519_key_signs_orders_the_exchange_verifies() -> None:
         FakeTrading(market, ed25519_public_key=key.public_key()) as trading,
     ):
         market.pause()
-        good = BinanceGateway(trading.rest_url, ED25519_API_KEY, Ed25519Signer(pem))
+        good = BinanceGateway(
+            trading.rest_url, ED25519_API_KEY, Ed25519Signer(pem), clock=SystemClock()
+        )
         other = Ed25519PrivateKey.generate().private_bytes(
             Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
         )
-        bad = BinanceGateway(trading.rest_url, ED25519_API_KEY, Ed25519Signer(other))
+        bad = BinanceGateway(
+            trading.rest_url, ED25519_API_KEY, Ed25519Signer(other), clock=SystemClock()
+        )
         stream = BinanceUserStream(trading.stream_url, ED25519_API_KEY, Ed25519Signer(pem))
         try:
             outcome = await good.submit(order_of(40))

@@ -21,6 +21,7 @@ from algotrade.adapters.binance.signing import (
     signed_params,
     signed_query,
 )
+from algotrade.adapters.memory import SystemClock
 from algotrade.apps.wiring import signer
 from algotrade.domain.errors import ConfigurationError, InvalidInputError
 from algotrade.domain.rules import SymbolRules, fit_limit_order, fit_market_order
@@ -137,7 +138,11 @@ def test_trading_settings_and_clients_never_show_the_keys() -> None:
     shown = " ".join(
         [
             repr(settings),
-            repr(BinanceGateway(settings.rest_url, settings.api_key, signer(settings))),
+            repr(
+                BinanceGateway(
+                    settings.rest_url, settings.api_key, signer(settings), clock=SystemClock()
+                )
+            ),
             repr(BinanceUserStream(settings.stream_url, settings.api_key, signer(settings))),
         ]
     )

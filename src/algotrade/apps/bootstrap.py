@@ -40,7 +40,6 @@ from algotrade.apps.vitals import (
     collector_figures,
     processor_checks,
     processor_figures,
-    store_check,
     trader_checks,
     trader_figures,
 )
@@ -55,6 +54,7 @@ from algotrade.apps.wiring import (
     redis_client,
     redis_consumer,
     redis_publisher,
+    store_check,
     store_parts,
 )
 from algotrade.domain.ports import (
@@ -112,6 +112,11 @@ class App:
 def _timed(parts: Parts[EventStore]) -> TimedStore:
     """Return the store timing its operations (recorded once an app's metrics attach)."""
     return TimedStore(parts.adapter, lambda op, seconds: None)
+
+
+def _store_checks(parts: Parts[EventStore]) -> list[Check]:
+    """Return the store's dependency check: its kind's, or ``store`` for one handed in."""
+    return parts.checks or [store_check(parts.adapter, "store")]
 
 
 def _collector(feed: MarketFeed, store: EventStore, clock: Clock, **options: Any) -> Collector:
@@ -182,7 +187,7 @@ async def bootstrap_collector(
             **source.summary(),
         },
         checks=[
-            store_check(timed, service.store),
+            *_store_checks(stored),
             *collector_checks(collector, service, source.problem),
         ],
         figures=[collector_figures(collector), *source.figures, *stored.figures],
@@ -256,7 +261,7 @@ async def bootstrap_processor(
             if client is not None:
                 await client.aclose()
 
-    checks = [store_check(timed, service_settings.store)]
+    checks = _store_checks(stored)
     if client is not None:
         checks.append(redis_check(client))
     return App(
@@ -378,7 +383,7 @@ async def bootstrap_trader(
             out["order_updates"] = follower.stats.updates
         return out
 
-    checks = [store_check(timed, service_settings.store)]
+    checks = _store_checks(stored)
     if client is not None:
         checks.append(redis_check(client))
     checks += trader_checks(service_settings, backlog, group.backlog if group else None)

@@ -10,14 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import anyio
-
 from algotrade.adapters.redis import RedisSignalConsumer
 from algotrade.apps.health import Check, UnhealthyError
 from algotrade.apps.metrics import Figure, Figures
 from algotrade.apps.settings import ServiceSettings
-from algotrade.apps.wiring import store_kind
-from algotrade.domain.ports import EventStore
 from algotrade.services.collector import Collector
 from algotrade.services.orders import OrderFollower
 from algotrade.services.processor import OutboxRelay, ProcessorService
@@ -25,18 +21,6 @@ from algotrade.services.trader import TraderService
 
 GroupBacklog = Callable[..., Awaitable[tuple[int, int]]]
 """Reads a consumer group's lag and pending entries: ``await backlog(bound=...)``."""
-
-
-def store_check(store: EventStore, url: str) -> Check:
-    """Return the dependency check of the event store (named after the kind its URL names)."""
-    name = store_kind(url)
-
-    async def probe() -> str:
-        started = anyio.current_time()
-        await store.ping()
-        return f"ping {(anyio.current_time() - started) * 1000:.1f}ms"
-
-    return Check(name, "dependency", probe)
 
 
 def collector_checks(

@@ -91,6 +91,17 @@ def store_kind(url: str) -> str:
     return "mongodb" if url.startswith(("mongodb://", "mongodb+srv://")) else "sqlite"
 
 
+def store_check(store: EventStore, name: str) -> Check:
+    """Return the dependency check of an event store, named after its kind."""
+
+    async def probe() -> str:
+        started = anyio.current_time()
+        await store.ping()
+        return f"ping {(anyio.current_time() - started) * 1000:.1f}ms"
+
+    return Check(name, "dependency", probe)
+
+
 def open_store(
     url: str,
     *,
@@ -124,7 +135,8 @@ def store_parts(
     """Open the event store named by ``url`` (see :func:`open_store`) with its figures."""
     kind = store_kind(url)
     if kind == "memory":
-        return Parts(InMemoryEventStore())
+        memory = InMemoryEventStore()
+        return Parts(memory, checks=[store_check(memory, kind)])
     if kind == "mongodb":
         mongo = MongoEventStore(
             url,
@@ -144,7 +156,7 @@ def store_parts(
             return [Figure("store_retries", "counter", "MongoDB operations retried.",
                            mongo.stats.retries)]  # fmt: skip
 
-        return Parts(mongo, figures=[mongo_figures])
+        return Parts(mongo, checks=[store_check(mongo, kind)], figures=[mongo_figures])
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     if existing is not None and not Path(path).exists():
         raise ConfigurationError(existing, f"no store at {path!r} (nothing was created)")
@@ -153,7 +165,7 @@ def store_parts(
         retention=depth_retention,
         on_problem=lambda what, detail: warn("store", what, detail=detail),
     )
-    return Parts(sqlite, figures=[sqlite_figures(sqlite)])
+    return Parts(sqlite, checks=[store_check(sqlite, kind)], figures=[sqlite_figures(sqlite)])
 
 
 def sqlite_figures(store: SqliteEventStore) -> Figures:

@@ -47,7 +47,6 @@ from algotrade.adapters.binance.signing import (
     Signer,
     signed_query,
 )
-from algotrade.adapters.memory import SystemClock
 from algotrade.domain.broker import ExecutionReport, Position, order_update, reject
 from algotrade.domain.errors import ExchangeError
 from algotrade.domain.events import OrderFilled, OrderPlaced, OrderRejected, OrderUpdated
@@ -124,7 +123,7 @@ class BinanceGateway:
         api_key: str,
         signer: Signer,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         recv_window_ms: int = DEFAULT_RECV_WINDOW_MS,
         timeout: float = 10.0,
         attempts: int = 5,
@@ -132,7 +131,7 @@ class BinanceGateway:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
-        self.clock = clock or SystemClock()
+        self.clock = clock
         self.recv_window_ms = recv_window_ms
         self.attempts = attempts
         self.max_wait = max_wait
