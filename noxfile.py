@@ -9,7 +9,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
-SOURCES = ("src", "tests", "bench", "fuzz", "noxfile.py", ".ci/audit.py")
+SOURCES = ("src", "tests", "bench", "fuzz", "strategies", "noxfile.py", ".ci/audit.py")
 
 
 def install(session: nox.Session, *extras: str) -> None:

@@ -69,12 +69,12 @@ def _top_in(raw: list[str] | None) -> values.TopOfBook | None:
     )
 
 
-def _params_out(params: tuple[tuple[str, int], ...]) -> list[list[object]]:
+def _params_out(params: values.Params) -> list[list[object]]:
     return [[k, v] for k, v in params]
 
 
-def _params_in(raw: list[list[Any]]) -> tuple[tuple[str, int], ...]:
-    return tuple((str(k), int(v)) for k, v in raw)
+def _params_in(raw: list[list[Any]]) -> values.Params:
+    return values.param_values(raw)
 
 
 def _same(x: Any) -> Any:
@@ -101,7 +101,7 @@ _BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
     values.OrderStatus: (str, values.OrderStatus),
     tuple[values.PriceLevel, ...]: (_levels_out, levels_of),
     values.TopOfBook | None: (_top_out, _top_in),
-    tuple[tuple[str, int], ...]: (_params_out, _params_in),
+    values.Params: (_params_out, _params_in),
 }
 
 

@@ -50,7 +50,7 @@ class ReportData:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _sma_lines(closes: Sequence[float], params: dict[str, int]) -> dict[str, list[float | None]]:
+def _sma_lines(closes: Sequence[float], params: dict[str, Any]) -> dict[str, list[float | None]]:
     lines: dict[str, list[float | None]] = {}
     for name in ("short", "long"):
         period = params.get(name)
@@ -82,7 +82,7 @@ def from_live(
     fills: Sequence[OrderFilled],
     *,
     initial_cash: Decimal,
-    params: dict[str, int],
+    params: dict[str, Any],
     title: str,
 ) -> ReportData:
     """Return what a report of stored live bars, signals and filled orders draws.

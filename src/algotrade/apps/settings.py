@@ -24,11 +24,12 @@ from algotrade.adapters.redis import (
     SIGNAL_STREAM,
 )
 from algotrade.apps.common import DEFAULT_STORE, SourceSpec, parse_duration
+from algotrade.apps.strategies import DEFAULT as DEFAULT_STRATEGY
+from algotrade.apps.strategies import StrategySpec, resolve
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.processing import Processor
-from algotrade.domain.strategy import SmaCrossover
 
 DEFAULT_PORTS = {"collector": 8080, "processor": 8082, "trader": 8083}
 
@@ -113,16 +114,33 @@ class FeedSettings:
 
 @dataclass(frozen=True, slots=True)
 class StrategySettings:
-    """The SMA crossover's parameters."""
+    """The strategy a command runs: its name (``--strategy``), its parameters as given
+    (``--param name=value``; ``short``/``long``: the SMA crossover's ``--short``/``--long``),
+    and the bar interval."""
 
     interval: Interval = field(default_factory=lambda: Interval.parse("1d"))
-    short: int = 50
-    long: int = 200
+    short: int | None = None
+    long: int | None = None
+    name: str = DEFAULT_STRATEGY
+    params: tuple[tuple[str, str], ...] = ()
+
+    def all_params(self) -> tuple[tuple[str, str], ...]:
+        """Return the parameters, the ``short``/``long`` shorthand included."""
+        shorthand = tuple((k, str(v)) for k, v in (("short", self.short), ("long", self.long))
+                          if v is not None)  # fmt: skip
+        return (*shorthand, *self.params)
+
+    def spec(self) -> StrategySpec:
+        """Find the strategy and check its parameters (see :mod:`algotrade.apps.strategies`).
+
+        Raises:
+            ConfigurationError: unknown strategy, bad parameters, not a strategy.
+        """
+        return resolve(self.name, self.all_params())
 
     def processor(self) -> Processor:
-        """Return a fresh pure processor for these settings."""
-        SmaCrossover(self.short, self.long)  # validates the periods once, up front
-        return Processor(self.interval, lambda: SmaCrossover(self.short, self.long))
+        """Return a fresh pure processor running this strategy on each symbol."""
+        return Processor(self.interval, self.spec().factory())
 
 
 @dataclass(frozen=True, slots=True)

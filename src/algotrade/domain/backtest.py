@@ -28,7 +28,7 @@ from algotrade.domain.broker import Position, apply_fill, check_order, paper_fil
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed, Event, OrderFilled, SignalEmitted
 from algotrade.domain.processing import SymbolPipeline
-from algotrade.domain.values import Side, TopOfBook, decimal_text
+from algotrade.domain.values import Params, Side, TopOfBook, decimal_text
 
 ZERO = Decimal(0)
 QUANTITY_STEP = Decimal("0.00000001")  # Binance's smallest BTC step
@@ -70,7 +70,7 @@ class BacktestResult:
     symbol: str
     interval: str
     strategy: str
-    params: tuple[tuple[str, int], ...]
+    params: Params
     bars: int
     closed_bars: tuple[BarClosed, ...]
     signals: tuple[SignalEmitted, ...]
@@ -275,7 +275,7 @@ class Backtester:
             symbol=self.pipeline.symbol,
             interval=self.pipeline.interval.name,
             strategy=strategy.name,
-            params=strategy.params,
+            params=self.pipeline.params,
             bars=len(equity),
             closed_bars=tuple(self._bars),
             signals=tuple(self.signals),

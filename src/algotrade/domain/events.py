@@ -27,6 +27,7 @@ from algotrade.domain.initialisers import copier, fast_init
 from algotrade.domain.values import (
     GapReason,
     OrderStatus,
+    Params,
     PriceLevel,
     Side,
     TopOfBook,
@@ -205,7 +206,7 @@ class SignalEmitted(Event):
     long_sma: float
     bar_time: int
     strategy: str
-    params: tuple[tuple[str, int], ...] = field(default=())
+    params: Params = field(default=())
 
     @property
     def id(self) -> str:

@@ -16,14 +16,14 @@ from algotrade.domain.events import (
 )
 from algotrade.domain.strategy import Decision, Strategy
 from algotrade.domain.streams import signal_stream_name
-from algotrade.domain.values import derived_id
+from algotrade.domain.values import derived_id, param_values
 
 PriceSource = Literal["mid", "trade"]
 
 
 def signal_stream(symbol: str, interval: str, strategy: Strategy) -> str:
     """Return the stream of one strategy's signals for one symbol and interval."""
-    params = "-".join(str(v) for _, v in strategy.params)
+    params = "-".join(str(v) for _, v in param_values(strategy.params))
     return signal_stream_name(symbol, interval, strategy.name, params)
 
 
@@ -51,9 +51,11 @@ class SymbolPipeline:
         self._on_trade = getattr(strategy, "on_trade", None)
         self.warmed_up = 0
         """Bars of history (before any stored bar) fed to the strategy by :meth:`warm_up`."""
+        self.params = param_values(strategy.params)
+        """The strategy's parameters as its signals carry them."""
         self._key = (
             strategy.name,
-            ",".join(f"{k}={v}" for k, v in strategy.params),
+            ",".join(f"{k}={v}" for k, v in self.params),
             symbol,
             interval.name,
         )
@@ -140,7 +142,7 @@ class SymbolPipeline:
             long_sma=decision.long_sma,
             bar_time=bar.open_time,
             strategy=self.strategy.name,
-            params=self.strategy.params,
+            params=self.params,
         )
 
 

@@ -56,8 +56,9 @@ class Strategy(Protocol):
         ...
 
     @property
-    def params(self) -> tuple[tuple[str, int], ...]:
-        """Return the parameters, part of every signal id."""
+    def params(self) -> tuple[tuple[str, object], ...]:
+        """Return the parameters, part of every signal id (ints, floats, strings,
+        booleans and ``Decimal`` values: see :func:`~algotrade.domain.values.param_values`)."""
         ...
 
     def on_bar(self, bar: BarClosed) -> Decision | None:

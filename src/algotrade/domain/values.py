@@ -88,3 +88,25 @@ class TopOfBook:
     def mid(self) -> Decimal:
         """Return the mid price, exact."""
         return (self.bid_price + self.ask_price) / 2
+
+
+#: A strategy parameter's value as signals carry it (in their id, the store and the stream).
+ParamValue: TypeAlias = int | float | str | bool
+#: A strategy's parameters as signals carry them: ``(("short", 50), ("long", 200))``.
+Params: TypeAlias = tuple[tuple[str, ParamValue], ...]
+
+
+def param_values(params: object) -> Params:
+    """Return a strategy's ``params`` as signals carry them: ints, floats, strings and
+    booleans as they are, a ``Decimal`` as its plain text (``0.001``), anything else as
+    ``str``; from pairs or a mapping."""
+    pairs = params.items() if isinstance(params, dict) else params
+    out = []
+    for key, value in pairs:  # type: ignore[attr-defined]
+        if value.__class__ in (int, float, str, bool):
+            out.append((str(key), value))
+        elif isinstance(value, Decimal):
+            out.append((str(key), decimal_text(value)))
+        else:
+            out.append((str(key), str(value)))
+    return tuple(out)

@@ -128,12 +128,12 @@ _Conv = Callable[[Any], Any]
 _ENVELOPE = frozenset({"stream", "version", "exchange_ts", "receive_ts"})
 
 
-def _params_out(params: tuple[tuple[str, int], ...]) -> dict[str, int]:
+def _params_out(params: values.Params) -> dict[str, values.ParamValue]:
     return dict(params)
 
 
-def _params_in(raw: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
-    return tuple((str(k), int(v)) for k, v in raw.items())
+def _params_in(raw: Mapping[str, Any]) -> values.Params:
+    return values.param_values(dict(raw))
 
 
 def _fields(cls: type[ev.Event]) -> tuple[tuple[str, _Conv, _Conv], ...]:
@@ -151,7 +151,7 @@ def _fields(cls: type[ev.Event]) -> tuple[tuple[str, _Conv, _Conv], ...]:
         hint = hints[f.name]
         to_doc: _Conv
         from_doc: _Conv
-        if hint == tuple[tuple[str, int], ...]:
+        if hint == values.Params:
             to_doc, from_doc = _params_out, _params_in
         else:
             to_doc, from_doc = codec.converters(hint)

@@ -16,7 +16,7 @@ import orjson
 
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import SignalEmitted
-from algotrade.domain.values import Side
+from algotrade.domain.values import Side, param_values
 
 SCHEMA_VERSION = "1"
 
@@ -106,9 +106,15 @@ def signal_from_fields(raw: dict[bytes | str, bytes | str], *, text: bool = Fals
             raise InvalidInputError(f"field 'price' must be positive, got {price}")
         try:
             params = orjson.loads(fields["params"])
-            pairs = tuple((str(k), int(v)) for k, v in params.items())
+            if not isinstance(params, dict) or not all(
+                v.__class__ in (int, float, str, bool) for v in params.values()
+            ):
+                raise TypeError(params)
+            pairs = param_values(params)
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise InvalidInputError("field 'params' is not a JSON object of integers") from None
+            raise InvalidInputError(
+                "field 'params' is not a JSON object of numbers, strings or booleans"
+            ) from None
         signal_id = fields["signal_id"]
         if not signal_id:
             raise InvalidInputError("field 'signal_id' is empty")

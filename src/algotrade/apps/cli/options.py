@@ -3,6 +3,7 @@ from them: each value is checked once, here, with an error naming the option."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated
@@ -36,10 +37,11 @@ from algotrade.apps.settings import (
     TradingSettings,
     with_credentials,
 )
+from algotrade.apps.strategies import DEFAULT as DEFAULT_STRATEGY
+from algotrade.apps.strategies import StrategySpec, split_params
 from algotrade.domain.bars import Interval
 from algotrade.domain.broker import Sizing, SizingKind
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.strategy import SmaCrossover
 
 SourceOpt = Annotated[
     str,
@@ -61,10 +63,31 @@ IntervalOpt = Annotated[
     str, typer.Option("--interval", envvar="ALGOTRADE_INTERVAL", help="Bar length: 1s .. 1w.")
 ]
 ShortOpt = Annotated[
-    int, typer.Option("--short", envvar="ALGOTRADE_SHORT", help="Short SMA period, in bars.")
-]
+    int | None,
+    typer.Option("--short", envvar="ALGOTRADE_SHORT",
+                 help="Short SMA period, in bars (the SMA crossover's --param short=N; 50)."),
+]  # fmt: skip
 LongOpt = Annotated[
-    int, typer.Option("--long", envvar="ALGOTRADE_LONG", help="Long SMA period, in bars.")
+    int | None,
+    typer.Option("--long", envvar="ALGOTRADE_LONG",
+                 help="Long SMA period, in bars (the SMA crossover's --param long=N; 200)."),
+]  # fmt: skip
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        envvar="ALGOTRADE_STRATEGY",
+        help="The strategy: a built-in name (algotrade strategies lists them), an installed "
+        "entry point, package.module:Class, or path/to/file.py:Class.",
+    ),
+]
+ParamOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--param",
+        envvar="ALGOTRADE_PARAMS",
+        help="A strategy parameter, name=value (repeat it; the variable: space-separated).",
+    ),
 ]
 
 
@@ -237,10 +260,27 @@ def option_decimal(name: str, text: str, *, positive: bool = False) -> Decimal:
     return value
 
 
-def strategy_settings(interval: str, short: int, long: int) -> StrategySettings:
+def strategy_spec(
+    strategy: str, params: Sequence[str], short: int | None = None, long: int | None = None
+) -> StrategySpec:
+    """Find the strategy and check its parameters, before any data is read."""
+    return StrategySettings(
+        short=short, long=long, name=strategy, params=tuple(split_params(params))
+    ).spec()
+
+
+def strategy_settings(
+    interval: str,
+    short: int | None,
+    long: int | None,
+    strategy: str = DEFAULT_STRATEGY,
+    params: Sequence[str] = (),
+) -> StrategySettings:
+    """Return the strategy settings of a service or ``run``, checked (exit 2 when bad)."""
     parsed = Interval.parse(interval)
-    SmaCrossover(short, long)
-    return StrategySettings(parsed, short, long)
+    settings = StrategySettings(parsed, short, long, strategy, tuple(split_params(params)))
+    settings.spec()
+    return settings
 
 
 def feed_settings(

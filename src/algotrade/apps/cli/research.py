@@ -18,12 +18,17 @@ from algotrade.apps.cli.options import (
     IntervalOpt,
     JsonOpt,
     LongOpt,
+    ParamOpt,
     SeedOpt,
     ShortOpt,
+    StrategyOpt,
     option_decimal,
+    strategy_spec,
 )
 from algotrade.apps.common import parse_symbols
 from algotrade.apps.logs import configure_logging
+from algotrade.apps.strategies import DEFAULT as DEFAULT_STRATEGY
+from algotrade.apps.strategies import StrategySpec
 from algotrade.apps.wiring import open_store
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import ConfigurationError
@@ -32,7 +37,6 @@ from algotrade.domain.events import (
     OrderFilled,
     SignalEmitted,
 )
-from algotrade.domain.strategy import SmaCrossover
 from algotrade.services.views import (
     iso,
     signal_view,
@@ -114,13 +118,13 @@ def _price_source(text: str) -> Any:
     return text
 
 
-def _run_backtest(history: Any, short: int, long: int, fee: str, cash: str,
+def _run_backtest(history: Any, spec: StrategySpec, fee: str, cash: str,
                   quantity: str | None, price_source: str, progress: bool) -> Any:  # fmt: skip
     from algotrade.adapters.memory import SystemClock
     from algotrade.apps.backtesting import MarketEvents, backtest
     from algotrade.apps.common import Progress, rate
 
-    strategy = SmaCrossover(short, long)
+    strategy = spec.build()
     fee_rate = option_decimal("fee", fee)
     initial = option_decimal("initial_cash", cash, positive=True)
     fixed = None if quantity is None else option_decimal("quantity", quantity, positive=True)
@@ -168,8 +172,10 @@ def backtest(
     bars: BarsOpt = 5000,
     symbol: BacktestSymbolOpt = None,
     interval: BacktestIntervalOpt = None,
-    short: ShortOpt = 50,
-    long: LongOpt = 200,
+    strategy: StrategyOpt = DEFAULT_STRATEGY,
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    short: ShortOpt = None,
+    long: LongOpt = None,
     fee: FeeOpt = "0.001",
     initial_cash: CashOpt = "10000",
     quantity: BuyQuantityOpt = None,
@@ -177,14 +183,15 @@ def backtest(
     seed: SeedOpt = 42,
     as_json: JsonOpt = False,
 ) -> None:
-    """Backtest the SMA crossover on history, through the live processor's code path."""
+    """Backtest a strategy (the SMA crossover by default) on history, through the live
+    processor's code path."""
     configure_logging(sys.stderr)
+    spec = checked(lambda: strategy_spec(strategy, param, short, long))
     history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
     result = checked(
         lambda: _run_backtest(
             history,
-            short,
-            long,
+            spec,
             fee,
             initial_cash,
             quantity,
@@ -217,26 +224,28 @@ def parity(
     data: Annotated[str, typer.Option("--data", help="A recorded raw session to replay.")],
     symbol: BacktestSymbolOpt = None,
     interval: IntervalOpt = "1m",
-    short: ShortOpt = 50,
-    long: LongOpt = 200,
+    strategy: StrategyOpt = DEFAULT_STRATEGY,
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    short: ShortOpt = None,
+    long: LongOpt = None,
     price_source: PriceSourceOpt = "mid",
 ) -> None:
     """Prove the live path and backtest agree: same signals, same ids, or exit 1."""
     from algotrade.apps.backtesting import parity as compare
 
     configure_logging(sys.stderr, level="warning")
-    checked(lambda: SmaCrossover(short, long))
+    spec = checked(lambda: strategy_spec(strategy, param, short, long))
     source = checked(lambda: _price_source(price_source))
     result = checked(
         lambda: compare(
             data,
-            lambda: SmaCrossover(short, long),
+            spec.factory(),
             interval=interval,
             symbol=symbol,
             price_source=source,
         )
     )
-    typer.echo(f"parity of {data} ({result.symbol}, {interval}, SMA {short}/{long}, "
+    typer.echo(f"parity of {data} ({result.symbol}, {interval}, {spec.describe()}, "
                f"{result.events:,} market events, {result.seconds:.1f}s)")  # fmt: skip
     typer.echo(f"  live path (collector, store, processor follow, outbox): "
                f"{len(result.live)} signals")  # fmt: skip
@@ -263,8 +272,10 @@ def report(
     bars: BarsOpt = 5000,
     symbol: BacktestSymbolOpt = None,
     interval: BacktestIntervalOpt = None,
-    short: ShortOpt = 50,
-    long: LongOpt = 200,
+    strategy: StrategyOpt = DEFAULT_STRATEGY,
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    short: ShortOpt = None,
+    long: LongOpt = None,
     fee: FeeOpt = "0.001",
     initial_cash: CashOpt = "10000",
     quantity: BuyQuantityOpt = None,
@@ -274,6 +285,7 @@ def report(
     from algotrade.apps.report import from_backtest, write_report
 
     configure_logging(sys.stderr)
+    spec = checked(lambda: strategy_spec(strategy, param, short, long))
     if out.suffix.lower() not in (".html", ".htm", ".png"):
         checked(lambda: option_error("out", f"{out.name}: a report is .html or .png"))
     if store is not None:
@@ -283,13 +295,11 @@ def report(
             )
         cash = checked(lambda: option_decimal("initial_cash", initial_cash, positive=True))
         drawn = execute(lambda: _live_report(store, symbol or "BTCUSDT", interval or "1d",
-                                             short, long, cash))  # fmt: skip
+                                             spec, cash))  # fmt: skip
     else:
         history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
         result = checked(
-            lambda: _run_backtest(
-                history, short, long, fee, initial_cash, quantity, "mid", progress=True
-            )
+            lambda: _run_backtest(history, spec, fee, initial_cash, quantity, "mid", progress=True)
         )
         _report_rejects(history)
         drawn = from_backtest(result)
@@ -298,7 +308,7 @@ def report(
 
 
 async def _live_report(
-    store: str, symbol: str, interval: str, short: int, long: int, cash: Decimal
+    store: str, symbol: str, interval: str, spec: StrategySpec, cash: Decimal
 ) -> Any:
     from algotrade.apps.report import from_live
     from algotrade.domain.processing import signal_stream
@@ -306,7 +316,7 @@ async def _live_report(
 
     bars_interval = Interval.parse(interval)
     name = parse_symbols([symbol])[0]
-    strategy = SmaCrossover(short, long)
+    strategy = spec.build()
     db = open_store(store, patient=False, existing="store")
     try:
         stored_bars = await db.read_stream(bar_stream(name, bars_interval.name))
@@ -330,5 +340,25 @@ async def _live_report(
     ids = {s.signal_id for s in signals}
     fills = [f for f in await read_stored(store, OrderFilled) if f.signal_id in ids]
     return from_live(closed, signals, fills, initial_cash=cash, params=dict(strategy.params),
-                     title=f"{name} {bars_interval.name} sma_crossover(short={short}, "
-                     f"long={long}): live, from {store}")  # fmt: skip
+                     title=f"{name} {bars_interval.name} {spec.describe()}: live, "
+                     f"from {store}")  # fmt: skip
+
+
+@app.command()
+def strategies(as_json: JsonOpt = False) -> None:
+    """List the strategies --strategy can name, with their parameters and defaults."""
+    from algotrade.apps.strategies import available, parameters
+
+    rows = []
+    for name, cls, where in available():
+        params = [p.describe() for p in parameters(cls)] if cls is not None else []
+        doc = (cls.__doc__ or "").strip().split("\n")[0] if cls is not None else "does not load"
+        rows.append({"name": name, "from": where, "params": params, "about": doc})
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    for row in rows:
+        typer.echo(f"{row['name']}  ({row['from']})  {row['about']}")
+        for described in row["params"]:
+            typer.echo(f"    {described}")
+    typer.echo("Any other: --strategy package.module:Class or --strategy path/to/file.py:Class.")

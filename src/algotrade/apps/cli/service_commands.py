@@ -29,6 +29,7 @@ from algotrade.apps.cli.options import (
     MaxlenOpt,
     MaxPendingOpt,
     OutboxAgeOpt,
+    ParamOpt,
     PortOpt,
     QuantityOpt,
     RedisUrlOpt,
@@ -39,6 +40,7 @@ from algotrade.apps.cli.options import (
     SpeedOpt,
     StaleAfterOpt,
     StoreOpt,
+    StrategyOpt,
     StreamOpt,
     SymbolOpt,
     binance_trading_settings,
@@ -66,6 +68,7 @@ from algotrade.apps.settings import (
     TraderSettings,
     shutdown_grace,
 )
+from algotrade.apps.strategies import DEFAULT as DEFAULT_STRATEGY
 from algotrade.domain.errors import ConfigurationError
 
 
@@ -74,8 +77,10 @@ def run(
     source: SourceOpt = "synthetic",
     symbol: SymbolOpt = ["BTCUSDT"],  # noqa: B006 - typer reads the default, never mutates it
     interval: IntervalOpt = "1d",
-    short: ShortOpt = 50,
-    long: LongOpt = 200,
+    strategy: StrategyOpt = DEFAULT_STRATEGY,
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    short: ShortOpt = None,
+    long: LongOpt = None,
     store: StoreOpt = DEFAULT_STORE,
     depth_retention: RetentionOpt = "7d",
     duration: DurationOpt = None,
@@ -94,7 +99,7 @@ def run(
     settings = checked(
         lambda: RunSettings(
             feed=feed_settings(source, symbol, speed, seed, binance_ws_url, binance_rest_url),
-            strategy=strategy_settings(interval, short, long),
+            strategy=strategy_settings(interval, short, long, strategy, param),
             trading=trading_settings(quantity, fee),
             store=store,
             depth_retention=parse_retention(depth_retention),
@@ -191,8 +196,10 @@ def collector(
 @app.command()
 def processor(
     interval: IntervalOpt = "1d",
-    short: ShortOpt = 50,
-    long: LongOpt = 200,
+    strategy: StrategyOpt = DEFAULT_STRATEGY,
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    short: ShortOpt = None,
+    long: LongOpt = None,
     store: StoreOpt = DEFAULT_STORE,
     redis_url: RedisUrlOpt = None,
     signal_stream: StreamOpt = SIGNAL_STREAM,
@@ -214,14 +221,14 @@ def processor(
     binance_rest_url: BinanceRestOpt = DEFAULT_REST_URL,
     as_json: JsonOpt = False,
 ) -> None:
-    """Follow stored market events, close bars and store SMA crossover signals.
+    """Follow stored market events, close bars and store the strategy's signals (--strategy).
 
     With --redis-url, every stored signal is also published to the signal stream. Serves
     /healthcheck, /livez, /readyz and /metrics on --port (8082) while it runs.
     """
     settings = checked(
         lambda: ProcessorSettings(
-            strategy=strategy_settings(interval, short, long),
+            strategy=strategy_settings(interval, short, long, strategy, param),
             service=_service(
                 "processor", store, port, host, duration, max_lag=max_lag,
                 outbox_max_age=outbox_max_age,
