@@ -235,3 +235,38 @@ def test_the_lock_file_pins_every_runtime_dependency() -> None:
         if "==" in line
     }
     assert names - locked == set()
+
+
+def test_the_processor_runs_the_strategy_the_env_file_names(compose: dict[str, Any]) -> None:
+    """The processor gets ALGOTRADE_STRATEGY and ALGOTRADE_PARAMS from .env and ./strategies
+    read-only at the image's workdir; .env.example's choice, and the mounted example it
+    suggests, resolve to strategies with those parameters."""
+    from algotrade.apps.settings import StrategySettings
+    from algotrade.apps.strategies import split_params
+
+    processor = compose["services"]["processor"]
+    env = processor["environment"]
+    assert env["ALGOTRADE_STRATEGY"] == "${ALGOTRADE_STRATEGY:-sma_crossover}"
+    assert env["ALGOTRADE_PARAMS"] == "${ALGOTRADE_PARAMS:-}"
+    assert env["ALGOTRADE_SHORT"] == "${ALGOTRADE_SHORT:-}"  # empty: the strategy's default
+    assert "./strategies:/app/strategies:ro" in processor["volumes"]
+    assert re.search(r"^WORKDIR /app$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.startswith("ALGOTRADE_")
+    )
+    chosen = StrategySettings(
+        name=example["ALGOTRADE_STRATEGY"],
+        params=tuple(split_params(example["ALGOTRADE_PARAMS"].split())),
+    ).spec()
+    assert chosen.build().params == (("short", 50), ("long", 200))
+    suggested = re.search(
+        r"ALGOTRADE_STRATEGY=(strategies/\S+) with ALGOTRADE_PARAMS=(\S+)",
+        (ROOT / ".env.example").read_text(),
+    )
+    assert suggested is not None
+    mounted = StrategySettings(
+        name=str(ROOT / suggested[1]), params=tuple(split_params([suggested[2]]))
+    ).spec()
+    assert dict(mounted.build().params)["window"] == 30
