@@ -1,5 +1,5 @@
 """Parity: a recording through the live services' path and through backtest give the same
-signals, ids included, for every symbol and both price sources."""
+signals, ids included, for every symbol, both price sources and every built-in strategy."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from algotrade import ConfigurationError, SmaCrossover, parity
+from algotrade.apps.strategies import resolve
 
 
 @pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT", "DOTUSDT"])
@@ -21,6 +22,29 @@ def test_live_path_and_backtest_agree(recording: Path, symbol: str, price_source
     assert result.live, "the session has crossovers"
     assert result.identical, result.differences()
     assert [s.signal_id for s in result.live] == [s.signal_id for s in result.backtest]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("ema_crossover", [("fast", "3"), ("slow", "8")]),
+        ("rsi_reversion", [("period", "5"), ("oversold", "40"), ("overbought", "60")]),
+        ("bollinger_breakout", [("period", "8"), ("width", "1.5")]),
+        (f"{Path(__file__).parents[1] / 'support' / 'strategies.py'}:Breakout",
+         [("window", "6"), ("margin", "0.00001")]),
+    ],
+    ids=["ema_crossover", "rsi_reversion", "bollinger_breakout", "a file's strategy"],
+)  # fmt: skip
+def test_every_built_in_strategy_and_a_users_have_parity(
+    recording: Path, name: str, params: list[tuple[str, str]]
+) -> None:
+    """Every built-in strategy, and one from a file, gives the same signals through the
+    live path and the backtest (``algotrade parity --strategy``)."""
+    spec = resolve(name, params)
+    result = parity(recording, spec.factory(), interval="1s", symbol="BTCUSDT")
+    assert result.live, f"the session gives {name} signals"
+    assert result.identical, result.differences()
+    assert {s.strategy for s in result.live} == {spec.build().name}
 
 
 def test_parity_needs_a_recording(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_a_module_a_file_or_an_entry_point_names_a_strategy(
 @pytest.mark.parametrize(
     ("name", "params", "says"),
     [
-        ("nope", [], "unknown strategy 'nope' (known: sma_crossover"),
+        ("nope", [], "unknown strategy 'nope' (known: bollinger_breakout, ema_crossover, rsi"),
         ("no_such_module:X", [], "cannot import no_such_module"),
         (f"{MODULE}:Missing", [], "has no 'Missing'"),
         ("missing/file.py:X", [], "no file 'missing/file.py'"),

@@ -30,11 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from algotrade.domain.errors import ConfigurationError
-from algotrade.domain.strategy import SmaCrossover, Strategy
+from algotrade.domain.strategy import (
+    BollingerBreakout,
+    EmaCrossover,
+    RsiReversion,
+    SmaCrossover,
+    Strategy,
+)
 
 ENTRY_POINT_GROUP = "algotrade.strategies"
 DEFAULT = "sma_crossover"
-BUILT_IN: dict[str, type[Any]] = {"sma_crossover": SmaCrossover}
+BUILT_IN: dict[str, type[Any]] = {
+    cls.name: cls for cls in (SmaCrossover, EmaCrossover, RsiReversion, BollingerBreakout)
+}
 _TYPES: dict[Any, str] = {int: "int", float: "float", Decimal: "Decimal", str: "str",
                           bool: "bool"}  # fmt: skip
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

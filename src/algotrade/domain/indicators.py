@@ -131,6 +131,116 @@ class ExponentialMovingAverage:
         return self._value is not None
 
 
+class RelativeStrengthIndex:
+    """Wilder's RSI over ``period`` changes: 100 - 100 / (1 + average gain / average loss).
+
+    The first averages are the simple means of the first ``period`` gains and losses; each
+    later change updates them with Wilder's smoothing, ``avg = (avg * (period - 1) + x) /
+    period``: O(1) per value. No loss in the window reads 100 (50 when nothing moved).
+    """
+
+    __slots__ = ("_count", "_gain", "_last", "_loss", "_value", "period")
+
+    def __init__(self, period: int = 14) -> None:
+        if period < 1:
+            raise ConfigurationError("period", f"must be at least 1, got {period}")
+        self.period = period
+        self._last: float | None = None
+        self._count = 0
+        self._gain = 0.0
+        self._loss = 0.0
+        self._value: float | None = None
+
+    def update(self, value: float) -> float | None:
+        """Add one value; return the RSI once ``period`` changes were seen."""
+        last, self._last = self._last, value
+        if last is None:
+            return None
+        change = value - last
+        gain, loss = (change, 0.0) if change > 0 else (0.0, -change)
+        n = self.period
+        if self._count < n:
+            self._count += 1
+            self._gain += gain
+            self._loss += loss
+            if self._count < n:
+                return None
+            self._gain /= n
+            self._loss /= n
+        else:
+            self._gain = (self._gain * (n - 1) + gain) / n
+            self._loss = (self._loss * (n - 1) + loss) / n
+        if self._loss == 0.0:
+            self._value = 50.0 if self._gain == 0.0 else 100.0
+        else:
+            self._value = 100.0 - 100.0 / (1.0 + self._gain / self._loss)
+        return self._value
+
+    @property
+    def value(self) -> float | None:
+        """Return the current RSI, or ``None`` during warm-up."""
+        return self._value
+
+    @property
+    def ready(self) -> bool:
+        """Return whether ``period`` changes were seen."""
+        return self._value is not None
+
+
+class BollingerBands:
+    """The mean of the last ``period`` values, and bands ``width`` standard deviations
+    (population, as TA-Lib and ``pandas.Series.rolling(...).std(ddof=0)``) above and below.
+
+    Running sums of the values and of their squares make each update O(1); both are
+    recomputed exactly (:func:`math.fsum`, about the mean) once every ``period`` updates, so
+    that neither rounding nor the cancellation of large squares piles up.
+    """
+
+    __slots__ = ("_since_exact", "_sum", "_sumsq", "_window", "period", "width")
+
+    def __init__(self, period: int = 20, width: float = 2.0) -> None:
+        if period < 2:
+            raise ConfigurationError("period", f"must be at least 2, got {period}")
+        if not width > 0:
+            raise ConfigurationError("width", f"must be positive, got {width}")
+        self.period = period
+        self.width = width
+        self._window: deque[float] = deque(maxlen=period)
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self._since_exact = 0
+
+    def update(self, value: float) -> tuple[float, float, float] | None:
+        """Add one value; return ``(lower, middle, upper)`` once ``period`` values were seen."""
+        window = self._window
+        full = len(window) == self.period
+        leaving = window[0] if full else 0.0
+        window.append(value)
+        if not full and len(window) < self.period:
+            self._sum += value
+            return None
+        since = self._since_exact + 1
+        if full and since < self.period:
+            self._since_exact = since
+            self._sum += value - leaving
+            self._sumsq += value * value - leaving * leaving
+            mean = self._sum / self.period
+            variance = max(0.0, self._sumsq / self.period - mean * mean)
+        else:
+            self._since_exact = 0
+            self._sum = fsum(window)
+            mean = self._sum / self.period
+            variance = fsum((v - mean) ** 2 for v in window) / self.period
+            self._sumsq = variance * self.period + self._sum * mean
+        band = self.width * variance**0.5
+        return (mean - band, mean, mean + band)
+
+    @property
+    def ready(self) -> bool:
+        """Return whether ``period`` values were seen."""
+        return len(self._window) == self.period
+
+
 def sma_series(values: Iterable[float], period: int) -> list[float]:
     """Return the SMA of ``values`` for every position where the window is full."""
     return _series(SimpleMovingAverage(period), values)

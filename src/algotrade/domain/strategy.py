@@ -7,7 +7,12 @@ from typing import Protocol
 
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed
-from algotrade.domain.indicators import SimpleMovingAverage
+from algotrade.domain.indicators import (
+    BollingerBands,
+    ExponentialMovingAverage,
+    RelativeStrengthIndex,
+    SimpleMovingAverage,
+)
 from algotrade.domain.values import Side
 
 #: Relative difference under which two averages count as equal (see :class:`SmaCrossover`).
@@ -144,3 +149,134 @@ class SmaCrossover:
         if previous == 0 or previous == sign:
             return None
         return Decision(Side.BUY if sign > 0 else Side.SELL, short, long)
+
+
+class EmaCrossover:
+    """BUY when the fast EMA crosses above the slow EMA, SELL when it crosses below.
+
+    The crossover rule of :class:`SmaCrossover` (a change of the sign of ``fast - slow``
+    against the last non-zero sign; equal averages neither trigger nor reset it; the first
+    sign after warm-up only sets it) on exponential averages, each seeded with the simple
+    average of its first ``period`` closes. The signal's two values are the EMAs.
+    """
+
+    name = "ema_crossover"
+
+    def __init__(self, fast: int = 12, slow: int = 26) -> None:
+        if fast < 1:
+            raise ConfigurationError("fast", f"must be a positive period, got {fast}")
+        if slow <= fast:
+            raise ConfigurationError("fast", f"must be less than slow ({fast} >= {slow})")
+        self.fast = ExponentialMovingAverage(fast)
+        self.slow = ExponentialMovingAverage(slow)
+        self._sign = 0
+
+    @property
+    def params(self) -> tuple[tuple[str, int], ...]:
+        """Return ``(("fast", n), ("slow", m))``."""
+        return (("fast", self.fast.period), ("slow", self.slow.period))
+
+    @property
+    def warmup(self) -> int:
+        """Return how many bars seed both averages (the slow period)."""
+        return self.slow.period
+
+    def on_bar(self, bar: BarClosed) -> Decision | None:
+        """Update both EMAs with the bar's close; return a decision on a crossover."""
+        close = float(bar.close)
+        fast, slow = self.fast.update(close), self.slow.update(close)
+        if fast is None or slow is None:
+            return None
+        margin = abs(slow) * EQUAL_WITHIN
+        sign = 1 if fast > slow + margin else -1 if fast < slow - margin else 0
+        if sign == 0 or sign == self._sign:
+            return None
+        previous, self._sign = self._sign, sign
+        if previous == 0:
+            return None
+        return Decision(Side.BUY if sign > 0 else Side.SELL, fast, slow)
+
+
+class RsiReversion:
+    """Mean reversion on Wilder's RSI: BUY when it falls below ``oversold``, SELL when it
+    rises above ``overbought``; long only, so the sides alternate.
+
+    The signal's two values are the RSI and the threshold it crossed.
+    """
+
+    name = "rsi_reversion"
+
+    def __init__(self, period: int = 14, oversold: float = 30.0, overbought: float = 70.0) -> None:
+        if not 0 < oversold < overbought < 100:
+            raise ConfigurationError(
+                "oversold", f"need 0 < oversold < overbought < 100, got {oversold}, {overbought}"
+            )
+        self.rsi = RelativeStrengthIndex(period)
+        self.oversold = oversold
+        self.overbought = overbought
+        self._long = False
+
+    @property
+    def params(self) -> tuple[tuple[str, object], ...]:
+        """Return the period and both thresholds."""
+        return (("period", self.rsi.period), ("oversold", self.oversold),
+                ("overbought", self.overbought))  # fmt: skip
+
+    @property
+    def warmup(self) -> int:
+        """Return how many bars define the RSI (one more than the period: it reads changes)."""
+        return self.rsi.period + 1
+
+    def on_bar(self, bar: BarClosed) -> Decision | None:
+        """Update the RSI with the bar's close; BUY when oversold, SELL when overbought."""
+        rsi = self.rsi.update(float(bar.close))
+        if rsi is None:
+            return None
+        if not self._long and rsi < self.oversold:
+            self._long = True
+            return Decision(Side.BUY, rsi, self.oversold)
+        if self._long and rsi > self.overbought:
+            self._long = False
+            return Decision(Side.SELL, rsi, self.overbought)
+        return None
+
+
+class BollingerBreakout:
+    """BUY when a bar closes above the upper Bollinger band, SELL when one closes back below
+    the middle band (the ``period``-bar mean); long only, so the sides alternate.
+
+    The bands are ``width`` population standard deviations from the mean of the last
+    ``period`` closes, the bar's own close included. The signal's two values are the close
+    and the band it crossed.
+    """
+
+    name = "bollinger_breakout"
+
+    def __init__(self, period: int = 20, width: float = 2.0) -> None:
+        self.bands = BollingerBands(period, width)
+        self._long = False
+
+    @property
+    def params(self) -> tuple[tuple[str, object], ...]:
+        """Return the period and the width."""
+        return (("period", self.bands.period), ("width", self.bands.width))
+
+    @property
+    def warmup(self) -> int:
+        """Return how many bars define the bands (the period)."""
+        return self.bands.period
+
+    def on_bar(self, bar: BarClosed) -> Decision | None:
+        """Update the bands with the bar's close; BUY above the upper, SELL below the middle."""
+        close = float(bar.close)
+        bands = self.bands.update(close)
+        if bands is None:
+            return None
+        _, middle, upper = bands
+        if not self._long and close > upper:
+            self._long = True
+            return Decision(Side.BUY, close, upper)
+        if self._long and close < middle:
+            self._long = False
+            return Decision(Side.SELL, close, middle)
+        return None

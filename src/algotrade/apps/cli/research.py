@@ -352,7 +352,8 @@ def strategies(as_json: JsonOpt = False) -> None:
     rows = []
     for name, cls, where in available():
         params = [p.describe() for p in parameters(cls)] if cls is not None else []
-        doc = (cls.__doc__ or "").strip().split("\n")[0] if cls is not None else "does not load"
+        first = (cls.__doc__ or "").strip().split("\n\n")[0] if cls is not None else ""
+        doc = " ".join(first.replace("``", "").split()) if cls is not None else "does not load"
         rows.append({"name": name, "from": where, "params": params, "about": doc})
     if as_json:
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
