@@ -53,9 +53,9 @@ class Breakout:
             high, low = max(self._closes), min(self._closes)
             edge = float(self.margin)
             if not self._long and close > high * (1 + edge):
-                self._long, decision = True, Decision(Side.BUY, close, high)
+                self._long, decision = True, Decision(Side.BUY, close, high, {"high": high})
             elif self._long and close < low * (1 - edge):
-                self._long, decision = False, Decision(Side.SELL, close, low)
+                self._long, decision = False, Decision(Side.SELL, close, low, {"low": low})
         self._closes.append(close)
         return decision
 

@@ -87,8 +87,9 @@ def test_every_mistake_is_a_configuration_error_naming_it(
 
 
 def test_parameters_of_every_type_reach_the_signal_its_id_and_each_store() -> None:
-    """A signal carries a strategy's parameters of any type (a Decimal as its text), they
-    make its stream and id, and SQLite's, MongoDB's and Redis's codecs keep them exactly."""
+    """A signal carries a strategy's parameters of any type (a Decimal as its text) and its
+    indicator values, the parameters make its stream and id, and SQLite's, MongoDB's and
+    Redis's codecs keep both exactly."""
     strategy = resolve(f"{MODULE}:Breakout", [("window", "2"), ("margin", "0.0001")]).build()
     pipeline = SymbolPipeline("BTCUSDT", Interval.parse("1m"), strategy)
     closes = ["10", "10", "12", "8"]
@@ -99,6 +100,7 @@ def test_parameters_of_every_type_reach_the_signal_its_id_and_each_store() -> No
                              ("mode", "close"), ("long_only", True))  # fmt: skip
     assert signal.stream == signal_stream("BTCUSDT", "1m", strategy)
     assert signal.stream == "signals-BTCUSDT-1m-breakout-2-0.0001-1.0-close-True"
+    assert signal.indicators == (("high", 10.0),)  # the values the strategy named
     other = SymbolPipeline("BTCUSDT", Interval.parse("1m"),
                            resolve(f"{MODULE}:Breakout", [("window", "2")]).build())  # fmt: skip
     again = [s for i, c in enumerate(closes) if (s := other.on_bar(bar(c, i)))]
@@ -159,3 +161,20 @@ def test_the_documented_example_strategy_runs_as_the_docs_say() -> None:
     assert body["metrics"]["signals"] > 0
     assert {s["strategy"] for s in body["signals"]} == {"breakout"}
     assert body["signals"][0]["params"] == {"window": 30, "margin": "0"}
+
+
+def test_an_indicator_that_is_no_number_is_refused_when_the_signal_is_made() -> None:
+    """A strategy naming a NaN indicator fails at its first signal, naming it (JSON, the
+    stores' and the stream's format, holds no NaN)."""
+    from algotrade.domain.errors import InvalidInputError
+    from algotrade.domain.strategy import Decision
+
+    class Broken:
+        name, params = "broken", ()
+
+        def on_bar(self, bar: object) -> Decision:
+            return Decision(Side.BUY, 1.0, 2.0, {"rsi": float("nan")})
+
+    pipeline = SymbolPipeline("BTCUSDT", Interval.parse("1m"), Broken())
+    with pytest.raises(InvalidInputError, match="indicator 'rsi' is not a finite number"):
+        pipeline.on_bar(bar("10", 0))

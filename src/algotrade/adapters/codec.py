@@ -77,6 +77,14 @@ def _params_in(raw: list[list[Any]]) -> values.Params:
     return values.param_values(raw)
 
 
+def _indicators_out(indicators: values.Indicators) -> list[list[object]]:
+    return [[k, v] for k, v in indicators]
+
+
+def _indicators_in(raw: list[list[Any]]) -> values.Indicators:
+    return values.indicator_values(raw)
+
+
 def _same(x: Any) -> Any:
     return x
 
@@ -102,6 +110,7 @@ _BY_TYPE: dict[object, tuple[_Conv, _Conv]] = {
     tuple[values.PriceLevel, ...]: (_levels_out, levels_of),
     values.TopOfBook | None: (_top_out, _top_in),
     values.Params: (_params_out, _params_in),
+    values.Indicators: (_indicators_out, _indicators_in),
 }
 
 

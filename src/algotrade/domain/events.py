@@ -26,6 +26,7 @@ from typing import TypeAlias, TypeVar
 from algotrade.domain.initialisers import copier, fast_init
 from algotrade.domain.values import (
     GapReason,
+    Indicators,
     OrderStatus,
     Params,
     PriceLevel,
@@ -207,6 +208,9 @@ class SignalEmitted(Event):
     bar_time: int
     strategy: str
     params: Params = field(default=())
+    indicators: Indicators = field(default=())
+    """The strategy's indicator values when it decided, by name (``short_sma`` and
+    ``long_sma`` above keep the seed's two, for every strategy)."""
 
     @property
     def id(self) -> str:

@@ -16,7 +16,7 @@ from algotrade.domain.events import (
 )
 from algotrade.domain.strategy import Decision, Strategy
 from algotrade.domain.streams import signal_stream_name
-from algotrade.domain.values import derived_id, param_values
+from algotrade.domain.values import derived_id, indicator_values, param_values
 
 PriceSource = Literal["mid", "trade"]
 
@@ -143,6 +143,7 @@ class SymbolPipeline:
             bar_time=bar.open_time,
             strategy=self.strategy.name,
             params=self.params,
+            indicators=indicator_values(getattr(decision, "indicators", None) or ()),
         )
 
 

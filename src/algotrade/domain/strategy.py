@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from algotrade.domain.errors import ConfigurationError
@@ -21,16 +22,19 @@ EQUAL_WITHIN = 1e-12
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A strategy's wish to buy or sell, with the two indicator values that led to it.
+    """A strategy's wish to buy or sell, with the indicator values that led to it.
 
-    ``short_sma`` and ``long_sma`` are stored with the signal (MongoDB ``trade_signals``,
-    the Redis stream): a strategy that compares other values (two EMAs, a price and a
-    band) puts them there; one that compares nothing leaves them at 0.0.
+    ``short_sma`` and ``long_sma`` are stored with the signal in the seed's layout
+    (MongoDB ``trade_signals``, the Redis stream): a strategy that compares other values
+    (two EMAs, a price and a band) puts them there; one that compares nothing leaves them
+    at 0.0. ``indicators`` are all the values it wants kept, by name (``{"rsi": 27.4}``),
+    stored with the signal too and shown by ``algotrade signals``.
     """
 
     side: Side
     short_sma: float = 0.0
     long_sma: float = 0.0
+    indicators: Mapping[str, float] = field(default_factory=dict)
 
 
 class Strategy(Protocol):
@@ -194,7 +198,8 @@ class EmaCrossover:
         previous, self._sign = self._sign, sign
         if previous == 0:
             return None
-        return Decision(Side.BUY if sign > 0 else Side.SELL, fast, slow)
+        return Decision(Side.BUY if sign > 0 else Side.SELL, fast, slow,
+                        {"fast_ema": fast, "slow_ema": slow})  # fmt: skip
 
 
 class RsiReversion:
@@ -234,10 +239,10 @@ class RsiReversion:
             return None
         if not self._long and rsi < self.oversold:
             self._long = True
-            return Decision(Side.BUY, rsi, self.oversold)
+            return Decision(Side.BUY, rsi, self.oversold, {"rsi": rsi})
         if self._long and rsi > self.overbought:
             self._long = False
-            return Decision(Side.SELL, rsi, self.overbought)
+            return Decision(Side.SELL, rsi, self.overbought, {"rsi": rsi})
         return None
 
 
@@ -272,11 +277,12 @@ class BollingerBreakout:
         bands = self.bands.update(close)
         if bands is None:
             return None
-        _, middle, upper = bands
+        lower, middle, upper = bands
+        values = {"lower": lower, "middle": middle, "upper": upper}
         if not self._long and close > upper:
             self._long = True
-            return Decision(Side.BUY, close, upper)
+            return Decision(Side.BUY, close, upper, values)
         if self._long and close < middle:
             self._long = False
-            return Decision(Side.SELL, close, middle)
+            return Decision(Side.SELL, close, middle, values)
         return None

@@ -4,11 +4,13 @@ levels, decimal text, and the deterministic ids events derive from their natural
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import TypeAlias
 
+from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.initialisers import fast_init
 
 #: Namespace of every uuid5 algotrade derives.
@@ -109,4 +111,29 @@ def param_values(params: object) -> Params:
             out.append((str(key), decimal_text(value)))
         else:
             out.append((str(key), str(value)))
+    return tuple(out)
+
+
+#: A signal's indicator values, by name: ``(("rsi", 27.4),)``; the strategy names them.
+Indicators: TypeAlias = tuple[tuple[str, float], ...]
+
+
+def indicator_values(values: object) -> Indicators:
+    """Return indicator values as signals carry them: ``(name, float)`` pairs, in order,
+    from a mapping or pairs.
+
+    Raises:
+        InvalidInputError: a value is not a finite number (JSON, the stores' and the
+            stream's format, holds none).
+    """
+    pairs = values.items() if isinstance(values, Mapping) else values
+    out = []
+    for key, value in pairs:  # type: ignore[attr-defined]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if number != number or number in (float("inf"), float("-inf")):
+            raise InvalidInputError(f"indicator {key!r} is not a finite number: {value!r}")
+        out.append((str(key), number))
     return tuple(out)

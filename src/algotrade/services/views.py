@@ -42,6 +42,7 @@ def signal_view(signal: SignalEmitted) -> dict[str, Any]:
         "interval": signal.interval,
         "strategy": signal.strategy,
         "params": dict(signal.params),
+        "indicators": dict(signal.indicators),
         "emitted_at": iso(signal.exchange_ts),
     }
 

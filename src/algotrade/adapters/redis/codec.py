@@ -3,8 +3,9 @@
 Fields (all strings): ``schema`` (this module's :data:`SCHEMA_VERSION`), ``signal_id``,
 ``symbol``, ``side`` (``BUY``/``SELL``), ``price`` (decimal string), ``short_sma`` and
 ``long_sma``, ``bar_time`` and ``emitted_at`` (nanoseconds since the epoch), ``interval``,
-``strategy``, ``params`` (JSON object), plus ``stream`` and ``version``: where the signal
-sits in the event store.
+``strategy``, ``params`` (JSON object), ``indicators`` (JSON object of numbers; an entry
+without it has none), plus ``stream`` and ``version``: where the signal sits in the event
+store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import orjson
 
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import SignalEmitted
-from algotrade.domain.values import Side, param_values
+from algotrade.domain.values import Side, indicator_values, param_values
 
 SCHEMA_VERSION = "1"
 
@@ -37,6 +38,7 @@ def signal_to_fields(signal: SignalEmitted) -> dict[str, str]:
         "interval": signal.interval,
         "strategy": signal.strategy,
         "params": orjson.dumps(dict(signal.params)).decode(),
+        "indicators": orjson.dumps(dict(signal.indicators)).decode(),
         "stream": signal.stream,
         "version": str(signal.version),
     }
@@ -115,6 +117,15 @@ def signal_from_fields(raw: dict[bytes | str, bytes | str], *, text: bool = Fals
             raise InvalidInputError(
                 "field 'params' is not a JSON object of numbers, strings or booleans"
             ) from None
+        try:  # absent from the entries of producers older than it: none
+            raw_indicators = orjson.loads(fields.get("indicators") or "{}")
+            if not isinstance(raw_indicators, dict) or not all(
+                v.__class__ in (int, float) for v in raw_indicators.values()
+            ):
+                raise TypeError(raw_indicators)
+            indicators = indicator_values(raw_indicators)
+        except (orjson.JSONDecodeError, TypeError, InvalidInputError):
+            raise InvalidInputError("field 'indicators' is not a JSON object of numbers") from None
         signal_id = fields["signal_id"]
         if not signal_id:
             raise InvalidInputError("field 'signal_id' is empty")
@@ -134,6 +145,7 @@ def signal_from_fields(raw: dict[bytes | str, bytes | str], *, text: bool = Fals
             bar_time=bar_time,
             strategy=fields["strategy"],
             params=pairs,
+            indicators=indicators,
         )
     except KeyError as e:
         raise InvalidInputError(f"missing field {e.args[0]!r}") from None
