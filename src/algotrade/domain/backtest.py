@@ -24,7 +24,15 @@ from math import fsum
 from operator import attrgetter, mul
 from typing import Any
 
-from algotrade.domain.broker import Position, apply_fill, check_order, paper_fill, place_order
+from algotrade.domain.broker import (
+    Position,
+    apply_fill,
+    check_order,
+    intent_of,
+    limit_price,
+    paper_fill,
+    place_order,
+)
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed, Event, OrderFilled, SignalEmitted
 from algotrade.domain.processing import SymbolPipeline
@@ -196,14 +204,23 @@ class Backtester:
         self.signals.append(signal)
         position = self.position
         price = signal.price
+        intent = intent_of(signal)
         quantity = self.quantity
-        if quantity is None:
+        if intent.sizing is not None and signal.side is Side.BUY:
+            # The trader's sizing, on the cash a BUY can spend once its fee is paid.
+            sized = intent.sizing.quantity(price, self.cash / (1 + self.fee))
+            if not isinstance(sized, Decimal):
+                self.rejected_orders += 1
+                return
+            quantity = sized
+        elif quantity is None:
             with localcontext() as exact:
                 exact.prec = 60
                 affordable = self.cash / (price * (1 + self.fee))
                 exact.prec = max(60, affordable.adjusted() + 12)  # whatever the compounding
                 quantity = affordable.quantize(QUANTITY_STEP, ROUND_DOWN)
-        order = place_order(signal, position, quantity)
+        limit = limit_price(price, signal.side, intent.limit_offset_bps)
+        order = place_order(signal, position, quantity, limit_price=limit)
         with localcontext() as exact:
             exact.prec = max(60, self.cash.adjusted() + 12)
             unaffordable = order.quantity * price * (1 + self.fee) > self.cash
@@ -211,7 +228,9 @@ class Backtester:
             self.rejected_orders += 1
             return
         fill = paper_fill(order, TopOfBook(price, ZERO, price, ZERO), self.fee)
-        assert isinstance(fill, OrderFilled)  # a quote is given: paper_fill fills
+        if not isinstance(fill, OrderFilled):  # a limit the price does not reach, as paper
+            self.rejected_orders += 1
+            return
         self.position, _ = apply_fill(position, fill)
         pnl = None
         if fill.side is Side.BUY:

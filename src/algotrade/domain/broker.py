@@ -118,6 +118,45 @@ class Sizing:
         return (amount / price).quantize(Decimal("1e-8"), rounding=ROUND_DOWN)
 
 
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """How a strategy wants the order of its decision sized and placed; what it leaves
+    ``None`` is the trader's settings (``--quantity``, ``--quote-amount``,
+    ``--balance-fraction``, ``--limit-offset-bps``) and, in a backtest, all the cash at
+    market.
+
+    ``sizing`` sizes a BUY (a SELL closes the position): a base quantity, a quote amount,
+    or a fraction of the free quote balance (``Sizing(SizingKind.FRACTION, 1)``: all of
+    it). ``limit_offset_bps``: a limit order at the signal's price moved that many basis
+    points towards the order's side (0: at the price), instead of a market order.
+    """
+
+    sizing: Sizing | None = None
+    limit_offset_bps: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        offset = self.limit_offset_bps
+        if offset is not None and (not offset.is_finite() or offset < 0 or offset >= 10_000):
+            raise ConfigurationError("limit_offset_bps", f"must be in [0, 10000), got {offset}")
+
+
+def intent_of(signal: SignalEmitted) -> OrderIntent:
+    """Return the order intent a signal carries (none: the trader's settings)."""
+    sizing = None
+    if signal.size_kind and signal.size is not None:
+        sizing = Sizing(SizingKind(signal.size_kind), signal.size)
+    return OrderIntent(sizing, signal.limit_offset_bps)
+
+
+def limit_price(price: Decimal, side: Side, offset_bps: Decimal | None) -> Decimal | None:
+    """Return the limit price ``offset_bps`` basis points from ``price`` towards ``side``
+    (a BUY below, a SELL above), or ``None`` for a market order."""
+    if offset_bps is None:
+        return None
+    move = price * offset_bps / 10_000
+    return price - move if side is Side.BUY else price + move
+
+
 def place_order(
     signal: SignalEmitted,
     position: Position,

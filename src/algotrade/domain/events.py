@@ -211,6 +211,13 @@ class SignalEmitted(Event):
     indicators: Indicators = field(default=())
     """The strategy's indicator values when it decided, by name (``short_sma`` and
     ``long_sma`` above keep the seed's two, for every strategy)."""
+    size_kind: str = ""
+    """The strategy's sizing of the order (``quantity``, ``quote``, ``fraction``); ``""``:
+    the trader's own."""
+    size: Decimal | None = None
+    """The sizing's value (a base quantity, a quote amount, a fraction)."""
+    limit_offset_bps: Decimal | None = None
+    """A limit order this many basis points from the price; ``None``: the trader's choice."""
 
     @property
     def id(self) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from algotrade.domain.bars import BarAggregator, Interval
+from algotrade.domain.broker import OrderIntent
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -25,6 +26,18 @@ def signal_stream(symbol: str, interval: str, strategy: Strategy) -> str:
     """Return the stream of one strategy's signals for one symbol and interval."""
     params = "-".join(str(v) for _, v in param_values(strategy.params))
     return signal_stream_name(symbol, interval, strategy.name, params)
+
+
+def _intent_fields(intent: OrderIntent | None) -> dict[str, Any]:
+    """Return a decision's order intent as the fields of its signal."""
+    if intent is None:
+        return {}
+    sizing = intent.sizing
+    return {
+        "size_kind": str(sizing.kind) if sizing is not None else "",
+        "size": sizing.value if sizing is not None else None,
+        "limit_offset_bps": intent.limit_offset_bps,
+    }
 
 
 class SymbolPipeline:
@@ -144,6 +157,7 @@ class SymbolPipeline:
             strategy=self.strategy.name,
             params=self.params,
             indicators=indicator_values(getattr(decision, "indicators", None) or ()),
+            **_intent_fields(getattr(decision, "intent", None)),
         )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from algotrade.domain.broker import OrderIntent
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed
 from algotrade.domain.indicators import (
@@ -35,6 +36,9 @@ class Decision:
     short_sma: float = 0.0
     long_sma: float = 0.0
     indicators: Mapping[str, float] = field(default_factory=dict)
+    intent: OrderIntent | None = None
+    """How the order is sized and placed (see :class:`~algotrade.domain.broker.OrderIntent`);
+    ``None``: the trader's settings, and all the cash at market in a backtest."""
 
 
 class Strategy(Protocol):

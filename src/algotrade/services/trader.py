@@ -28,6 +28,8 @@ from algotrade.domain.broker import (
     apply_execution,
     apply_fill,
     check_order,
+    intent_of,
+    limit_price,
     place_order,
     reject,
 )
@@ -224,14 +226,21 @@ class TraderService:
         batch_orders.add(order_id)
         position = await self.position(signal.symbol)
         halt = await self.halted()
+        intent = intent_of(signal)  # what the strategy asked for, else the trader's settings
+        sizing = intent.sizing or self.sizing
+        offset = (
+            self.limit_offset_bps if intent.limit_offset_bps is None else intent.limit_offset_bps
+        )
         quantity, unsized = Decimal(0), None  # a SELL closes the position: place_order sizes it
         if signal.side is Side.BUY:
             free = None
-            if self.sizing.kind is SizingKind.FRACTION and not halt:
+            if sizing.kind is SizingKind.FRACTION and not halt:
                 free = await self.gateway.free_quote(signal.symbol, position)
-            sized = self.sizing.quantity(signal.price, free)
+            sized = sizing.quantity(signal.price, free)
             quantity, unsized = (sized, None) if isinstance(sized, Decimal) else (Decimal(0), sized)
-        order = place_order(signal, position, quantity, limit_price=self._limit_price(signal))
+        order = place_order(
+            signal, position, quantity, limit_price=limit_price(signal.price, signal.side, offset)
+        )
         reason: str | None
         if halt:
             self.stats.halted += 1
@@ -265,12 +274,6 @@ class TraderService:
     def _working_on(self, symbol: str) -> str | None:
         """Return the id of an order on ``symbol`` the exchange may still fill, if any."""
         return next((o.order_id for o in self.working.values() if o.symbol == symbol), None)
-
-    def _limit_price(self, signal: SignalEmitted) -> Decimal | None:
-        if self.limit_offset_bps is None:
-            return None
-        move = signal.price * self.limit_offset_bps / 10_000
-        return signal.price - move if signal.side is Side.BUY else signal.price + move
 
     def _record(self, produced: list[Event]) -> None:
         """Count and log one stored order (nothing when nothing was stored)."""

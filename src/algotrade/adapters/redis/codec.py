@@ -3,9 +3,10 @@
 Fields (all strings): ``schema`` (this module's :data:`SCHEMA_VERSION`), ``signal_id``,
 ``symbol``, ``side`` (``BUY``/``SELL``), ``price`` (decimal string), ``short_sma`` and
 ``long_sma``, ``bar_time`` and ``emitted_at`` (nanoseconds since the epoch), ``interval``,
-``strategy``, ``params`` (JSON object), ``indicators`` (JSON object of numbers; an entry
-without it has none), plus ``stream`` and ``version``: where the signal sits in the event
-store.
+``strategy``, ``params`` (JSON object), ``indicators`` (JSON object of numbers), the order
+intent ``size_kind``, ``size`` and ``limit_offset_bps`` (empty: the trader's settings; an
+entry of an older producer has none of these four), plus ``stream`` and ``version``: where
+the signal sits in the event store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import orjson
 
 from algotrade.domain.errors import InvalidInputError
 from algotrade.domain.events import SignalEmitted
-from algotrade.domain.values import Side, indicator_values, param_values
+from algotrade.domain.values import Side, decimal_text, indicator_values, param_values
 
 SCHEMA_VERSION = "1"
 
@@ -39,6 +40,11 @@ def signal_to_fields(signal: SignalEmitted) -> dict[str, str]:
         "strategy": signal.strategy,
         "params": orjson.dumps(dict(signal.params)).decode(),
         "indicators": orjson.dumps(dict(signal.indicators)).decode(),
+        "size_kind": signal.size_kind,
+        "size": "" if signal.size is None else decimal_text(signal.size),
+        "limit_offset_bps": ""
+        if signal.limit_offset_bps is None
+        else decimal_text(signal.limit_offset_bps),
         "stream": signal.stream,
         "version": str(signal.version),
     }
@@ -47,6 +53,20 @@ def signal_to_fields(signal: SignalEmitted) -> dict[str, str]:
 _INTS = ("version", "emitted_at", "received_at", "bar_time")
 _FLOATS = ("short_sma", "long_sma")
 _SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
+
+
+def _optional_decimal(fields: dict[str, str], name: str) -> Decimal | None:
+    """Return an optional decimal field: ``None`` when absent or empty."""
+    text = fields.get(name, "")
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidInputError(f"field {name!r} is not a decimal: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise InvalidInputError(f"field {name!r} must be a non-negative decimal, got {text!r}")
+    return value
 
 
 def _texts(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
@@ -126,6 +146,13 @@ def signal_from_fields(raw: dict[bytes | str, bytes | str], *, text: bool = Fals
             indicators = indicator_values(raw_indicators)
         except (orjson.JSONDecodeError, TypeError, InvalidInputError):
             raise InvalidInputError("field 'indicators' is not a JSON object of numbers") from None
+        size_kind = fields.get("size_kind", "")  # absent from older producers' entries
+        if size_kind not in ("", "quantity", "quote", "fraction"):
+            raise InvalidInputError(f"field 'size_kind' is not a sizing: {size_kind!r}")
+        size, offset = (
+            _optional_decimal(fields, "size"),
+            _optional_decimal(fields, "limit_offset_bps"),
+        )
         signal_id = fields["signal_id"]
         if not signal_id:
             raise InvalidInputError("field 'signal_id' is empty")
@@ -146,6 +173,9 @@ def signal_from_fields(raw: dict[bytes | str, bytes | str], *, text: bool = Fals
             strategy=fields["strategy"],
             params=pairs,
             indicators=indicators,
+            size_kind=size_kind,
+            size=size,
+            limit_offset_bps=offset,
         )
     except KeyError as e:
         raise InvalidInputError(f"missing field {e.args[0]!r}") from None
