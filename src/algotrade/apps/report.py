@@ -35,6 +35,8 @@ class Marker:
     time: int
     price: float
     side: Side
+    indicators: tuple[tuple[str, float], ...] = ()
+    """The strategy's indicator values at the signal, shown with it."""
 
 
 @dataclass
@@ -69,7 +71,9 @@ def from_backtest(result: BacktestResult) -> ReportData:
         title=f"{result.symbol} {result.interval} {result.strategy}({label}): backtest",
         times=list(result.times),
         closes=closes,
-        markers=[Marker(s.exchange_ts, float(s.price), s.side) for s in result.signals],
+        markers=[
+            Marker(s.exchange_ts, float(s.price), s.side, s.indicators) for s in result.signals
+        ],
         equity=list(result.equity),
         lines=_sma_lines(closes, params),
         metrics=result.metrics(),
@@ -114,7 +118,7 @@ def from_live(
         title=title,
         times=[b.close_time for b in bars],
         closes=closes,
-        markers=[Marker(s.exchange_ts, float(s.price), s.side) for s in signals],
+        markers=[Marker(s.exchange_ts, float(s.price), s.side, s.indicators) for s in signals],
         equity=equity,
         lines=_sma_lines(closes, params),
         metrics={
@@ -235,9 +239,10 @@ def render_html(data: ReportData) -> str:
             shape, colour = f"M{x:.1f},{y - 7:.1f} l6,11 l-12,0 z", BUY_COLOUR
         else:
             shape, colour = f"M{x:.1f},{y + 7:.1f} l6,-11 l-12,0 z", SELL_COLOUR
+        shown = "".join(f", {html.escape(k)} {v:,.4g}" for k, v in marker.indicators)
         parts.append(
             f'<path class="marker {marker.side.lower()}" d="{shape}" fill="{colour}">'
-            f"<title>{marker.side} {marker.price:,.2f} at {iso(marker.time)}</title></path>"
+            f"<title>{marker.side} {marker.price:,.2f} at {iso(marker.time)}{shown}</title></path>"
         )
     for i, (name, colour) in enumerate(legend):
         parts.append(
