@@ -26,7 +26,14 @@ from algotrade.domain import (
     TradeReceived,
 )
 from algotrade.domain.backtest import Backtester, BacktestResult, Trade
-from algotrade.domain.indicators import ExponentialMovingAverage, Indicator
+from algotrade.domain.broker import OrderIntent, Sizing, SizingKind
+from algotrade.domain.indicators import (
+    BollingerBands,
+    ExponentialMovingAverage,
+    Indicator,
+    RelativeStrengthIndex,
+)
+from algotrade.domain.strategy import BollingerBreakout, EmaCrossover, RsiReversion
 
 if TYPE_CHECKING:
     from algotrade.adapters.candles import Candles, read_candles
@@ -48,20 +55,28 @@ __all__ = [
     "BacktestResult",
     "Backtester",
     "BarClosed",
+    "BollingerBands",
+    "BollingerBreakout",
     "BookSynchronizer",
     "Candles",
     "ConfigurationError",
     "Decision",
+    "EmaCrossover",
     "ExponentialMovingAverage",
     "History",
     "Indicator",
     "Interval",
     "MarketEvents",
     "OrderBook",
+    "OrderIntent",
     "ParityResult",
+    "RelativeStrengthIndex",
+    "RsiReversion",
     "Side",
     "SignalEmitted",
     "SimpleMovingAverage",
+    "Sizing",
+    "SizingKind",
     "SmaCrossover",
     "Strategy",
     "TopOfBook",
