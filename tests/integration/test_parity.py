@@ -32,8 +32,11 @@ def test_live_path_and_backtest_agree(recording: Path, symbol: str, price_source
         ("bollinger_breakout", [("period", "8"), ("width", "1.5")]),
         (f"{Path(__file__).parents[1] / 'support' / 'strategies.py'}:Breakout",
          [("window", "6"), ("margin", "0.00001")]),
+        (f"{Path(__file__).parents[1] / 'support' / 'strategies.py'}:TrendFilter",
+         [("longer", "10s")]),
     ],
-    ids=["ema_crossover", "rsi_reversion", "bollinger_breakout", "a file's strategy"],
+    ids=["ema_crossover", "rsi_reversion", "bollinger_breakout", "a file's strategy",
+         "on two intervals"],
 )  # fmt: skip
 def test_every_built_in_strategy_and_a_users_have_parity(
     recording: Path, name: str, params: list[tuple[str, str]]

@@ -72,3 +72,44 @@ class NotAStrategy:
 
     name = "nothing"
     params = ()
+
+
+class TrendFilter:
+    """Decides on its bars, filtered by the trend of a longer interval: BUY when a bar
+    closes above the last closed longer bar's close (an up-trend), SELL when below.
+
+    It records what it saw, so that a test can check it never saw a longer bar before
+    that bar closed."""
+
+    name = "trend_filter"
+
+    def __init__(self, longer: str = "1m") -> None:
+        self.longer = longer
+        self.intervals = (longer,)
+        self.context: list[BarClosed] = []
+        self.seen: list[tuple[int, int]] = []  # (bar close, latest longer bar close)
+        self._long = False
+
+    @property
+    def params(self) -> tuple[tuple[str, object], ...]:
+        """Return the longer interval."""
+        return (("longer", self.longer),)
+
+    def on_context_bar(self, bar: BarClosed) -> None:
+        """Keep each closed longer bar."""
+        self.context.append(bar)
+
+    def on_bar(self, bar: BarClosed) -> Decision | None:
+        """BUY above the trend, SELL below it, once there is a trend."""
+        if not self.context:
+            return None
+        trend = self.context[-1]
+        self.seen.append((bar.close_time, trend.close_time))
+        close = float(bar.close)
+        if not self._long and close > float(trend.close):
+            self._long = True
+            return Decision(Side.BUY, close, float(trend.close), {"trend": float(trend.close)})
+        if self._long and close < float(trend.close):
+            self._long = False
+            return Decision(Side.SELL, close, float(trend.close), {"trend": float(trend.close)})
+        return None

@@ -175,7 +175,7 @@ class Backtester:
         :meth:`SymbolPipeline.signal_for` on a decision), written out here so that a
         million bars do not pay one more call each.
         """
-        decide = self.pipeline.strategy.on_bar
+        decide = self.pipeline.decide
         signal_for = self.pipeline.signal_for
         if not isinstance(bars, list):
             bars = list(bars)

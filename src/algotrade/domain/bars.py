@@ -127,3 +127,58 @@ class BarAggregator:
             updates=self._updates,
             last_position=self._last_position,
         )
+
+
+class BarRollup:
+    """Closed bars of a longer ``interval`` made of closed bars of a shorter one (epoch
+    aligned, a multiple of theirs), for strategies that decide on several intervals.
+
+    A longer bar closes with the shorter bar that ends its period (its close time on the
+    boundary), or, when that bar is missing, when a bar of a later period arrives: never
+    before all of it is known, so a strategy sees no bar before it closed.
+    """
+
+    def __init__(self, symbol: str, interval: Interval) -> None:
+        self.symbol = symbol
+        self.interval = interval
+        self._bars: list[BarClosed] = []
+        self._version = 0
+
+    def add(self, bar: BarClosed) -> list[BarClosed]:
+        """Add one closed shorter bar; return the longer bars it closes (at most two: the
+        previous period's, left incomplete by a gap, and its own)."""
+        size = self.interval.nanos
+        if size % (bar.close_time - bar.open_time) or size <= bar.close_time - bar.open_time:
+            raise ConfigurationError(
+                "intervals", f"{self.interval.name} is not a longer multiple of {bar.interval}"
+            )
+        closed = []
+        start = bar.open_time - bar.open_time % size
+        if self._bars and self._bars[0].open_time - self._bars[0].open_time % size != start:
+            closed.append(self._merge())
+        self._bars.append(bar)
+        if bar.close_time % size == 0:
+            closed.append(self._merge())
+        return closed
+
+    def _merge(self) -> BarClosed:
+        bars, self._bars = self._bars, []
+        first, last = bars[0], bars[-1]
+        start = first.open_time - first.open_time % self.interval.nanos
+        self._version += 1
+        return BarClosed(
+            stream=bar_stream(self.symbol, self.interval.name),
+            version=self._version,
+            exchange_ts=last.exchange_ts,
+            receive_ts=last.receive_ts,
+            symbol=self.symbol,
+            interval=self.interval.name,
+            open_time=start,
+            close_time=start + self.interval.nanos,
+            open=first.open,
+            high=max(b.high for b in bars),
+            low=min(b.low for b in bars),
+            close=last.close,
+            updates=sum(b.updates for b in bars),
+            last_position=last.last_position,
+        )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from algotrade.domain.bars import BarAggregator, Interval
+from algotrade.domain.bars import BarAggregator, BarRollup, Interval
 from algotrade.domain.broker import OrderIntent
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -66,6 +67,23 @@ class SymbolPipeline:
         """Bars of history (before any stored bar) fed to the strategy by :meth:`warm_up`."""
         self.params = param_values(strategy.params)
         """The strategy's parameters as its signals carry them."""
+        self._contexts = [BarRollup(symbol, Interval.parse(name))
+                          for name in getattr(strategy, "intervals", ())]  # fmt: skip
+        self._on_context = getattr(strategy, "on_context_bar", None)
+        if self._contexts and self._on_context is None:
+            raise ConfigurationError(
+                "strategy", f"{strategy.name} asks for intervals but has no on_context_bar(bar)"
+            )
+        for context in self._contexts:
+            if context.interval.nanos % interval.nanos or context.interval.nanos <= interval.nanos:
+                raise ConfigurationError(
+                    "intervals", f"{context.interval.name} is not a longer multiple of the "
+                    f"bars' {interval.name}"
+                )  # fmt: skip
+        self.decide: Callable[[BarClosed], Decision | None] = (
+            self._decide_with_contexts if self._contexts else strategy.on_bar
+        )
+        """The strategy's decision on one closed bar, its longer bars handed over first."""
         self._key = (
             strategy.name,
             ",".join(f"{k}={v}" for k, v in self.params),
@@ -79,7 +97,7 @@ class SymbolPipeline:
         The decisions the history implies are dropped: they are the past, not signals to
         act upon. Return how many bars were fed.
         """
-        on_bar = self.strategy.on_bar
+        on_bar = self.decide
         count = 0
         for bar in bars:
             on_bar(bar)
@@ -131,9 +149,17 @@ class SymbolPipeline:
             self._on_trade(event)
         return produced
 
+    def _decide_with_contexts(self, bar: BarClosed) -> Decision | None:
+        """Hand the strategy the longer bars ``bar`` closes, then ask it about ``bar``."""
+        assert self._on_context is not None
+        for context in self._contexts:
+            for longer in context.add(bar):
+                self._on_context(longer)
+        return self.strategy.on_bar(bar)
+
     def on_bar(self, bar: BarClosed) -> SignalEmitted | None:
         """Run the strategy on one closed bar; return its signal, if any."""
-        decision = self.strategy.on_bar(bar)
+        decision = self.decide(bar)
         if decision is None:
             return None
         return self.signal_for(bar, decision)

@@ -58,6 +58,10 @@ class Strategy(Protocol):
     * ``on_top(top: TopOfBook, exchange_ts: int) -> None``: every top of book the bars
       are built from (depth data only), in order, before the bar it belongs to closes.
     * ``on_trade(trade: TradeReceived) -> None``: every trade of the symbol, in order.
+    * ``intervals: tuple[str, ...]`` with ``on_context_bar(bar: BarClosed) -> None``: longer
+      intervals of the symbol (multiples of the strategy's own, ``("1d",)`` on 1h bars)
+      whose closed bars it receives, each before the bar of its own that ends it, and never
+      before it closed (no lookahead).
 
     A strategy object holds the state of one symbol: give each symbol its own instance
     (``Processor`` takes a factory).
