@@ -32,7 +32,7 @@ def test_backtest_json_has_signals_trades_and_metrics(tmp_path: Path) -> None:
     assert body["signals"]
     assert set(body["signals"][0]) == {
         "id", "symbol", "side", "price", "short_sma", "long_sma", "bar_time", "interval",
-        "strategy", "params", "emitted_at",
+        "strategy", "params", "indicators", "emitted_at",
     }  # fmt: skip
     assert "line 12" in done.stderr  # the skipped row, by its line number
 
