@@ -3,18 +3,18 @@ line converts, and indicator values of its own."""
 
 from __future__ import annotations
 
-from collections import deque
 from decimal import Decimal
+
+from strategies.breakout import Breakout as ExampleBreakout
 
 from algotrade.domain.events import BarClosed
 from algotrade.domain.strategy import Decision
 from algotrade.domain.values import Side
 
 
-class Breakout:
-    """BUY on a close above the highest of the last ``window`` closes, SELL below the lowest."""
-
-    name = "breakout"
+class Breakout(ExampleBreakout):
+    """The repository's example breakout, with a parameter of every type the command line
+    converts (the extra ones change nothing but the signal ids)."""
 
     def __init__(
         self,
@@ -24,40 +24,16 @@ class Breakout:
         mode: str = "close",
         long_only: bool = True,
     ) -> None:
-        if window < 2:
-            raise ValueError(f"window must be at least 2, got {window}")
-        self.window = window
-        self.margin = margin
+        super().__init__(window, margin)
         self.ratio = ratio
         self.mode = mode
         self.long_only = long_only
-        self._closes: deque[float] = deque(maxlen=window)
-        self._long = False
 
     @property
     def params(self) -> tuple[tuple[str, object], ...]:
         """Return every parameter (they all take part in the signal ids)."""
-        return (("window", self.window), ("margin", self.margin), ("ratio", self.ratio),
-                ("mode", self.mode), ("long_only", self.long_only))  # fmt: skip
-
-    @property
-    def warmup(self) -> int:
-        """Return the bars the channel needs."""
-        return self.window
-
-    def on_bar(self, bar: BarClosed) -> Decision | None:
-        """Compare the close with the channel of the previous closes."""
-        close = float(bar.close)
-        decision = None
-        if len(self._closes) == self.window:
-            high, low = max(self._closes), min(self._closes)
-            edge = float(self.margin)
-            if not self._long and close > high * (1 + edge):
-                self._long, decision = True, Decision(Side.BUY, close, high, {"high": high})
-            elif self._long and close < low * (1 - edge):
-                self._long, decision = False, Decision(Side.SELL, close, low, {"low": low})
-        self._closes.append(close)
-        return decision
+        return (*super().params, ("ratio", self.ratio), ("mode", self.mode),
+                ("long_only", self.long_only))  # fmt: skip
 
 
 class NeedsWindow(Breakout):
