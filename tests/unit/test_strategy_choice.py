@@ -178,3 +178,11 @@ def test_an_indicator_that_is_no_number_is_refused_when_the_signal_is_made() -> 
     pipeline = SymbolPipeline("BTCUSDT", Interval.parse("1m"), Broken())
     with pytest.raises(InvalidInputError, match="indicator 'rsi' is not a finite number"):
         pipeline.on_bar(bar("10", 0))
+
+
+def test_a_strategy_file_runs_once_however_often_it_is_named() -> None:
+    """Resolving a file's strategy again (a search does, once per set) reuses the loaded
+    module: the same class, the file not run twice."""
+    first = resolve(f"{FILE}:Breakout", [("window", "5")])
+    again = resolve(f"{FILE}:Breakout", [("window", "6")])
+    assert first.cls is again.cls

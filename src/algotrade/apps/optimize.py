@@ -236,8 +236,11 @@ def run_search(
 
 def ranked(trials: list[Trial], search: Search) -> list[Trial]:
     """Return the trials best first (those without a value last, in the order tried)."""
-    scored = [t for t in trials if search.better(t.metrics.get(search.objective), None)]
-    rest = [t for t in trials if t not in scored]
+    scored: list[Trial] = []
+    rest: list[Trial] = []
+    for trial in trials:
+        valued = search.better(trial.metrics.get(search.objective), None)
+        (scored if valued else rest).append(trial)
     sign = 1 if search.objective in MINIMISED else -1
     scored.sort(key=lambda t: sign * float(t.metrics[search.objective]))
     return scored + rest

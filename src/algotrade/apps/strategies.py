@@ -96,9 +96,17 @@ def _installed() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+_FILES: dict[Path, Any] = {}
+"""The modules loaded from files, by resolved path: each file runs once per process (a
+search resolves its strategy once per parameter set)."""
+
+
 def _from_file(path: Path, attribute: str, given: str) -> Any:
     if not path.is_file():
         raise ConfigurationError("strategy", f"{given!r}: no file {str(path)!r}")
+    loaded = _FILES.get(path.resolve())
+    if loaded is not None:
+        return _attribute(loaded, attribute, given)
     module_name = f"algotrade_user_strategy_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -110,6 +118,7 @@ def _from_file(path: Path, attribute: str, given: str) -> Any:
     except Exception as e:
         del sys.modules[module_name]
         raise ConfigurationError("strategy", f"{given!r}: loading it failed: {e!r}") from e
+    _FILES[path.resolve()] = module
     return _attribute(module, attribute, given)
 
 

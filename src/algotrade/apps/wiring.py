@@ -201,11 +201,8 @@ async def synthetic_starts(store: EventStore, symbols: Sequence[str]) -> dict[st
     return starts
 
 
-@dataclass
-class FeedParts(Parts[MarketFeed]):
-    """A market feed with its parts, and its trade back-fill when it has one."""
-
-    backfill: BinanceFeed | None = None
+FeedParts = Parts[MarketFeed]
+"""A market feed with its parts."""
 
 
 def _skew(ms: float | None) -> str:
@@ -255,8 +252,7 @@ def binance_feed_parts(feed: BinanceFeed, clock: Clock) -> FeedParts:
         ago = clock.monotonic() - feed.last_error_at
         return f"; last feed error {ago:.0f}s ago: {feed.last_error}"
 
-    return FeedParts(feed, figures=[figures], line=line, summary=summary, problem=problem,
-                     backfill=feed)  # fmt: skip
+    return FeedParts(feed, figures=[figures], line=line, summary=summary, problem=problem)
 
 
 async def make_feed(

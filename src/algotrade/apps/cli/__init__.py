@@ -29,6 +29,8 @@ __all__ = ["app", "listings", "main", "research", "service_commands"]
 @app.callback()
 def _warn_unknown_variables() -> None:
     """Warn, on stderr, about every ALGOTRADE_* variable set that nothing reads."""
+    if not unknown_variables(()):  # no ALGOTRADE_* beyond the few read apart: no tree to build
+        return
     for name in unknown_variables(exits.declared_variables()):
         typer.echo(f"algotrade: warning: {name} is set but is no setting of algotrade "
                    "(misspelt?); it is ignored", err=True)  # fmt: skip

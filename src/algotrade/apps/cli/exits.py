@@ -4,6 +4,7 @@ a run's figures printed as a table or as JSON."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -48,31 +49,33 @@ def _named(name: str) -> str:
     return f"{option} (env var: {envvar})" if envvar else option
 
 
-def option_variables() -> dict[str, str]:
-    """Return each option's environment variable, read from the commands themselves."""
-    found: dict[str, str] = {}
-    commands = [typer.main.get_command(app)]
-    while commands:
-        command = commands.pop()
-        commands.extend(getattr(command, "commands", {}).values())
-        for param in command.params:
-            envvar = param.envvar if isinstance(param.envvar, str) else (param.envvar or [""])[0]
-            for opt in param.opts if envvar else ():
-                found.setdefault(opt, envvar)
-    return found
-
-
-def declared_variables() -> set[str]:
-    """Return every environment variable an option of any command reads."""
-    found: set[str] = set()
+@functools.cache
+def _declared() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Return each option's flags with the environment variables it reads, for every
+    command (the Typer app's tree, built once)."""
+    out: list[tuple[str, tuple[str, ...]]] = []
     commands = [typer.main.get_command(app)]
     while commands:
         command = commands.pop()
         commands.extend(getattr(command, "commands", {}).values())
         for param in command.params:
             envvar = param.envvar
-            found.update([envvar] if isinstance(envvar, str) else envvar or ())
+            variables = (envvar,) if isinstance(envvar, str) else tuple(envvar or ())
+            out.extend((opt, variables) for opt in param.opts if variables)
+    return tuple(out)
+
+
+def option_variables() -> dict[str, str]:
+    """Return each option's (first) environment variable, read from the commands themselves."""
+    found: dict[str, str] = {}
+    for opt, variables in _declared():
+        found.setdefault(opt, variables[0])
     return found
+
+
+def declared_variables() -> set[str]:
+    """Return every environment variable an option of any command reads."""
+    return {v for _, variables in _declared() for v in variables}
 
 
 def option_error(name: str, message: str) -> NoReturn:

@@ -438,11 +438,12 @@ def optimize(
         fixed = checked(lambda: option_decimal("quantity", quantity, positive=True))
     options = {"fee": checked(lambda: option_decimal("fee", fee)), "initial_cash": cash,
                "quantity": fixed}  # fmt: skip
-    history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
-    if not synthetic and not hasattr(history, "items"):
+    if data is not None and not synthetic:  # a recording or a store too: read once, in memory
         from algotrade.apps.backtesting import load_history
 
-        history = checked(lambda: load_history(data or "", symbol=symbol, interval=interval))
+        history = checked(lambda: load_history(data, symbol=symbol, interval=interval))
+    else:  # --synthetic, or the error naming both options
+        history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
     done = [0, 0]
     meter = Progress(
         lambda e: f"[optimize] {done[0]:,}/{done[1]:,} sets {rate(done[0], e)}", SystemClock()
