@@ -8,6 +8,7 @@ compose-lint and hadolint come with the test extra; promtool and amtool run wher
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -218,6 +219,51 @@ def test_make_stack_up_runs_the_check_first() -> None:
     for target in ("stack-up", "stack-build", "stack-scale"):
         assert re.search(rf"^{target}: stack-check$", makefile, re.MULTILINE), target
     assert "deploy/check-env" in makefile
+
+
+def compose_command() -> list[str]:
+    """Return Docker Compose's command: v2's plugin where the client has it, else v1
+    (Debian's docker-compose package, which .ci/run installs); skip without either."""
+    if shutil.which("docker") and run("docker", "compose", "version").returncode == 0:
+        return ["docker", "compose"]
+    return [tool("docker-compose")]
+
+
+def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``compose config`` on docker-compose.yml with only ``env_file`` for variables."""
+    env = {k: v for k, v in os.environ.items() if k.isupper() and not k.endswith(
+        ("_USER", "_PASSWORD", "_URL", "_TOKEN", "_CHAT_ID", "_ADDRESS")
+    )}  # fmt: skip
+    return run(
+        *compose_command(), "--project-directory", str(ROOT), "--env-file", str(env_file),
+        "--file", str(ROOT / "docker-compose.yml"), "config", "--quiet", env=env,
+    )  # fmt: skip
+
+
+def test_compose_config_passes_with_a_complete_env_and_names_a_missing_variable(
+    tmp_path: Path,
+) -> None:
+    """`docker compose config` on a completed .env passes with nothing on stderr (no
+    warning, no unset variable defaulted to blank); on an empty one it fails naming the
+    first required variable, and on one without a single password it names that one."""
+    completed = completed_env(tmp_path)
+    ok = compose_config(completed)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stderr.strip() == "", ok.stderr
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    missing = compose_config(empty)
+    assert missing.returncode != 0
+    assert "set MONGO_USER in .env" in missing.stderr, missing.stderr
+    for name in ("REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "ALERT_WEBHOOK_URL"):
+        partial = tmp_path / f"without-{name}.env"
+        partial.write_text("\n".join(
+            line for line in completed.read_text().splitlines()
+            if not line.startswith(f"{name}=")
+        ))  # fmt: skip
+        refused = compose_config(partial)
+        assert refused.returncode != 0, name
+        assert name in refused.stderr, (name, refused.stderr)
 
 
 def test_compose_lint_leaves_no_medium_finding_without_a_reason() -> None:
