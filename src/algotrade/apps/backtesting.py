@@ -256,6 +256,7 @@ def backtest(
     quantity: Decimal | str | None = None,
     price_source: PriceSource = "mid",
     on_progress: Callable[[int, int], None] | None = None,
+    warmup: Sequence[BarClosed] = (),
 ) -> BacktestResult:
     """Run ``strategy`` over ``data`` the way the live processor and trader would.
 
@@ -274,6 +275,8 @@ def backtest(
         on_progress: called with ``(done, total)`` every 65,536 bars or events (for a
             recording or a store: every page of 10,000, and ``total`` is 0: not known before
             the end is read).
+        warmup: closed bars before ``data``, fed to the strategy first as the live
+            processor's warm-up does: indicators filled, nothing traded or counted.
 
     Returns:
         The signals (ids as the live processor derives them), trades, equity curve and
@@ -304,6 +307,8 @@ def backtest(
     )
     # The run allocates nothing cyclic; scanning a million live bars is waste.
     with codec.gc_paused():
+        if warmup:
+            pipeline.warm_up(warmup)
         if pages is not None:  # read as it goes: a page at a time, freed once run
             assert events is not None
             for page in pages:

@@ -2,7 +2,8 @@
 
 ``options`` (flags and the settings built from them), ``exits`` (how a command ends),
 ``service_commands`` (run, collector, processor, trader, record, health), ``listings``
-(signals, orders, positions, depth, gaps) and ``research`` (backtest, parity, report).
+(signals, orders, positions, depth, gaps), ``research`` (backtest, parity, report,
+strategies) and ``optimizing`` (optimize).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from algotrade.apps.settings import unknown_variables
 from algotrade.apps.cli import service_commands
 from algotrade.apps.cli import listings
 from algotrade.apps.cli import research
+from algotrade.apps.cli import optimizing
 
 # isort: on
 
-__all__ = ["app", "listings", "main", "research", "service_commands"]
+__all__ = ["app", "listings", "main", "optimizing", "research", "service_commands"]
 
 
 @app.callback()

@@ -1,8 +1,7 @@
-"""The research commands: ``backtest``, ``parity`` and ``report``."""
+"""The research commands: ``backtest``, ``parity``, ``report`` and ``strategies``."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -78,7 +77,7 @@ PriceSourceOpt = Annotated[
 ]
 
 
-def _history(
+def command_history(
     data: str | None,
     synthetic: bool,
     bars: int,
@@ -188,7 +187,7 @@ def backtest(
     processor's code path."""
     configure_logging(sys.stderr)
     spec = checked(lambda: strategy_spec(strategy, param, short, long))
-    history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
+    history = checked(lambda: command_history(data, synthetic, bars, symbol, interval, seed))
     result = checked(
         lambda: _run_backtest(
             history,
@@ -298,7 +297,7 @@ def report(
         drawn = execute(lambda: _live_report(store, symbol or "BTCUSDT", interval or "1d",
                                              spec, cash))  # fmt: skip
     else:
-        history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
+        history = checked(lambda: command_history(data, synthetic, bars, symbol, interval, seed))
         result = checked(
             lambda: _run_backtest(history, spec, fee, initial_cash, quantity, "mid", progress=True)
         )
@@ -364,129 +363,3 @@ def strategies(as_json: JsonOpt = False) -> None:
         for described in row["params"]:
             typer.echo(f"    {described}")
     typer.echo("Any other: --strategy package.module:Class or --strategy path/to/file.py:Class.")
-
-
-@app.command()
-def optimize(
-    data: DataOpt = None,
-    synthetic: SyntheticOpt = False,
-    bars: BarsOpt = 5000,
-    symbol: BacktestSymbolOpt = None,
-    interval: BacktestIntervalOpt = None,
-    strategy: StrategyOpt = DEFAULT_STRATEGY,
-    param: Annotated[
-        list[str],
-        typer.Option(
-            "--param",
-            help="A searched parameter: name=a..b:step (both ends included), name=a,b,c, or "
-            "name=value (fixed). Repeat it.",
-        ),
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
-    constraint: Annotated[
-        str | None,
-        typer.Option("--constraint", help="Comparisons the sets must satisfy: 'short < long'."),
-    ] = None,
-    objective: Annotated[
-        str,
-        typer.Option(
-            "--objective",
-            help="sharpe, total_return, final_equity, win_rate, "
-            "round_trips (maximised) or max_drawdown (minimised).",
-        ),
-    ] = "sharpe",
-    search: Annotated[
-        str, typer.Option("--search", help="grid (every set) or random (--trials of them).")
-    ] = "grid",
-    trials: Annotated[int, typer.Option("--trials", help="Sets a random search tries.")] = 100,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", help="Processes at once (default: every core).")
-    ] = None,
-    top: Annotated[int, typer.Option("--top", help="Rows of the table.")] = 10,
-    csv_out: Annotated[
-        Path | None, typer.Option("--csv", help="Also write every trial to this CSV file.")
-    ] = None,
-    fee: FeeOpt = "0.001",
-    initial_cash: CashOpt = "10000",
-    quantity: BuyQuantityOpt = None,
-    seed: SeedOpt = 42,
-    as_json: JsonOpt = False,
-) -> None:
-    """Search a strategy's parameters on history: every set a full backtest, on every core;
-    the best printed as the command that backtests it."""
-    import csv
-    import shlex
-
-    from algotrade.adapters.memory import SystemClock
-    from algotrade.apps.common import Progress, rate
-    from algotrade.apps.optimize import Constraint, Search, run_search, values_of
-    from algotrade.apps.strategies import split_params
-
-    configure_logging(sys.stderr, level="warning")
-
-    def planned() -> Search:
-        ranges = tuple((k, tuple(values_of(k, v))) for k, v in split_params(param))
-        found = Search(strategy, ranges, Constraint.parse(constraint), objective, search,
-                       trials)  # fmt: skip
-        if next(found.candidates(), None) is None:  # the strategy and every type checked
-            raise ConfigurationError("constraint", "excludes every parameter set searched")
-        return found
-
-    plan = checked(planned)
-    cash = checked(lambda: option_decimal("initial_cash", initial_cash, positive=True))
-    fixed = None
-    if quantity is not None:
-        fixed = checked(lambda: option_decimal("quantity", quantity, positive=True))
-    options = {"fee": checked(lambda: option_decimal("fee", fee)), "initial_cash": cash,
-               "quantity": fixed}  # fmt: skip
-    if data is not None and not synthetic:  # a recording or a store too: read once, in memory
-        from algotrade.apps.backtesting import load_history
-
-        history = checked(lambda: load_history(data, symbol=symbol, interval=interval))
-    else:  # --synthetic, or the error naming both options
-        history = checked(lambda: _history(data, synthetic, bars, symbol, interval, seed))
-    done = [0, 0]
-    meter = Progress(
-        lambda e: f"[optimize] {done[0]:,}/{done[1]:,} sets {rate(done[0], e)}", SystemClock()
-    )  # the clock of an entry point
-
-    shown_at = [float("-inf")]
-
-    def progress(finished: int, total: int) -> None:
-        done[:] = [finished, total]
-        now = meter.clock.monotonic()
-        if finished == total or now - shown_at[0] >= meter.period:  # one line a period
-            shown_at[0] = now
-            meter.show()
-
-    results = checked(lambda: run_search(plan, history, jobs=jobs, on_progress=progress, **options))
-    meter.finish()
-    shown = dict.fromkeys((objective, "total_return", "max_drawdown", "sharpe", "round_trips"))
-    rows = [{**dict(t.params), **{k: t.metrics[k] for k in shown}} for t in results]
-    if csv_out is not None:
-        with csv_out.open("w", newline="", encoding="utf-8") as out:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    best = results[0]
-    source = ["--synthetic", "--bars", str(bars), "--seed", str(seed)] if synthetic else [
-        "--data", data or ""]  # fmt: skip
-    if symbol:
-        source += ["--symbol", symbol]
-    if interval:
-        source += ["--interval", interval]
-    command = ["algotrade", "backtest", *source, "--strategy", strategy,
-               *itertools.chain.from_iterable(("--param", f"{k}={v}") for k, v in best.params),
-               "--fee", fee, "--initial-cash", initial_cash]  # fmt: skip
-    if quantity is not None:
-        command += ["--quantity", quantity]
-    if as_json:
-        body = {"objective": objective, "trials": rows, "best": rows[0],
-                "command": shlex.join(command)}  # fmt: skip
-        typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
-        return
-    names = list(rows[0])
-    typer.echo(f"optimize {strategy} on {history.source}: {len(rows)} sets by {objective}")
-    typer.echo("  ".join(f"{n:>14}" for n in names))
-    for row in rows[:top]:
-        typer.echo("  ".join(f"{'-' if row[n] is None else row[n]!s:>14}" for n in names))
-    typer.echo(f"best: {shlex.join(command)}")
