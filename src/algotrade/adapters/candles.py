@@ -156,33 +156,64 @@ def read_candles(
         ConfigurationError: the file cannot be read or holds no valid candle.
     """
     path = Path(path)
-    named_symbol, named_interval = names_of(path)
-    name = interval or named_interval
-    wanted = Interval.parse(name) if name else None
-    result = Candles(
-        (symbol or named_symbol or "BTCUSDT").upper(), wanted or Interval("1m", 60 * 10**9)
-    )
     try:
         handle = path.open("r", encoding="utf-8", errors="replace")
     except OSError as e:
         raise ConfigurationError("data", f"cannot read {path}: {e.strerror}") from None
     with handle:
-        for bar, found in _rows(handle, result, wanted, str(path)):
+        return read_candle_files([(str(path), handle)], symbol=symbol, interval=interval)
+
+
+def read_candle_files(
+    files: Iterable[tuple[str, Iterable[str]]],
+    *,
+    symbol: str | None = None,
+    interval: str | None = None,
+) -> Candles:
+    """Read kline CSV files that follow each other (``(name, lines)``, in time order, such
+    as a data set's monthly archives) into one series of bars.
+
+    Names, header rows and rejects are as for :func:`read_candles`, the first file's name
+    giving the defaults; a candle not after the previous file's last is rejected too.
+
+    Raises:
+        ConfigurationError: no file holds a valid candle.
+    """
+    result: Candles | None = None
+    wanted: Interval | None = None
+    last_open = [-1]
+    names: list[str] = []
+    for name, lines in files:
+        names.append(name)
+        if result is None:
+            named_symbol, named_interval = names_of(Path(name))
+            given = interval or named_interval
+            wanted = Interval.parse(given) if given else None
+            result = Candles(
+                (symbol or named_symbol or "BTCUSDT").upper(),
+                wanted or Interval("1m", 60 * 10**9),
+            )
+        for bar, found in _rows(lines, result, wanted, name, last_open):
             if wanted is None:
                 wanted = result.interval = found
             result.bars.append(bar)
-    if not result.bars:
-        reasons = "; ".join(f"{r.where}: {r.reason}" for r in result.rejected[:3])
+    if result is None or not result.bars:
+        rejected = result.rejected if result is not None else []
+        reasons = "; ".join(f"{r.where}: {r.reason}" for r in rejected[:3])
+        where = names[0] if len(names) == 1 else f"{len(names)} files"
         raise ConfigurationError(
-            "data", f"no valid candle in {path}" + (f" ({reasons})" if reasons else "")
+            "data", f"no valid candle in {where}" + (f" ({reasons})" if reasons else "")
         )
     return result
 
 
 def _rows(
-    lines: Iterable[str], result: Candles, interval: Interval | None, source: str
+    lines: Iterable[str],
+    result: Candles,
+    interval: Interval | None,
+    source: str,
+    last_open: list[int],
 ) -> Iterator[tuple[BarClosed, Interval]]:
-    last_open = -1
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
@@ -192,14 +223,14 @@ def _rows(
         result.rows += 1
         try:
             bar, found = candle_bar(text.split(","), result.symbol, interval, len(result.bars) + 1)
-            if bar.open_time <= last_open:
+            if bar.open_time <= last_open[0]:
                 raise InvalidInputError("not after the previous candle (duplicate or out of order)")
         except InvalidInputError as e:
             raw = text if len(text) <= _MAX_RAW else text[:_MAX_RAW] + "..."
             result.rejected.append(RejectedInput(source, f"line {number}", str(e), raw))
             continue
         interval = found
-        last_open = bar.open_time
+        last_open[0] = bar.open_time
         yield bar, found
 
 

@@ -10,6 +10,7 @@ compares the two signal lists.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import zlib
@@ -22,7 +23,8 @@ from pathlib import Path
 import anyio
 
 from algotrade.adapters import codec, speedups
-from algotrade.adapters.candles import read_candles, resample
+from algotrade.adapters.binance.archives import archive_lines, kept_archives
+from algotrade.adapters.candles import Candles, read_candle_files, read_candles, resample
 from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.replay import ReplayFeed, open_recording
 from algotrade.adapters.sqlite import SqliteEventStore
@@ -54,6 +56,32 @@ CHUNK = 65_536
 MARKET_INTERVAL = Interval("1m", 60 * 1_000_000_000)
 """Bars built from market events when no interval is given."""
 _STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_DATA_SET = re.compile(r"^([A-Za-z0-9]{2,20}):(\d+[smhdw]|1mo)$")
+
+
+def data_set(text: str) -> tuple[str, str] | None:
+    """Return the symbol and interval ``SYMBOL:INTERVAL`` names (``BTCUSDT:1m``: the
+    archives ``algotrade download`` kept), ``None`` for anything else or an existing file."""
+    match = _DATA_SET.match(text)
+    if match is None or Path(text).exists():
+        return None
+    return match[1].upper(), match[2]
+
+
+def read_data_set(symbol: str, interval: str) -> tuple[Candles, str]:
+    """Read every kept archive of a data set, in time order; return its candles and a
+    description of the source.
+
+    Raises:
+        ConfigurationError: no archive kept, or one unreadable.
+    """
+    from algotrade.apps.settings import data_directory
+
+    root = data_directory()
+    paths = kept_archives(root, symbol, interval)
+    candles = read_candle_files(((str(p), archive_lines(p)) for p in paths), symbol=symbol,
+                                interval=interval)  # fmt: skip
+    return candles, f"{symbol}:{interval} ({len(paths)} archives in {root})"
 
 
 class MarketEvents:
@@ -208,9 +236,14 @@ def load_history(
         assert events.symbol is not None  # pages() raises when no event was found
         return History("events", events.symbol, events.interval, items, events.source,
                        events.rejected, other_symbols=events.other_symbols)  # fmt: skip
-    path = Path(data)
-    candles = read_candles(path, symbol=symbol)
-    history = _bars_history(candles.bars, candles.symbol, candles.interval, wanted, str(path))
+    named = data_set(str(data))
+    if named is not None:
+        if symbol is not None and symbol.upper() != named[0]:
+            raise ConfigurationError("symbol", f"{symbol} is not the data set's {named[0]}")
+        candles, source = read_data_set(*named)
+    else:
+        candles, source = read_candles(Path(data), symbol=symbol), str(data)
+    history = _bars_history(candles.bars, candles.symbol, candles.interval, wanted, source)
     history.rejected = candles.rejected
     return history
 
@@ -239,6 +272,8 @@ def market_events(
     text = str(data)
     if is_store_url(text):
         return MarketEvents(text, symbol=symbol, interval=interval)
+    if data_set(text) is not None:
+        return None  # downloaded candles
     path = Path(text)
     if not path.is_file():
         raise ConfigurationError("data", f"{path} is not a file")

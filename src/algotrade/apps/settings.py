@@ -68,6 +68,17 @@ def unknown_variables(options: Iterable[str], environ: Mapping[str, str] = os.en
     return sorted(n for n in environ if n.startswith("ALGOTRADE_") and n not in known)
 
 
+def data_directory(environ: Mapping[str, str] = os.environ) -> Path:
+    """Return where downloaded market data is kept: ``ALGOTRADE_DATA_DIR`` (which the
+    ``download`` command's ``--data-dir`` reads too), else ``$XDG_DATA_HOME/algotrade``
+    (``~/.local/share/algotrade``)."""
+    given = environ.get("ALGOTRADE_DATA_DIR")
+    if given:
+        return Path(given).expanduser()
+    home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(home) / "algotrade"
+
+
 def shutdown_grace(environ: Mapping[str, str] = os.environ) -> float:
     """Return ``ALGOTRADE_SHUTDOWN_GRACE`` in seconds (a duration; 30s by default)."""
     text = environ.get("ALGOTRADE_SHUTDOWN_GRACE", "30s")

@@ -3,7 +3,7 @@
 ``options`` (flags and the settings built from them), ``exits`` (how a command ends),
 ``service_commands`` (run, collector, processor, trader, record, health), ``listings``
 (signals, orders, positions, depth, gaps), ``research`` (backtest, parity, report,
-strategies) and ``optimizing`` (optimize).
+strategies), ``optimizing`` (optimize) and ``data`` (download).
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from algotrade.apps.cli import service_commands
 from algotrade.apps.cli import listings
 from algotrade.apps.cli import research
 from algotrade.apps.cli import optimizing
+from algotrade.apps.cli import data
 
 # isort: on
 
-__all__ = ["app", "listings", "main", "optimizing", "research", "service_commands"]
+__all__ = [
+    "app", "data", "listings", "main", "optimizing", "research", "service_commands",
+]  # fmt: skip
 
 
 @app.callback()

@@ -47,8 +47,9 @@ DataOpt = Annotated[
     str | None,
     typer.Option(
         "--data",
-        help="History: a kline CSV file (Binance's layout), a recorded raw session "
-        "(algotrade record), or an event store URL (mongodb://..., sqlite:///file.db).",
+        help="History: a kline CSV file (Binance's layout), SYMBOL:INTERVAL (the archives "
+        "algotrade download kept), a recorded raw session (algotrade record), or an event "
+        "store URL (mongodb://..., sqlite:///file.db).",
     ),
 ]
 SyntheticOpt = Annotated[
