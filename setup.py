@@ -11,7 +11,11 @@ setup(
     ext_modules=[
         Extension(
             "algotrade.adapters._speedups",
-            sources=["src/algotrade/adapters/_speedups.c"],
+            sources=["src/algotrade/adapters/_speedups.c", "src/algotrade/adapters/_history.c"],
+            depends=["src/algotrade/adapters/_history.h"],
+            # the history kernels repeat Python's float operations one by one: no fused
+            # multiply-add may merge them
+            extra_compile_args=["-ffp-contract=off"],
             optional=True,
         )
     ]

@@ -130,7 +130,8 @@ def test_orders_are_fitted_to_the_filters_or_rejected_with_the_reason() -> None:
 
 def test_trading_settings_and_clients_never_show_the_keys() -> None:
     """The Binance settings, gateway and user stream hide the API key and secret."""
-    from algotrade.adapters.binance.trading import BinanceGateway, is_production_url
+    from algotrade.adapters.binance.endpoints import is_production_url
+    from algotrade.adapters.binance.trading import BinanceGateway
     from algotrade.adapters.binance.userstream import BinanceUserStream
     from algotrade.apps.settings import BinanceTradingSettings
 

@@ -44,16 +44,19 @@ except ImportError as e:  # no C compiler at install: say so, never skip quietly
 
 scan = compiled_module.scan_depth
 SOURCE = Path(compiled_module.__file__).with_name("_speedups.c")
+SOURCES = [SOURCE.with_name(name) for name in ("_speedups.c", "_history.c", "_history.h")]
 
 
 def test_the_compiled_module_is_in_use() -> None:
     """Built by ``pip install -e .`` (the tests need a C compiler) and newer than its source."""
     assert speedups.COMPILED
     assert speedups.scan_depth is scan
-    if SOURCE.is_file():  # a source checkout: a stale build would test old code
-        assert Path(compiled_module.__file__).stat().st_mtime >= SOURCE.stat().st_mtime, (
-            "the compiled module is older than _speedups.c: run `pip install -e .` again"
-        )
+    built = Path(compiled_module.__file__).stat().st_mtime
+    for source in SOURCES:
+        if source.is_file():  # a source checkout: a stale build would test old code
+            assert built >= source.stat().st_mtime, (
+                f"the compiled module is older than {source.name}: run `pip install -e .` again"
+            )
 
 
 def test_the_environment_turns_it_off() -> None:

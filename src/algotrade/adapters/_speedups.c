@@ -23,6 +23,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include "_history.h"
 
 /* ---- configuration, set once by speedups.py ------------------------------------------ */
 
@@ -1170,11 +1171,19 @@ static PyMethodDef module_methods[] = {
     {"applied", (PyCFunction)(void (*)(void))applied, METH_FASTCALL,
      "applied(diff, version, top) -> DepthDiffReceived"},
     {"forget", forget, METH_NOARGS, "Empty the decimals cached by their text."},
+    {"scan_klines", (PyCFunction)(void (*)(void))scan_klines, METH_FASTCALL,
+     "scan_klines(data, start) -> columns of kline rows | None (_history.c)"},
+    {"sma_crossover", (PyCFunction)(void (*)(void))sma_crossover, METH_FASTCALL,
+     "sma_crossover(closes, short, long, equal_within) -> [(index, side, short, long)]"},
+    {"curve", (PyCFunction)(void (*)(void))curve, METH_FASTCALL,
+     "curve(closes, close_times, changes, initial) -> (equity, varying)"},
+    {"curve_figures", (PyCFunction)(void (*)(void))curve_figures, METH_FASTCALL,
+     "curve_figures(varying, initial) -> (max_drawdown, sum, sum of squares, lowest)"},
     {NULL}};
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_speedups",
-    "The collector's hot path compiled: depth frames into events, and the order book.", -1,
+    "The hot paths compiled: depth frames into events, the order book, kline rows into columns and the SMA crossover (_history.c).", -1,
     module_methods};
 
 PyMODINIT_FUNC

@@ -14,6 +14,9 @@ A malformed row is reported with its line number, kept aside, and skipped.
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +46,7 @@ class Candles:
 
     symbol: str
     interval: Interval
-    bars: list[BarClosed] = field(default_factory=list)
+    bars: Sequence[BarClosed] = field(default_factory=list)
     rejected: list[RejectedInput] = field(default_factory=list)
     rows: int = 0
 
@@ -157,11 +160,66 @@ def read_candles(
     """
     path = Path(path)
     try:
-        handle = path.open("r", encoding="utf-8", errors="replace")
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            # mapped, not read: the compiled reader scans the file where it lies
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     except OSError as e:
         raise ConfigurationError("data", f"cannot read {path}: {e.strerror}") from None
-    with handle:
-        return read_candle_files([(str(path), handle)], symbol=symbol, interval=interval)
+    try:
+        return read_candle_bytes([(str(path), data)], symbol=symbol, interval=interval)
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
+
+
+def read_candle_bytes(
+    files: Sequence[tuple[str, bytes | mmap.mmap]],
+    *,
+    symbol: str | None = None,
+    interval: str | None = None,
+) -> Candles:
+    """Read kline CSV files given as bytes (``(name, data)``, in time order) as
+    :func:`read_candle_files` does: by the compiled reader into columns when it is built
+    and reads every file (no reject, one interval, each file after the one before), else
+    line by line.
+
+    Raises:
+        ConfigurationError: no file holds a valid candle.
+    """
+    fast = _columns_of(files, symbol, interval)
+    if fast is not None:
+        return fast
+    texts = ((name, io.StringIO(data[:].decode("utf-8", errors="replace"))) for name, data in files)
+    return read_candle_files(texts, symbol=symbol, interval=interval)
+
+
+def _columns_of(
+    files: Sequence[tuple[str, bytes | mmap.mmap]], symbol: str | None, interval: str | None
+) -> Candles | None:
+    from algotrade.adapters import speedups
+    from algotrade.adapters.columns import KlineColumns
+
+    scan = speedups.scan_klines
+    if scan is None or not files:
+        return None
+    scans = []
+    for _, data in files:
+        end = data.find(b"\n")
+        first = data[: end + 1 if end >= 0 else len(data)]  # bytes, of bytes and of a mmap
+        start = len(first) if _is_header(first.decode("utf-8", errors="replace")) else 0
+        scanned = scan(data, start, os.cpu_count() or 1)  # parts of the file on every core
+        if scanned is None:
+            return None
+        scans.append(scanned)
+    named_symbol, named_interval = names_of(Path(files[0][0]))
+    given = interval or named_interval
+    found = Interval.parse(given) if given else interval_of(scans[0][0])
+    name = (symbol or named_symbol or "BTCUSDT").upper()
+    columns = KlineColumns.joined(name, found, scans)
+    if columns is None:
+        return None
+    return Candles(name, found, columns, rows=len(columns))
 
 
 def read_candle_files(
@@ -183,6 +241,7 @@ def read_candle_files(
     wanted: Interval | None = None
     last_open = [-1]
     names: list[str] = []
+    bars: list[BarClosed] = []
     for name, lines in files:
         names.append(name)
         if result is None:
@@ -192,12 +251,13 @@ def read_candle_files(
             result = Candles(
                 (symbol or named_symbol or "BTCUSDT").upper(),
                 wanted or Interval("1m", 60 * 10**9),
+                bars,
             )
-        for bar, found in _rows(lines, result, wanted, name, last_open):
+        for bar, found in _rows(lines, result, wanted, name, last_open, bars):
             if wanted is None:
                 wanted = result.interval = found
-            result.bars.append(bar)
-    if result is None or not result.bars:
+            bars.append(bar)
+    if result is None or not bars:
         rejected = result.rejected if result is not None else []
         reasons = "; ".join(f"{r.where}: {r.reason}" for r in rejected[:3])
         where = names[0] if len(names) == 1 else f"{len(names)} files"
@@ -213,6 +273,7 @@ def _rows(
     interval: Interval | None,
     source: str,
     last_open: list[int],
+    bars: list[BarClosed],
 ) -> Iterator[tuple[BarClosed, Interval]]:
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -222,7 +283,7 @@ def _rows(
             continue
         result.rows += 1
         try:
-            bar, found = candle_bar(text.split(","), result.symbol, interval, len(result.bars) + 1)
+            bar, found = candle_bar(text.split(","), result.symbol, interval, len(bars) + 1)
             if bar.open_time <= last_open[0]:
                 raise InvalidInputError("not after the previous candle (duplicate or out of order)")
         except InvalidInputError as e:

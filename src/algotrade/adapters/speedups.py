@@ -19,6 +19,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from algotrade.adapters.columns import CompiledCurve
 from algotrade.adapters.decimals import decimal_of
 from algotrade.domain.book import Book, BookSynchronizer
 from algotrade.domain.events import DepthDiffReceived
@@ -81,6 +82,26 @@ scan_depth: Callable[[str | bytes, int], DepthDiffReceived | None] | None = (
 )
 
 
+#: ``scan_klines(data, start, threads)`` when compiled, else ``None``: the columns of the
+#: kline rows of ``data`` (any buffer) from byte ``start`` (``(span_ns, open_ns, end_ns,
+#: trades, 4 coefficients, 4 scales, closes)``, each a bytes of machine values), read in
+#: up to ``threads`` parts at once, or ``None`` for any file it does not read exactly as the
+#: Python reader (``_history.c``), which the caller then reads so.
+scan_klines: Callable[[Any, int, int], tuple[Any, ...] | None] | None = (
+    None if _compiled is None else _compiled.scan_klines
+)
+
+#: ``sma_crossover(closes, short, long, equal_within)`` when compiled, else ``None``: the
+#: decisions ``(index, side, short average, long average)`` (side 1: BUY, -1: SELL) that
+#: :class:`~algotrade.domain.strategy.SmaCrossover` takes over a buffer of closes, the
+#: same floating-point operations in the same order.
+sma_crossover: Callable[[Any, int, int, float], list[tuple[int, int, float, float]]] | None = (
+    None if _compiled is None else _compiled.sma_crossover
+)
+
+#: The equity curve and its figures over columns of bars, compiled, else ``None``.
+curve_kernel: CompiledCurve | None = None if _compiled is None else CompiledCurve(_compiled)
+
 #: The compiled book's class when built, else ``None``.
 compiled_book: type[Book] | None = None if _compiled is None else _compiled.Book
 
@@ -98,4 +119,7 @@ def forget() -> None:
         _compiled.forget()
 
 
-__all__ = ["COMPILED", "compiled_book", "forget", "scan_depth", "synchronizer"]
+__all__ = [
+    "COMPILED", "compiled_book", "curve_kernel", "forget", "scan_depth", "scan_klines",
+    "sma_crossover", "synchronizer",
+]  # fmt: skip

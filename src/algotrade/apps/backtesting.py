@@ -23,15 +23,14 @@ from pathlib import Path
 import anyio
 
 from algotrade.adapters import codec, speedups
-from algotrade.adapters.binance.archives import archive_lines, kept_archives
-from algotrade.adapters.candles import Candles, read_candle_files, read_candles, resample
+from algotrade.adapters.binance.archives import archive_bytes, kept_archives
+from algotrade.adapters.candles import Candles, read_candle_bytes, read_candles, resample
 from algotrade.adapters.memory import SystemClock
 from algotrade.adapters.replay import ReplayFeed, open_recording
 from algotrade.adapters.sqlite import SqliteEventStore
 from algotrade.adapters.synthetic import synthetic_bars
-from algotrade.apps.wiring import open_store
 from algotrade.domain.backtest import Backtester, BacktestResult
-from algotrade.domain.bars import Interval
+from algotrade.domain.bars import BarColumns, Interval
 from algotrade.domain.book import BookSynchronizer
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (
@@ -44,7 +43,8 @@ from algotrade.domain.events import (
 )
 from algotrade.domain.ports import RejectedInput
 from algotrade.domain.processing import PriceSource, Processor, SymbolPipeline
-from algotrade.domain.strategy import Strategy
+from algotrade.domain.strategy import EQUAL_WITHIN, Decision, SmaCrossover, Strategy
+from algotrade.domain.values import Side
 from algotrade.services.backtesting import History, ParityResult, SymbolChoice, live_path
 from algotrade.services.processor import MARKET_TYPES
 
@@ -79,8 +79,8 @@ def read_data_set(symbol: str, interval: str) -> tuple[Candles, str]:
 
     root = data_directory()
     paths = kept_archives(root, symbol, interval)
-    candles = read_candle_files(((str(p), archive_lines(p)) for p in paths), symbol=symbol,
-                                interval=interval)  # fmt: skip
+    files = [(str(p), archive_bytes(p)) for p in paths]
+    candles = read_candle_bytes(files, symbol=symbol, interval=interval)
     return candles, f"{symbol}:{interval} ({len(paths)} archives in {root})"
 
 
@@ -167,6 +167,8 @@ class MarketEvents:
     def _store_pages(self, size: int) -> Iterator[list[tuple[Event, int]]]:
         # The store is asynchronous and the backtest is not: the store lives in an event
         # loop of its own thread, asked for one page at a time.
+        from algotrade.apps.wiring import open_store  # the store drivers, only for a store
+
         with anyio.from_thread.start_blocking_portal() as portal:
             store = portal.call(lambda: open_store(self.source, patient=False, existing="data"))
             try:
@@ -249,7 +251,7 @@ def load_history(
 
 
 def _bars_history(
-    bars: list[BarClosed], symbol: str, found: Interval, wanted: Interval | None, source: str
+    bars: Sequence[BarClosed], symbol: str, found: Interval, wanted: Interval | None, source: str
 ) -> History:
     if wanted is None or wanted.nanos == found.nanos:
         return History("bars", symbol, found, bars, source)
@@ -353,6 +355,13 @@ def backtest(
             return tester.result()
         items = history.items
         total = len(items)
+        decided = None if warmup else _compiled_decisions(strategy, pipeline, items)
+        if decided is not None:  # the same decisions, taken over the column of closes at once
+            assert isinstance(items, BarColumns)
+            tester.run_decided(items, decided, kernel=speedups.curve_kernel)
+            if on_progress is not None:
+                on_progress(total, total)
+            return tester.result()
         run = tester.run_bars if history.kind == "bars" else tester.run_events
         if on_progress is None:
             run(items)  # type: ignore[arg-type]  # kind says which sequence it is
@@ -361,6 +370,27 @@ def backtest(
                 run(items[start : start + CHUNK])  # type: ignore[arg-type]
                 on_progress(min(start + CHUNK, total), total)
         return tester.result()
+
+
+def _compiled_decisions(
+    strategy: Strategy, pipeline: SymbolPipeline, items: object
+) -> list[tuple[int, Decision]] | None:
+    """Return the SMA crossover's decisions over columns of bars by the compiled kernel,
+    or ``None`` when it does not apply (not compiled, not columns, another strategy or a
+    subclass, one already fed, or a pipeline that also reads other intervals)."""
+    kernel = speedups.sma_crossover
+    if (
+        kernel is None
+        or not isinstance(items, BarColumns)
+        or type(strategy) is not SmaCrossover
+        or not strategy.fresh
+        or pipeline.decide != strategy.on_bar
+    ):
+        return None
+    short, long = strategy.short.period, strategy.long.period
+    sides = {1: Side.BUY, -1: Side.SELL}
+    found = kernel(items.closes, short, long, EQUAL_WITHIN)
+    return [(index, Decision(sides[side], fast, slow)) for index, side, fast, slow in found]
 
 
 def synthetic_history(

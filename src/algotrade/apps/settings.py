@@ -16,8 +16,12 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
-from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
-from algotrade.adapters.binance.trading import TESTNET_REST_URL, TESTNET_STREAM_URL
+from algotrade.adapters.binance.endpoints import (
+    DEFAULT_REST_URL,
+    DEFAULT_WS_URL,
+    TESTNET_REST_URL,
+    TESTNET_STREAM_URL,
+)
 from algotrade.adapters.redis import (
     DEAD_LETTER_STREAM,
     SIGNAL_GROUP,

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, localcontext
 from itertools import islice
 from math import fsum
 from operator import attrgetter, mul
-from typing import Any
+from typing import Any, Protocol
 
+from algotrade.domain.bars import BarColumns
 from algotrade.domain.broker import (
     Position,
     apply_fill,
@@ -36,6 +37,7 @@ from algotrade.domain.broker import (
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed, Event, OrderFilled, SignalEmitted
 from algotrade.domain.processing import SymbolPipeline
+from algotrade.domain.strategy import Decision
 from algotrade.domain.values import Params, Side, TopOfBook, decimal_text
 
 ZERO = Decimal(0)
@@ -80,11 +82,11 @@ class BacktestResult:
     strategy: str
     params: Params
     bars: int
-    closed_bars: tuple[BarClosed, ...]
+    closed_bars: Sequence[BarClosed]
     signals: tuple[SignalEmitted, ...]
     trades: tuple[Trade, ...]
-    times: tuple[int, ...]
-    equity: tuple[float, ...]
+    times: Sequence[int]
+    equity: Sequence[float]
     initial_cash: Decimal
     final_equity: float
     total_return: float
@@ -129,6 +131,31 @@ class BacktestResult:
         }
 
 
+class CurveKernel(Protocol):
+    """The equity curve and its figures computed over columns of bars (the compiled
+    ``curve`` and ``curve_figures`` of ``_history.c``): the same values as
+    :meth:`Backtester._curve`, :func:`max_drawdown` and :func:`sharpe_ratio`."""
+
+    def curve(
+        self,
+        closes: Sequence[float],
+        close_times: Sequence[int],
+        changes: list[tuple[int, float, float]],
+        initial: float,
+        /,
+    ) -> tuple[Sequence[float], Sequence[float]]:
+        """Return the equity at each bar's close, and the curve with flat stretches
+        shortened to one value."""
+        ...
+
+    def curve_figures(
+        self, varying: Sequence[float], initial: float, /
+    ) -> tuple[float, float, float, float]:
+        """Return the max drawdown, the exact sums of the returns and of their squares,
+        and the smallest value."""
+        ...
+
+
 class Backtester:
     """Runs one symbol's pipeline over history and trades its signals on paper.
 
@@ -164,6 +191,8 @@ class Backtester:
         self.trades: list[Trade] = []
         self.rejected_orders = 0
         self._bars: list[BarClosed] = []
+        self._columns: BarColumns | None = None
+        self._kernel: CurveKernel | None = None
         self._changes: list[tuple[int, float, float]] = []  # (bar close time, cash, quantity)
         self._entry_fee = ZERO
 
@@ -184,6 +213,27 @@ class Backtester:
             decision = decide(bar)
             if decision is not None:
                 self._act(signal_for(bar, decision), bar.close_time)
+
+    def run_decided(
+        self,
+        bars: BarColumns,
+        decisions: Iterable[tuple[int, Decision]],
+        kernel: CurveKernel | None = None,
+    ) -> None:
+        """Trade decisions already taken over ``bars`` (``(bar index, decision)`` in bar
+        order): what :meth:`run_bars` does once the strategy has decided, for a strategy
+        whose decisions were computed over the whole column of closes at once (the SMA
+        crossover's compiled kernel). Only the bars that decided are built; ``kernel``, if
+        given, computes the equity curve and its figures over the columns. Runs once, on a
+        fresh backtester."""
+        if self._bars or self._columns is not None:
+            raise ConfigurationError("bars", "run_decided runs once, on a fresh backtester")
+        self._columns = bars
+        self._kernel = kernel
+        signal_for = self.pipeline.signal_for
+        for index, decision in decisions:
+            bar = bars[index]
+            self._act(signal_for(bar, decision), bar.close_time)
 
     def run_events(self, events: Iterable[tuple[Event, int]]) -> None:
         """Feed stored market events ``(event, position)``: bars are built as live."""
@@ -260,33 +310,54 @@ class Backtester:
         return self._curve(self._times())[0]
 
     def _times(self) -> list[int]:
+        if self._columns is not None:
+            return list(self._columns.close_times)
         return list(map(_CLOSE_TIME, self._bars))
 
     def _curve(self, times: list[int]) -> tuple[list[float], list[float]]:
         """Return the equity at each bar's close, and the same curve with each flat stretch
         (no position: constant equity) shortened to one value, which has the same
         drawdown and the same non-zero returns."""
-        bars = self._bars
+        closes: Sequence[float] = (
+            [float(b.close) for b in self._bars] if self._columns is None
+            else self._columns.closes
+        )  # fmt: skip
         out: list[float] = []
         varying: list[float] = []
         cash, quantity = float(self.initial_cash), 0.0
         start = 0
         for at, new_cash, new_quantity in self._changes:
             index = bisect_left(times, at, start)
-            segment = _marked(bars[start:index], cash, quantity)
+            segment = _marked(closes[start:index], cash, quantity)
             out.extend(segment)
             varying.extend(segment if quantity else segment[:1])
             cash, quantity, start = new_cash, new_quantity, index
-        segment = _marked(bars[start:], cash, quantity)
+        segment = _marked(closes[start:], cash, quantity)
         out.extend(segment)
         varying.extend(segment if quantity else segment[:1])
         return out, varying
 
     def result(self) -> BacktestResult:
         """Return the signals, trades, equity curve and figures so far."""
-        times = self._times()
-        equity, varying = self._curve(times)
         initial = float(self.initial_cash)
+        interval = self.pipeline.interval.nanos
+        kernel = self._kernel
+        times: Sequence[int]
+        equity: Sequence[float]
+        if kernel is not None and self._columns is not None:  # the same figures, compiled
+            columns = self._columns
+            times = columns.close_times
+            equity, varying = kernel.curve(columns.closes, times, self._changes, initial)
+            drawdown, total, squares, lowest = kernel.curve_figures(varying, initial)
+            count = len(equity)
+            sharpe = None
+            if count >= 2 and len(varying) and initial > 0 and lowest > 0:
+                sharpe = _sharpe(total, squares, count, interval)
+        else:
+            times = self._times()
+            equity, curve = self._curve(times)
+            drawdown = max_drawdown(curve)
+            sharpe = sharpe_ratio(curve, interval, initial, len(equity))
         final = equity[-1] if equity else initial
         closed = [t.pnl for t in self.trades if t.pnl is not None]
         strategy = self.pipeline.strategy
@@ -296,16 +367,16 @@ class Backtester:
             strategy=strategy.name,
             params=self.pipeline.params,
             bars=len(equity),
-            closed_bars=tuple(self._bars),
+            closed_bars=tuple(self._bars) if self._columns is None else self._columns,
             signals=tuple(self.signals),
             trades=tuple(self.trades),
-            times=tuple(times),
-            equity=tuple(equity),
+            times=tuple(times) if isinstance(times, list) else times,
+            equity=tuple(equity) if isinstance(equity, list) else equity,
             initial_cash=self.initial_cash,
             final_equity=final,
             total_return=final / initial - 1,
-            max_drawdown=max_drawdown(varying),
-            sharpe=sharpe_ratio(varying, self.pipeline.interval.nanos, initial, len(equity)),
+            max_drawdown=drawdown,
+            sharpe=sharpe,
             win_rate=sum(1 for p in closed if p > 0) / len(closed) if closed else None,
             round_trips=len(closed),
             fees_paid=sum((t.fee for t in self.trades), ZERO),
@@ -314,10 +385,10 @@ class Backtester:
         )
 
 
-def _marked(bars: list[BarClosed], cash: float, quantity: float) -> list[float]:
+def _marked(closes: Sequence[float], cash: float, quantity: float) -> list[float]:
     if not quantity:
-        return [cash] * len(bars)
-    return [cash + quantity * float(b.close) for b in bars]
+        return [cash] * len(closes)
+    return [cash + quantity * close for close in closes]
 
 
 def max_drawdown(equity: Iterable[float]) -> float:
@@ -347,8 +418,14 @@ def sharpe_ratio(
         return None
     returns = [b / a - 1.0 for a, b in zip(equity, islice(equity, 1, None), strict=False)]
     returns.append(equity[0] / initial - 1.0)
-    mean = fsum(returns) / n
-    variance = (fsum(map(mul, returns, returns)) - n * mean * mean) / (n - 1)
+    return _sharpe(fsum(returns), fsum(map(mul, returns, returns)), n, interval_ns)
+
+
+def _sharpe(total: float, squares: float, n: int, interval_ns: int) -> float | None:
+    """Return the annualised Sharpe ratio of ``n`` per-bar returns from their exact sum and
+    sum of squares."""
+    mean = total / n
+    variance = (squares - n * mean * mean) / (n - 1)
     if variance <= 1e-300:
         return None
     return mean / math.sqrt(variance) * math.sqrt(YEAR_NS / interval_ns)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import overload
 
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed
@@ -182,3 +185,27 @@ class BarRollup:
             updates=sum(b.updates for b in bars),
             last_position=last.last_position,
         )
+
+
+class BarColumns(Sequence[BarClosed]):
+    """Closed bars of one symbol and interval held as columns, each bar built only when
+    asked for: a million bars of history without a million objects.
+
+    ``closes`` are the closing prices as floats (what the strategies compute with) and
+    ``close_times`` the bars' close times in ns, one per bar, in bar order.
+    """
+
+    closes: Sequence[float]
+    close_times: Sequence[int]
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @overload
+    def __getitem__(self, index: int) -> BarClosed: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[BarClosed]: ...
+
+    @abstractmethod
+    def __getitem__(self, index: int | slice) -> BarClosed | Sequence[BarClosed]: ...

@@ -87,6 +87,11 @@ class SimpleMovingAverage:
         """Return whether ``period`` values were seen."""
         return len(self._window) == self.period
 
+    @property
+    def seen(self) -> int:
+        """Return how many values the window holds (``period`` once full)."""
+        return len(self._window)
+
 
 class ExponentialMovingAverage:
     """Exponential moving average with smoothing ``alpha = 2 / (period + 1)``.

@@ -120,6 +120,13 @@ class SmaCrossover:
         """Return how many bars define both averages (the long period)."""
         return self.long.period
 
+    @property
+    def fresh(self) -> bool:
+        """Return whether no bar was fed yet: a kernel that runs this strategy's arithmetic
+        over a whole column of closes (``sma_crossover`` in ``_history.c``) may then decide
+        in its place."""
+        return self.short.seen == 0 and self.long.seen == 0 and self._sign == 0
+
     def on_bar(self, bar: BarClosed) -> Decision | None:
         """Update both SMAs with the bar's close; return a decision on a crossover."""
         close = float(bar.close)  # update() and compare() written out: the backtest hot path

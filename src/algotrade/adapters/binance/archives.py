@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import io
 import re
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from algotrade.domain.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import httpx
 
 BASE_URL = "https://data.binance.vision"
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -172,6 +173,8 @@ class Downloader:
         on_bytes: Callable[[int], None] | None = None,
         client: httpx.Client | None = None,
     ) -> None:
+        import httpx  # only here: reading kept archives needs no HTTP client
+
         self.root = root
         self.base_url = base_url.rstrip("/")
         self.retries = retries
@@ -228,6 +231,8 @@ class Downloader:
             NotPublished: the server has no such archive.
             ArchiveError: it could not be downloaded, or failed its checksum.
         """
+        import httpx
+
         target = self.local(archive)
         expected = self._checksum(archive)
         if target.exists():
@@ -256,6 +261,8 @@ class Downloader:
         return True
 
     def _checksum(self, archive: Archive) -> str:
+        import httpx
+
         url = self.url(archive) + ".CHECKSUM"
         try:
             answer = self.client.get(url)
@@ -338,8 +345,8 @@ def _verified(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def archive_lines(path: Path) -> Iterator[str]:
-    """Yield the lines of the CSV file inside a kline archive.
+def archive_bytes(path: Path) -> bytes:
+    """Return the CSV file inside a kline archive, as bytes.
 
     Raises:
         ConfigurationError: not a zip archive holding one CSV file.
@@ -349,7 +356,6 @@ def archive_lines(path: Path) -> Iterator[str]:
             members = [m for m in archive.namelist() if m.endswith(".csv")]
             if len(members) != 1:
                 raise ConfigurationError("data", f"{path} holds {len(members)} CSV files, not 1")
-            with archive.open(members[0]) as raw:
-                yield from io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-    except zipfile.BadZipFile as e:
-        raise ConfigurationError("data", f"{path} is not a zip archive: {e}") from None
+            return archive.read(members[0])
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ConfigurationError("data", f"{path} is not a readable zip archive: {e}") from None

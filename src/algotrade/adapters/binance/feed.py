@@ -40,6 +40,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
+from algotrade.adapters.binance.endpoints import DEFAULT_REST_URL, DEFAULT_WS_URL
 from algotrade.adapters.binance.messages import (
     parse_depth_snapshot,
     parse_frame,
@@ -51,8 +52,6 @@ from algotrade.domain.errors import InvalidInputError, RecorderError, find_error
 from algotrade.domain.events import DepthDiffReceived, MarketEvent, TradeReceived
 from algotrade.domain.ports import Clock, RejectedInput
 
-DEFAULT_WS_URL = "wss://stream.binance.com:9443"
-DEFAULT_REST_URL = "https://api.binance.com"
 _KEEP_RAW = 2048
 
 

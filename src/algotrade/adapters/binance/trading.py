@@ -56,19 +56,6 @@ from algotrade.domain.values import OrderStatus, Side
 
 T = TypeVar("T")
 
-TESTNET_REST_URL = "https://testnet.binance.vision"
-#: The WebSocket API, where Spot's user data stream is (the listen keys are gone).
-TESTNET_STREAM_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
-PRODUCTION_REST_URL = "https://api.binance.com"
-PRODUCTION_STREAM_URL = "wss://ws-api.binance.com:443/ws-api/v3"
-
-
-def is_production_url(url: str) -> bool:
-    """Return whether ``url`` points at Binance's production API (real money)."""
-    host = (httpx.URL(url).host or "").lower()
-    return host == "binance.com" or host.endswith((".binance.com", ".binance.us"))
-
-
 #: Error codes that reject the order itself (Binance's "11xx request issues" and "NEW_ORDER_
 #: REJECTED"); any other code says nothing about the order, which is then looked up again.
 REJECTING = frozenset({-1013, -1100, -1101, -1102, -1104, -1106, -1111, -1112, -1115, -1116,

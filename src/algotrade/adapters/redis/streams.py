@@ -22,13 +22,10 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from algotrade.adapters.redis.codec import signal_from_fields, signal_to_fields
+from algotrade.adapters.redis.names import DEAD_LETTER_STREAM, SIGNAL_GROUP, SIGNAL_STREAM
 from algotrade.domain.errors import InvalidInputError, MessagingError
 from algotrade.domain.events import SignalEmitted
 from algotrade.domain.ports import Delivery
-
-SIGNAL_STREAM = "trade_signals_stream"
-SIGNAL_GROUP = "signal_group"
-DEAD_LETTER_STREAM = "trade_signals_dead"
 
 Fields = dict[Any, Any]
 

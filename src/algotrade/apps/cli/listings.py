@@ -9,12 +9,10 @@ import orjson
 import typer
 
 from algotrade.adapters.redis import SIGNAL_STREAM
-from algotrade.adapters.redis.tail import tail_stream
 from algotrade.apps.cli.app import app
 from algotrade.apps.cli.exits import checked, execute
 from algotrade.apps.cli.options import JsonOpt, StoreOpt, StreamOpt, redis_settings
 from algotrade.apps.common import DEFAULT_STORE, parse_symbols
-from algotrade.apps.wiring import log_notices, open_store, redis_client
 from algotrade.domain.events import (
     BookSnapshotTaken,
     DepthDiffReceived,
@@ -44,6 +42,8 @@ app.add_typer(signals_app, name="signals")
 
 
 async def read_stored(store: str, kind: type[E]) -> list[E]:
+    from algotrade.apps.wiring import open_store
+
     db = open_store(store, patient=False, existing="store")
     try:
         out: list[E] = []
@@ -105,6 +105,9 @@ def signals_tail(
     count: Annotated[int | None, typer.Option("--count", help="Stop after N entries.")] = None,
 ) -> None:
     """Follow the signal stream live, one JSON line per entry (Ctrl-C to stop)."""
+    from algotrade.adapters.redis.tail import tail_stream
+    from algotrade.apps.wiring import log_notices, redis_client
+
     redis = checked(lambda: redis_settings(redis_url, signal_stream))
     assert redis is not None
 
@@ -186,6 +189,8 @@ def depth(
     as_json: JsonOpt = False,
 ) -> None:
     """List a symbol's stored depth events (snapshots and diffs) in order, with top of book."""
+    from algotrade.apps.wiring import open_store
+
     name = checked(lambda: parse_symbols([symbol])[0])
     stream = depth_stream(name)
     columns = [("kind", 9), ("first_update_id", 16), ("final_update_id", 16),

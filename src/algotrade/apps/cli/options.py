@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
-from algotrade.adapters.binance.trading import (
+from algotrade.adapters.binance.endpoints import (
+    DEFAULT_REST_URL,
+    DEFAULT_WS_URL,
     PRODUCTION_REST_URL,
     PRODUCTION_STREAM_URL,
     TESTNET_REST_URL,

@@ -29,7 +29,6 @@ from algotrade.apps.common import parse_symbols
 from algotrade.apps.logs import configure_logging
 from algotrade.apps.strategies import DEFAULT as DEFAULT_STRATEGY
 from algotrade.apps.strategies import StrategySpec
-from algotrade.apps.wiring import open_store
 from algotrade.domain.bars import Interval
 from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import (
@@ -312,6 +311,7 @@ async def _live_report(
     store: str, symbol: str, interval: str, spec: StrategySpec, cash: Decimal
 ) -> Any:
     from algotrade.apps.report import from_live
+    from algotrade.apps.wiring import open_store
     from algotrade.domain.processing import signal_stream
     from algotrade.domain.streams import bar_stream
 

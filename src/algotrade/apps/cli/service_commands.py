@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from algotrade.adapters.binance.feed import DEFAULT_REST_URL, DEFAULT_WS_URL
+from algotrade.adapters.binance.endpoints import DEFAULT_REST_URL, DEFAULT_WS_URL
 from algotrade.adapters.redis import SIGNAL_GROUP, SIGNAL_STREAM
-from algotrade.apps.bootstrap import bootstrap_run
 from algotrade.apps.cli.app import app
 from algotrade.apps.cli.exits import checked, execute, fail, option_error, print_summary
 from algotrade.apps.cli.options import (
@@ -56,7 +55,6 @@ from algotrade.apps.common import (
     parse_duration,
     parse_retention,
 )
-from algotrade.apps.runner import run_pipeline
 from algotrade.apps.settings import (
     DEFAULT_PORTS,
     CollectorSettings,
@@ -96,6 +94,9 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run collector, processor and trader in one process on the embedded store."""
+    from algotrade.apps.bootstrap import bootstrap_run
+    from algotrade.apps.runner import run_pipeline
+
     settings = checked(
         lambda: RunSettings(
             feed=feed_settings(source, symbol, speed, seed, binance_ws_url, binance_rest_url),
