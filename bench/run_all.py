@@ -15,6 +15,7 @@ from bench import (
     backtest,
     binance_parse,
     binance_soak,
+    history,
     load,
     mongo_ingest,
     processor_catchup,
@@ -65,6 +66,7 @@ def main() -> None:
         ("mongo", mongo_ingest),
         ("sqlite_growth", sqlite_growth),
         ("backtest", backtest),
+        ("history", history),
         ("load", load),
     ]
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
