@@ -23,6 +23,7 @@ from bench import (
     signals,
     sma,
     sqlite_growth,
+    sweep,
 )
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -67,6 +68,7 @@ def main() -> None:
         ("sqlite_growth", sqlite_growth),
         ("backtest", backtest),
         ("history", history),
+        ("sweep", sweep),
         ("load", load),
     ]
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
