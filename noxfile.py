@@ -45,7 +45,7 @@ def tests(session: nox.Session) -> None:
 
 #: The optional runtime extras: requirements.lock pins them too, and the image installs
 #: the first two from it (the report's matplotlib is for `algotrade report --out x.png`).
-RUNTIME_EXTRAS = ("profiling", "trading", "report")
+RUNTIME_EXTRAS = ("profiling", "trading", "report", "optimize")
 
 #: The newer Pythons algotrade supports; `make test` (and CI) runs PYTHON, the oldest.
 NEWER_PYTHONS = ["3.12", "3.13"]

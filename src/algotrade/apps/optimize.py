@@ -6,8 +6,10 @@ keeps the sets that satisfy comparisons of parameters and numbers joined by ``an
 (``short < long``, ``fast * 2 <= slow`` is not supported: names and numbers only). The
 objective is a backtest figure (``sharpe``, ``total_return``, ``final_equity``,
 ``win_rate`` are maximised; ``max_drawdown`` is minimised). ``grid`` tries every set,
-``random`` a seeded sample of ``trials`` of them. Every set is a full backtest through the
-live processor's code path, run on all cores (one process each, the history shared).
+``random`` a seeded sample of ``trials`` of them, ``bayes`` ``trials`` sets chosen one
+batch at a time by Optuna's TPE sampler from the results so far (seeded). Every set is a
+full backtest through the live processor's code path, run on all cores (one process each,
+the history shared).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -38,6 +41,8 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne,
 }  # fmt: skip
 _MAX_SETS = 1_000_000
+#: Sets a bayes search asks for between two looks at the results.
+BAYES_BATCH = 8
 
 
 def values_of(name: str, text: str) -> list[str]:
@@ -139,8 +144,8 @@ class Search:
         if self.objective not in (*MAXIMISED, *MINIMISED):
             known = ", ".join((*MAXIMISED, *MINIMISED))
             raise ConfigurationError("objective", f"{self.objective!r} is none of {known}")
-        if self.method not in ("grid", "random"):
-            raise ConfigurationError("search", f"{self.method!r} is not grid or random")
+        if self.method not in ("grid", "random", "bayes"):
+            raise ConfigurationError("search", f"{self.method!r} is not grid, random or bayes")
         if self.trials < 1:
             raise ConfigurationError("trials", f"must be positive, got {self.trials}")
         unknown = self.constraint.names() - {name for name, _ in self.ranges}
@@ -209,29 +214,114 @@ def run_search(
         ConfigurationError: the search has no candidate (the constraint excludes them all).
     """
     global _HISTORY, _OPTIONS
+    if search.method == "bayes":
+        optuna = require_optuna()  # before anything is run: a missing package is a setup error
+        if next(search.candidates(), None) is None:
+            raise ConfigurationError("constraint", "excludes every parameter set searched")
+        _HISTORY, _OPTIONS = history, options
+        try:
+            with _pool(jobs, BAYES_BATCH) as (_, evaluate):
+                return ranked(_bayes(optuna, search, evaluate, on_progress), search)
+        finally:
+            _HISTORY, _OPTIONS = None, {}
     candidates = list(search.candidates())
     if not candidates:
         raise ConfigurationError("constraint", "excludes every parameter set searched")
     _HISTORY, _OPTIONS = history, options
     trials: list[Trial] = []
-    workers = max(1, min(jobs or multiprocessing.cpu_count(), len(candidates)))
     try:
-        if workers == 1:
-            for spec in candidates:
-                trials.append(_evaluate(spec))
+        with _pool(jobs, len(candidates)) as (_, evaluate):
+            for trial in evaluate(candidates):
+                trials.append(trial)
                 if on_progress is not None:
                     on_progress(len(trials), len(candidates))
-        else:
-            # fork: the workers inherit the loaded history instead of each reading it again
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                for trial in pool.map(_evaluate, candidates, chunksize=1):
-                    trials.append(trial)
-                    if on_progress is not None:
-                        on_progress(len(trials), len(candidates))
     finally:
         _HISTORY, _OPTIONS = None, {}
     return ranked(trials, search)
+
+
+Evaluate = Callable[[list[StrategySpec]], Iterator[Trial]]
+
+
+@contextmanager
+def _pool(jobs: int | None, most: int) -> Iterator[tuple[int, Evaluate]]:
+    """Yield the number of workers and a function that backtests sets on them, in order
+    (one process: here; more: forked workers, which inherit the loaded history)."""
+    workers = max(1, min(jobs or multiprocessing.cpu_count(), most))
+    if workers == 1:
+        yield 1, lambda specs: map(_evaluate, specs)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield workers, lambda specs: pool.map(_evaluate, specs, chunksize=1)
+
+
+def require_optuna() -> Any:
+    """Return the ``optuna`` module, quiet but for warnings.
+
+    Raises:
+        ConfigurationError: it is not installed (the ``optimize`` extra).
+    """
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigurationError(
+            "search", "bayes needs Optuna: pip install 'algotrade[optimize]'"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _bayes(
+    optuna: Any,
+    search: Search,
+    evaluate: Evaluate,
+    on_progress: Callable[[int, int], None] | None,
+) -> list[Trial]:
+    """Ask Optuna's TPE sampler for :data:`BAYES_BATCH` sets at a time, backtest them at
+    once on the workers, tell it the objective; ``search.trials`` distinct sets in all
+    (fewer when there are fewer). The batch does not depend on the number of workers, so
+    a seed gives the same sets on any machine.
+
+    Each parameter is suggested as the index of one of its values (in the order its range
+    gives them), so a range keeps its order; a set the constraint excludes is pruned and
+    not counted; a set asked again is told its result without a second backtest.
+    """
+    from optuna.trial import TrialState
+
+    direction = "minimize" if search.objective in MINIMISED else "maximize"
+    sampler = optuna.samplers.TPESampler(seed=search.seed)
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    names = [name for name, _ in search.ranges]
+    values = dict(search.ranges)
+    types = {p.name: p.type for p in parameters(load_class(search.strategy))}
+    seen: dict[tuple[tuple[str, str], ...], Trial] = {}
+    size = math.prod(len(v) for v in values.values())
+    asked = 0
+    while len(seen) < min(search.trials, size) and asked < 20 * search.trials:
+        batch = []
+        for _ in range(min(BAYES_BATCH, search.trials - len(seen))):
+            asked += 1
+            trial = study.ask()
+            given = tuple((n, values[n][trial.suggest_int(n, 0, len(values[n]) - 1)])
+                          for n in names)  # fmt: skip
+            if not search.constraint.holds({k: convert(k, v, types.get(k, str)) for k, v in given}):
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                batch.append((trial, given))
+        fresh = list(dict.fromkeys(g for _, g in batch if g not in seen))
+        specs = [resolve(search.strategy, list(g)) for g in fresh]
+        for given, result in zip(fresh, evaluate(specs), strict=True):
+            seen[given] = result
+        for trial, given in batch:
+            value = seen[given].metrics.get(search.objective)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, float(value))
+        if on_progress is not None:
+            on_progress(len(seen), min(search.trials, size))
+    return list(seen.values())
 
 
 def ranked(trials: list[Trial], search: Search) -> list[Trial]:

@@ -14,7 +14,7 @@ import typer
 
 from algotrade.apps.cli.app import app
 from algotrade.apps.cli.exits import checked
-from algotrade.apps.cli.options import FeeOpt, JsonOpt, SeedOpt, StrategyOpt, option_decimal
+from algotrade.apps.cli.options import FeeOpt, JsonOpt, StrategyOpt, option_decimal
 from algotrade.apps.cli.research import (
     BacktestIntervalOpt,
     BacktestSymbolOpt,
@@ -63,9 +63,17 @@ def optimize(
         ),
     ] = "sharpe",
     search: Annotated[
-        str, typer.Option("--search", help="grid (every set) or random (--trials of them).")
+        str,
+        typer.Option(
+            "--search",
+            help="grid (every set), random (--trials of them, a seeded sample) or bayes "
+            "(--trials of them chosen by Optuna's TPE sampler from the results so far; "
+            "pip install 'algotrade[optimize]').",
+        ),
     ] = "grid",
-    trials: Annotated[int, typer.Option("--trials", help="Sets a random search tries.")] = 100,
+    trials: Annotated[
+        int, typer.Option("--trials", help="Sets a random or bayes search tries.")
+    ] = 100,
     walk_forward: Annotated[
         int | None,
         typer.Option(
@@ -89,7 +97,14 @@ def optimize(
     fee: FeeOpt = "0.001",
     initial_cash: CashOpt = "10000",
     quantity: BuyQuantityOpt = None,
-    seed: SeedOpt = 42,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            envvar="ALGOTRADE_SEED",
+            help="Seed of the synthetic market and of a random or bayes search.",
+        ),
+    ] = 42,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a strategy's parameters on history: every set a full backtest, on every core;
@@ -105,7 +120,11 @@ def optimize(
     def planned() -> Search:
         ranges = tuple((k, tuple(values_of(k, v))) for k, v in split_params(param))
         found = Search(strategy, ranges, Constraint.parse(constraint), objective, search,
-                       trials)  # fmt: skip
+                       trials, seed)  # fmt: skip
+        if search == "bayes":
+            from algotrade.apps.optimize import require_optuna
+
+            require_optuna()  # installed, or exit 2 before the data is read
         if next(found.candidates(), None) is None:  # the strategy and every type checked
             raise ConfigurationError("constraint", "excludes every parameter set searched")
         if walk_forward is not None and walk_forward < 1:
