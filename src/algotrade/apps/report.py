@@ -153,7 +153,9 @@ def write_report(data: ReportData, out: str | Path) -> Path:
 # --- HTML ----------------------------------------------------------------------------------
 
 
-class _Scale:
+class Scale:
+    """A linear map of values onto a vertical pixel range (top to top + height)."""
+
     def __init__(self, lo: float, hi: float, top: float, height: float) -> None:
         if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
             lo, hi = (lo - 1, hi + 1) if math.isfinite(lo) else (0.0, 1.0)
@@ -163,7 +165,7 @@ class _Scale:
         return self.top + self.height - (value - self.lo) / (self.hi - self.lo) * self.height
 
 
-def _decimate(xs: list[float], ys: Sequence[float | None], width: int) -> list[tuple[float, float]]:
+def decimate(xs: list[float], ys: Sequence[float | None], width: int) -> list[tuple[float, float]]:
     """Keep at most a min and a max per pixel column, so huge series stay small."""
     columns: dict[int, list[tuple[float, float]]] = {}
     for x, y in zip(xs, ys, strict=True):
@@ -181,7 +183,8 @@ def _decimate(xs: list[float], ys: Sequence[float | None], width: int) -> list[t
     return out[: width * 4 + 16]
 
 
-def _polyline(points: list[tuple[float, float]], ys: _Scale, colour: str, css: str) -> str:
+def polyline(points: list[tuple[float, float]], ys: Scale, colour: str, css: str) -> str:
+    """Return an SVG polyline of ``points`` (x in pixels, y in values)."""
     if not points:
         return ""
     coords = " ".join(f"{x:.1f},{ys(y):.1f}" for x, y in points)
@@ -191,7 +194,8 @@ def _polyline(points: list[tuple[float, float]], ys: _Scale, colour: str, css: s
     )
 
 
-def _axis_labels(ys: _Scale, left: float) -> str:
+def axis_labels(ys: Scale, left: float) -> str:
+    """Return five labelled grid lines of a scale."""
     out = []
     for i in range(5):
         value = ys.lo + (ys.hi - ys.lo) * i / 4
@@ -218,20 +222,20 @@ def render_html(data: ReportData) -> str:
 
     xs = [x_of(t) for t in data.times]
     values = [v for line in data.lines.values() for v in line if v is not None]
-    prices = _Scale(min([*data.closes, *values]), max([*data.closes, *values]), 30, _PRICE_H - 60)
-    money = _Scale(min(data.equity), max(data.equity), _PRICE_H + 30, _EQUITY_H - 50)
+    prices = Scale(min([*data.closes, *values]), max([*data.closes, *values]), 30, _PRICE_H - 60)
+    money = Scale(min(data.equity), max(data.equity), _PRICE_H + 30, _EQUITY_H - 50)
     palette = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b"]
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" '
         f'height="{_PRICE_H + _EQUITY_H}" font-family="sans-serif">',
         '<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{left}" y="18" font-size="13">price, moving averages and signals</text>',
-        _axis_labels(prices, left),
-        _polyline(_decimate(xs, data.closes, _WIDTH), prices, "#444", "price"),
+        axis_labels(prices, left),
+        polyline(decimate(xs, data.closes, _WIDTH), prices, "#444", "price"),
     ]
     legend = [("close", "#444")]
     for (name, line), colour in zip(data.lines.items(), palette, strict=False):
-        parts.append(_polyline(_decimate(xs, line, _WIDTH), prices, colour, "indicator"))
+        parts.append(polyline(decimate(xs, line, _WIDTH), prices, colour, "indicator"))
         legend.append((name, colour))
     for marker in data.markers:
         x, y = x_of(marker.time), prices(marker.price)
@@ -251,8 +255,8 @@ def render_html(data: ReportData) -> str:
         )
     parts += [
         f'<text x="{left}" y="{_PRICE_H + 18}" font-size="13">equity</text>',
-        _axis_labels(money, left),
-        _polyline(_decimate(xs, data.equity, _WIDTH), money, "#2ca02c", "equity"),
+        axis_labels(money, left),
+        polyline(decimate(xs, data.equity, _WIDTH), money, "#2ca02c", "equity"),
         f'<text x="{left}" y="{_PRICE_H + _EQUITY_H - 6}" font-size="11">{iso(t0)}</text>',
         f'<text x="{right}" y="{_PRICE_H + _EQUITY_H - 6}" font-size="11" '
         f'text-anchor="end">{iso(t1)}</text>',

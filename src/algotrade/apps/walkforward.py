@@ -45,6 +45,7 @@ class Window:
     in_sample_metrics: dict[str, Any]
     out_of_sample_metrics: dict[str, Any]
     curve: tuple[tuple[int, float], ...]  # (close time ns, equity) out of sample
+    trials: tuple[Trial, ...] = ()  # the in-sample search, best first
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,7 @@ def walk_forward(
                 in_sample_metrics=best.metrics,
                 out_of_sample_metrics=result.metrics(),
                 curve=tuple(result.equity_curve),
+                trials=tuple(trials),
             )
         )
         cash = Decimal(str(round(result.final_equity, 8)))

@@ -175,7 +175,8 @@ def optimize(
             fee=fee_rate, initial_cash=cash, quantity=fixed,
         ))  # fmt: skip
         meter.finish()
-        _show_walk_forward(walked, strategy, history.source, csv_out, as_json)
+        _show_walk_forward(walked, strategy, history.source, csv_out, as_json,
+                           [name for name, _ in plan.ranges])  # fmt: skip
         return
 
     results = checked(lambda: run_search(plan, history, jobs=jobs, on_progress=progress, **options))
@@ -191,8 +192,9 @@ def optimize(
     if quantity is not None:
         command += ["--quantity", quantity]
     if as_json:
-        body = {"objective": objective, "trials": rows, "best": rows[0],
-                "command": shlex.join(command)}  # fmt: skip
+        body = {"kind": "search", "strategy": strategy, "source": history.source,
+                "objective": objective, "parameters": [name for name, _ in plan.ranges],
+                "trials": rows, "best": rows[0], "command": shlex.join(command)}  # fmt: skip
         typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return
     names = list(rows[0])
@@ -237,14 +239,26 @@ def window_rows(walked: WalkForward) -> list[dict[str, Any]]:
 
 
 def _show_walk_forward(
-    walked: WalkForward, strategy: str, source: str, csv_out: Path | None, as_json: bool
+    walked: WalkForward,
+    strategy: str,
+    source: str,
+    csv_out: Path | None,
+    as_json: bool,
+    names: list[str],
 ) -> None:
     rows = window_rows(walked)
     summary = walked.summary()
     if csv_out is not None:
         _write_csv(csv_out, rows)
     if as_json:
-        body = {"objective": walked.objective, "in_sample": walked.in_sample, "windows": rows,
+        key = walked.objective
+        searched = [[{**dict(t.params), key: t.metrics.get(key)} for t in w.trials]
+                    for w in walked.windows]  # fmt: skip
+        body = {"kind": "walk_forward", "strategy": strategy, "source": source,
+                "objective": key, "parameters": names, "in_sample": walked.in_sample,
+                "windows": [{**row, "chosen": dict(w.params), "in_sample_trials": trials}
+                            for row, w, trials in zip(rows, walked.windows, searched,
+                                                      strict=True)],
                 "out_of_sample": summary,
                 "curve": [[t, round(v, 8)] for t, v in walked.curve]}  # fmt: skip
         typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())

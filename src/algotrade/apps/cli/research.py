@@ -280,14 +280,38 @@ def report(
     initial_cash: CashOpt = "10000",
     quantity: BuyQuantityOpt = None,
     seed: SeedOpt = 42,
+    optimization: Annotated[
+        Path | None,
+        typer.Option(
+            "--optimization",
+            help="Report an optimisation instead: the output of algotrade optimize --json "
+            "(a heatmap of the objective; a walk-forward's out-of-sample equity).",
+        ),
+    ] = None,
+    x: Annotated[
+        str | None, typer.Option("--x", help="--optimization: the heatmap's across parameter.")
+    ] = None,
+    y: Annotated[
+        str | None, typer.Option("--y", help="--optimization: the heatmap's up parameter.")
+    ] = None,
 ) -> None:
-    """Chart price, both SMAs, the BUY/SELL markers and the equity curve into HTML or PNG."""
+    """Chart price, both SMAs, the BUY/SELL markers and the equity curve into HTML or PNG;
+    or, with --optimization, the heatmap and walk-forward curve of an optimisation."""
     from algotrade.apps.report import from_backtest, write_report
 
     configure_logging(sys.stderr)
     spec = checked(lambda: strategy_spec(strategy, param, short, long))
     if out.suffix.lower() not in (".html", ".htm", ".png"):
         checked(lambda: option_error("out", f"{out.name}: a report is .html or .png"))
+    if optimization is not None:
+        if data is not None or synthetic or store is not None:
+            checked(
+                lambda: option_error(
+                    "optimization", "give --optimization, or --data / --synthetic / --store"
+                )
+            )
+        _optimization_report(optimization, out, x, y)
+        return
     if store is not None:
         if data is not None or synthetic:
             checked(
@@ -305,6 +329,26 @@ def report(
         drawn = from_backtest(result)
     path = checked(lambda: write_report(drawn, out))
     typer.echo(f"wrote {path} ({len(drawn.times):,} bars, {len(drawn.markers)} signals)")
+
+
+def _optimization_report(source: Path, out: Path, x: str | None, y: str | None) -> None:
+    from algotrade.apps.optimization_report import from_optimization, write_optimization_report
+
+    def read() -> Any:
+        try:
+            return orjson.loads(source.read_bytes())
+        except OSError as e:
+            raise ConfigurationError("optimization", f"cannot read {source}: {e.strerror}"
+                                     ) from None  # fmt: skip
+        except orjson.JSONDecodeError as e:
+            raise ConfigurationError("optimization", f"{source} is not JSON: {e}") from None
+
+    drawn = checked(lambda: from_optimization(read(), x, y))
+    path = checked(lambda: write_optimization_report(drawn, out))
+    typer.echo(f"wrote {path} ({len(drawn.cells):,} cells of {drawn.objective} by {drawn.x}"
+               + (f" and {drawn.y}" if drawn.y else "")
+               + (f", {len(drawn.curve):,} bars of walk-forward equity" if drawn.curve else "")
+               + ")")  # fmt: skip
 
 
 async def _live_report(
