@@ -6,6 +6,7 @@ kept."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -173,3 +174,37 @@ def test_bad_options_and_a_missing_data_set_exit_2(tmp_path: Path) -> None:
     missing = invoke(["backtest", "--data", "ETHUSDT:1h"], tmp_path)
     assert missing.exit_code == 2, missing.output
     assert "algotrade download ETHUSDT --interval 1h" in missing.stderr
+
+
+def test_download_backtest_walk_forward_and_report_as_processes(
+    server: FakeArchiveServer, tmp_path: Path
+) -> None:
+    """The documented chain as a user runs it, each a process: download, backtest the data
+    set, validate a search on it walk-forward, report the validation."""
+    import subprocess
+
+    env = {**os.environ, "ALGOTRADE_DATA_DIR": str(tmp_path / "data")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "algotrade", *args], capture_output=True,
+                              text=True, env=env, timeout=300, check=False)  # fmt: skip
+
+    fetched = run("download", "BTCUSDT", "--interval", "1h", "--start", "2024-01", "--end",
+                  "2024-03", "--base-url", server.url)  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    assert "backtest: algotrade backtest --data BTCUSDT:1h" in fetched.stdout
+    assert "[download]" in fetched.stderr  # the progress line
+    tested = run("backtest", "--data", "BTCUSDT:1h", "--short", "5", "--long", "20")
+    assert tested.returncode == 0, tested.stderr
+    assert "2160" in tested.stdout.replace(",", "")  # (31 + 28 + 31) days of hours
+    walked = run("optimize", "--data", "BTCUSDT:1h", "--param", "short=3..9:3", "--param",
+                 "long=12,24", "--walk-forward", "3", "--json")  # fmt: skip
+    assert walked.returncode == 0, walked.stderr
+    body = json.loads(walked.stdout)
+    assert body["kind"] == "walk_forward"
+    assert len(body["windows"]) == 3
+    (tmp_path / "walk.json").write_text(walked.stdout)
+    drawn = run("report", "--optimization", str(tmp_path / "walk.json"), "--out",
+                str(tmp_path / "walk.html"))  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "walk.html").read_text().count('class="chosen"') == 3
