@@ -137,6 +137,9 @@ def processor_figures(service: ProcessorService, relay: OutboxRelay | None, lag:
                    s.last_position),
             Figure("processor_lag_events", "gauge", "Stored events not yet processed.",
                    lag.events),
+            Figure("off_clock_events", "counter", "Market events kept out of bars: their "
+                   "exchange time strays from their stream's clock.",
+                   s.off_clock(service.processor.pipelines.values())),
         ]  # fmt: skip
         if relay is not None:
             out += [

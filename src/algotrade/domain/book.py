@@ -224,11 +224,13 @@ class BookSynchronizer:
         self._first_after_snapshot = False
         self._buffer: deque[DepthDiffReceived] = deque()
         self._max_buffer = max_buffer
+        self._skew: int | None = None  # receive - exchange time of the last diff
         self._resumed = stored_through > 0  # continuing a stored stream (a restart)
         self.gaps = 0
 
     def on_diff(self, diff: DepthDiffReceived) -> list[Event]:
         """Apply or buffer one diff; return the events to store."""
+        self._skew = diff.receive_ts - diff.exchange_ts
         if not self.synced:
             if len(self._buffer) >= self._max_buffer:
                 dropped = self._buffer.popleft()
@@ -240,10 +242,20 @@ class BookSynchronizer:
         return self._apply(diff)
 
     def on_snapshot(self, snapshot: BookSnapshotTaken) -> list[Event]:
-        """Start (or restart) the book from a snapshot; return the events to store."""
+        """Start (or restart) the book from a snapshot; return the events to store.
+
+        A REST snapshot carries no exchange time: its parser stamps it with the local
+        receive time. Stored as is, it would be the newest price of the stream wherever the
+        two clocks differ (and freeze the bars of an exchange whose clock is behind). It is
+        stamped on the exchange's clock instead: the receive time less the skew of the
+        diffs (receive less exchange time of the last one), kept between the exchange times
+        of the last diff it contains and of the first one after it.
+        """
         last = snapshot.last_update_id
+        before = None
         while self._buffer and self._buffer[0].final_update_id <= last:
-            self._buffer.popleft()
+            before = self._buffer.popleft()
+        snapshot = self._on_exchange_clock(snapshot, before)
         if self._buffer and self._buffer[0].first_update_id > last + 1:
             # The snapshot is older than every buffered diff: updates in between are lost.
             return self._gap(GapReason.STALE_SNAPSHOT, last + 1, self._buffer[0])
@@ -274,6 +286,18 @@ class BookSynchronizer:
                 continue
             out.extend(self._apply(diff))
         return out
+
+    def _on_exchange_clock(
+        self, snapshot: BookSnapshotTaken, before: DepthDiffReceived | None
+    ) -> BookSnapshotTaken:
+        if snapshot.exchange_ts != snapshot.receive_ts or self._skew is None:
+            return snapshot  # stamped by the exchange already, or no diff to tell the skew
+        estimate = snapshot.receive_ts - self._skew
+        if self._buffer:
+            estimate = min(estimate, self._buffer[0].exchange_ts)
+        if before is not None:
+            estimate = max(estimate, before.exchange_ts)
+        return dataclasses.replace(snapshot, exchange_ts=estimate)
 
     def _apply(self, diff: DepthDiffReceived) -> list[Event]:
         if diff.final_update_id <= self.last_update_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -21,6 +22,15 @@ from algotrade.domain.streams import signal_stream_name
 from algotrade.domain.values import derived_id, indicator_values, param_values
 
 PriceSource = Literal["mid", "trade"]
+
+#: How far an event's clock skew (receive less exchange time) may stray from the stream's
+#: before the event is kept out of bars: a minute, far beyond network delay and jitter.
+CLOCK_TOLERANCE_NS = 60 * 10**9
+#: Consecutive events that agree on a new skew after which it is the stream's (a clock set
+#: anew, on either side, mid-run).
+CLOCK_REANCHOR = 20
+
+_log = logging.getLogger("algotrade.processing")
 
 
 def signal_stream(symbol: str, interval: str, strategy: Strategy) -> str:
@@ -65,6 +75,11 @@ class SymbolPipeline:
         self._on_trade = getattr(strategy, "on_trade", None)
         self.warmed_up = 0
         """Bars of history (before any stored bar) fed to the strategy by :meth:`warm_up`."""
+        self.off_clock = 0
+        """Market events kept out of bars: their exchange time strays from the stream's."""
+        self._skew: int | None = None
+        self._new_skew: int | None = None
+        self._agreeing = 0
         self.params = param_values(strategy.params)
         """The strategy's parameters as its signals carry them."""
         self._contexts = [BarRollup(symbol, Interval.parse(name))
@@ -135,6 +150,8 @@ class SymbolPipeline:
             price = event.top.mid
         else:
             return []
+        if not self._on_clock(event, position):
+            return []
         bar = self.bars.on_price(event.exchange_ts, price, position, event.receive_ts)
         produced: list[Event] = []
         if bar is not None:  # the previous bar closes before the strategy sees the new price
@@ -148,6 +165,40 @@ class SymbolPipeline:
         elif self._on_trade is not None and isinstance(event, TradeReceived):
             self._on_trade(event)
         return produced
+
+    def _on_clock(self, event: Event, position: int) -> bool:
+        """Return whether ``event``'s exchange time may make bars.
+
+        The stream's skew (receive less exchange time) follows its events. An event whose
+        skew strays from it by more than :data:`CLOCK_TOLERANCE_NS` (an exchange time that
+        runs backwards, or jumps ahead of the stream) is counted in :attr:`off_clock`,
+        logged and kept out of bars, where it would close a bar early or freeze them; after
+        :data:`CLOCK_REANCHOR` consecutive events agreeing on a new skew, that one is the
+        stream's.
+        """
+        skew = event.receive_ts - event.exchange_ts
+        known = self._skew
+        if known is None or abs(skew - known) <= CLOCK_TOLERANCE_NS:
+            self._skew = skew
+            self._new_skew, self._agreeing = None, 0
+            return True
+        if self._new_skew is not None and abs(skew - self._new_skew) <= CLOCK_TOLERANCE_NS:
+            self._agreeing += 1
+            if self._agreeing >= CLOCK_REANCHOR:
+                _log.warning("%s: the exchange's clock is now %.3f s from this machine's "
+                             "(was %.3f s)", self.symbol, skew / 1e9, known / 1e9)  # fmt: skip
+                self._skew, self._new_skew, self._agreeing = skew, None, 0
+                return True
+        else:
+            self._new_skew, self._agreeing = skew, 1
+        self.off_clock += 1
+        if self.off_clock == 1 or self.off_clock % 1000 == 0:
+            _log.warning(
+                "%s: %s at position %d kept out of bars: its exchange time is %.3f s off the "
+                "stream's clock (%d so far)", self.symbol, type(event).__name__, position,
+                (known - skew) / 1e9, self.off_clock,
+            )  # fmt: skip
+        return False
 
     def _decide_with_contexts(self, bar: BarClosed) -> Decision | None:
         """Hand the strategy the longer bars ``bar`` closes, then ask it about ``bar``."""

@@ -9,7 +9,7 @@ ignores market events already covered by them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -50,6 +50,11 @@ class ProcessorStats:
     duplicates: int = 0
     last_position: int = 0
     takeovers: int = 0
+    off_clock_before: int = 0  # events kept out of bars by pipelines since dropped
+
+    def off_clock(self, pipelines: Iterable[SymbolPipeline]) -> int:
+        """Return the market events kept out of bars off their stream's clock, in all."""
+        return self.off_clock_before + sum(p.off_clock for p in pipelines)
 
 
 class ProcessorService:
@@ -190,6 +195,7 @@ class ProcessorService:
         the same signal ids, which the store skips), so both processors keep storing one
         series: a standby takes over where the other stopped.
         """
+        self.stats.off_clock_before = self.stats.off_clock(self.processor.pipelines.values())
         self.processor.pipelines.clear()
         self._first_position.clear()
         self._position = None
