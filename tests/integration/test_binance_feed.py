@@ -307,7 +307,7 @@ async def test_rest_429_waits_retry_after_and_5xx_backs_off() -> None:
         ('HTTP 503: {"code":-1003,"msg":"injected"}', 2),
     ]
     assert failed[0]["retry_in"] == 0.3  # Retry-After
-    assert failed[0]["params"] == {"symbol": "BTCUSDT", "limit": 1000}
+    assert failed[0]["params"] == {"symbol": "BTCUSDT", "limit": 5000}  # the procedure's depth
 
 
 async def test_an_exchange_out_of_reach_is_logged_and_shown_by_readiness(

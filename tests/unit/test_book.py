@@ -201,13 +201,35 @@ def test_crossed_book_is_a_gap() -> None:
     assert out[0].reason is GapReason.CROSSED
 
 
-def test_first_diff_must_straddle_the_snapshot() -> None:
-    """After a snapshot the first diff needs U <= lastUpdateId+1 <= u; later ones U == u+1."""
+def test_diffs_follow_binances_corrected_procedure() -> None:
+    """November 2025's rules: u <= the book's id is ignored; U > id + 1 is a gap; any
+    other diff applies, one that overlaps the book's last updates too, not only the first
+    after the snapshot."""
     sync = synced(10)
     assert len(sync.on_diff(diff(8, 12))) == 1  # straddles 11
     assert len(sync.on_diff(diff(13, 14))) == 1
-    out = sync.on_diff(diff(14, 15))  # overlaps instead of continuing
+    assert sync.on_diff(diff(12, 14)) == []  # u <= 14: already in the book
+    applied = sync.on_diff(diff(14, 15))  # overlaps 14, brings 15: applied
+    assert [e.final_update_id for e in applied if isinstance(e, DepthDiffReceived)] == [15]
+    assert sync.last_update_id == 15
+    assert len(sync.on_diff(diff(16, 16))) == 1  # U == id + 1: the usual case
+    out = sync.on_diff(diff(18, 19))  # U > id + 1: updates 17 are missing
     assert isinstance(out[0], SequenceGapDetected)
+    assert (out[0].expected_update_id, out[0].received_update_id) == (17, 18)
+
+
+def test_a_snapshot_older_than_the_buffered_diffs_is_fetched_again() -> None:
+    """lastUpdateId + 1 below the first buffered U: a stale_snapshot gap, a new snapshot
+    asked for, and the next one that reaches the diffs syncs the book."""
+    sync = BookSynchronizer("BTCUSDT", exchange="test")
+    sync.on_diff(diff(20, 21))
+    out = sync.on_snapshot(snapshot(15))
+    assert isinstance(out[0], SequenceGapDetected)
+    assert out[0].reason is GapReason.STALE_SNAPSHOT
+    assert sync.needs_snapshot
+    synced_now = sync.on_snapshot(snapshot(20))
+    assert sync.synced
+    assert [e.final_update_id for e in synced_now if isinstance(e, DepthDiffReceived)] == [21]
 
 
 def test_already_stored_updates_are_applied_but_not_emitted() -> None:

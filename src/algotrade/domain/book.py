@@ -221,7 +221,6 @@ class BookSynchronizer:
         self.synced = False
         self.needs_snapshot = True
         self.last_update_id = 0
-        self._first_after_snapshot = False
         self._buffer: deque[DepthDiffReceived] = deque()
         self._max_buffer = max_buffer
         self._skew: int | None = None  # receive - exchange time of the last diff
@@ -263,7 +262,6 @@ class BookSynchronizer:
         self.last_update_id = last
         self.synced = True
         self.needs_snapshot = False
-        self._first_after_snapshot = True
         out: list[Event] = []
         if self._resumed and last > self.stored_through:
             self.version += 1
@@ -302,11 +300,9 @@ class BookSynchronizer:
     def _apply(self, diff: DepthDiffReceived) -> list[Event]:
         if diff.final_update_id <= self.last_update_id:
             return []  # already contained in the book (a stale or repeated diff)
-        if self._first_after_snapshot:
-            in_sequence = diff.first_update_id <= self.last_update_id + 1
-        else:
-            in_sequence = diff.first_update_id == self.last_update_id + 1
-        if not in_sequence:
+        # Binance's procedure (November 2025): a diff whose U is above the book's id + 1
+        # misses updates; one that overlaps the book's last updates (U <= id < u) applies.
+        if diff.first_update_id > self.last_update_id + 1:
             gap = self._gap(GapReason.GAP, self.last_update_id + 1, diff)
             self._buffer.append(diff)
             return gap
@@ -315,7 +311,6 @@ class BookSynchronizer:
         top = book.top()
         if top is not None and top.bid_price >= top.ask_price:
             return self._gap(GapReason.CROSSED, diff.final_update_id + 1, diff)
-        self._first_after_snapshot = False
         final = self.last_update_id = diff.final_update_id
         if final <= self.stored_through:
             return []

@@ -88,7 +88,7 @@ class BinanceFeed:
         *,
         ws_url: str = DEFAULT_WS_URL,
         rest_url: str = DEFAULT_REST_URL,
-        depth_limit: int = 1000,
+        depth_limit: int = 5000,
         watchdog: float = 10.0,
         lifetime: float = 23.5 * 3600,
         backoff_initial: float = 0.5,
