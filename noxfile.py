@@ -38,8 +38,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite: unit, contract, integration and end-to-end (profiling included)."""
-    install(session, "test", "profiling")
+    """The test suite: unit, contract, integration and end-to-end (profiling, PNG reports
+    and the bayes search included)."""
+    install(session, "test", "profiling", "report", "optimize")
     session.run("pytest", *session.posargs)
 
 

@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from algotrade.adapters.sqlite import SqliteEventStore
-from algotrade.domain.events import Event, OrderPlaced, SignalEmitted
+from algotrade.domain.events import BookSnapshotTaken, Event, OrderPlaced, SignalEmitted
 from tests.support.fake_binance import FakeBinance
 
 FAST = ["--interval", "1m", "--short", "3", "--long", "8"]
@@ -485,3 +485,34 @@ def test_record_then_replay_offline(fake_exchange: FakeBinance, tmp_path: Path) 
     diffs = [r for r in rows if r["kind"] == "diff"]
     for before, after in itertools.pairwise(diffs):
         assert after["first_update_id"] == before["final_update_id"] + 1
+
+
+@pytest.mark.parametrize("hours", [-3, 3])
+def test_a_collector_on_an_exchange_hours_off_this_machine_makes_bars(
+    hours: int, tmp_path: Path
+) -> None:
+    """The issue's reproduction, as a new user would try it: a collector against an
+    exchange whose clock is three hours behind (or ahead of) this machine's, then a
+    backtest of what it stored on 1 s bars. The snapshot is stored on the exchange's clock,
+    so bars close (before: `bars 0` with the exchange behind)."""
+
+    async def collect() -> subprocess.CompletedProcess[str]:
+        async with FakeBinance(("BTCUSDT",), rate=40.0, clock_offset=hours * 3600.0) as fake:
+            env = {**os.environ, "ALGOTRADE_BINANCE_WS_URL": fake.ws_url,
+                   "ALGOTRADE_BINANCE_REST_URL": fake.rest_url}  # fmt: skip
+            return await anyio.to_thread.run_sync(
+                lambda: algotrade("collector", "--duration", "5s", "--store", str(db), env=env)
+            )
+
+    db = tmp_path / "live.db"
+    done = anyio.run(collect)
+    assert done.returncode == 0, done.stderr
+    snapshots = stored(db, BookSnapshotTaken)
+    assert snapshots
+    for snapshot in snapshots:
+        skew = snapshot.receive_ts - snapshot.exchange_ts
+        assert abs(skew + hours * 3600 * 10**9) < 5 * 10**9, skew  # on the exchange's clock
+    tested = algotrade("backtest", "--data", f"sqlite:///{db}", "--interval", "1s", "--short",
+                       "2", "--long", "3", "--json")  # fmt: skip
+    assert tested.returncode == 0, tested.stderr
+    assert json.loads(tested.stdout)["metrics"]["bars"] >= 3

@@ -418,7 +418,8 @@ async def test_limit_orders_follow_the_user_stream_and_catch_up_after_a_reconnec
         exchange.trading.user_streams_down = True
         exchange.trading.drop_user_streams()
         exchange.trading.fill_resting()  # nobody listens
-        await anyio.sleep(0.5)
+        # Until a reconnection was refused (a fixed sleep raced the backoff on a busy machine)
+        await eventually(lambda: any(n.message == "user data stream failed" for n in notices))
         assert await last_status() is OrderStatus.PARTIALLY_FILLED
         exchange.trading.user_streams_down = False
         await eventually(lambda: stream.stats.connections == 2)

@@ -102,8 +102,11 @@ class FakeBinance:
         rate: float = 100.0,
         seed: int = 1,
         recording: Path | None = None,
+        clock_offset: float = 0.0,
     ) -> None:
         self.symbols = symbols
+        self.clock_offset_ms = int(clock_offset * 1000)
+        """The exchange's clock less this machine's, in ms (its event times carry it)."""
         self.rate = rate
         rng = random.Random(seed)
         self.books = {s: _Book(s, Decimal(30_000 + 1000 * i), rng) for i, s in enumerate(symbols)}
@@ -147,6 +150,10 @@ class FakeBinance:
         self._server.close()
         await self._server.wait_closed()
 
+    def now_ms(self) -> int:
+        """Return the exchange's time in ms (this machine's, moved by the clock offset)."""
+        return _ms() + self.clock_offset_ms
+
     @property
     def ws_url(self) -> str:
         """Return the WebSocket base URL (what ALGOTRADE_BINANCE_WS_URL takes)."""
@@ -183,7 +190,7 @@ class FakeBinance:
     def skip_trades(self, symbol: str, count: int) -> None:
         """Trade ``count`` times without sending: the ids exist only over REST."""
         for _ in range(count):
-            self.books[symbol].trade(_ms())
+            self.books[symbol].trade(self.now_ms())
 
     def skip(self, symbol: str, ids: int) -> None:
         """Advance ``symbol``'s update id by ``ids`` without sending them: a gap."""
@@ -197,7 +204,7 @@ class FakeBinance:
 
     async def server_shutdown(self) -> None:
         """Announce a shutdown, as Binance does before disconnecting for maintenance."""
-        await self.send_raw(orjson.dumps({"e": "serverShutdown", "E": _ms()}).decode())
+        await self.send_raw(orjson.dumps({"e": "serverShutdown", "E": self.now_ms()}).decode())
 
     async def ping(self) -> None:
         """Ping every connection (a client must answer with a pong)."""
@@ -251,7 +258,7 @@ class FakeBinance:
             return self._respond(HTTPStatus.BAD_REQUEST, {"code": -1120, "msg": "Invalid"})
         self.kline_requests.append(dict(query))
         limit = min(int(query.get("limit", "500")), 1000)
-        end = min(int(query.get("endTime", str(_ms()))), _ms())
+        end = min(int(query.get("endTime", str(self.now_ms()))), self.now_ms())
         last_open = (end + 1) // size_ms * size_ms - size_ms  # the last kline closed by end
         rows = []
         for i in range(limit - 1, -1, -1):
@@ -316,7 +323,7 @@ class FakeBinance:
             await anyio.sleep(max(0.0, next_tick - time.monotonic()))
             if self.paused:
                 continue  # the market moves on whether anyone listens or not
-            now = _ms()
+            now = self.now_ms()
             frames = []
             for _ in range(steps):
                 for symbol, book in self.books.items():

@@ -74,8 +74,8 @@ class FeedStats:
     last_frame_at: float = 0.0
     """Monotonic time of the last frame (0: none yet)."""
     clock_skew_ms: float | None = None
-    """Receive time minus exchange time of the latest depth diff; ``None`` before the first."""
-    """Receive time minus exchange time of the latest depth diff, in milliseconds."""
+    """Receive time minus exchange time of the latest depth diff in ms; ``None`` before the
+    first."""
 
 
 class BinanceFeed:
@@ -89,6 +89,7 @@ class BinanceFeed:
         ws_url: str = DEFAULT_WS_URL,
         rest_url: str = DEFAULT_REST_URL,
         depth_limit: int = 5000,
+        first_diff_wait: float = 3.0,
         watchdog: float = 10.0,
         lifetime: float = 23.5 * 3600,
         backoff_initial: float = 0.5,
@@ -105,6 +106,9 @@ class BinanceFeed:
         self.url = f"{ws_url.rstrip('/')}/stream?streams={streams}"
         self.rest_url = rest_url.rstrip("/")
         self.depth_limit = depth_limit
+        self.first_diff_wait = first_diff_wait
+        """Seconds a snapshot waits for its symbol's first diff (then it is fetched anyway:
+        its answer tells whether the exchange lists the symbol)."""
         self.watchdog = watchdog
         self.lifetime = lifetime
         self.backoff_initial = backoff_initial
@@ -122,6 +126,7 @@ class BinanceFeed:
         self._subscribed = frozenset(self._symbols)
         self._last_depth: dict[str, int] = {}
         self._last_trade: dict[str, int] = {}
+        self._first_diff: dict[str, anyio.Event] = {}
         self.last_error = ""
         """The latest connection or REST failure (``""``: none yet)."""
         self.last_error_at = 0.0
@@ -329,6 +334,15 @@ class BinanceFeed:
         self.stats.events += 1
         assert self._send is not None
         await self._send.send([event])
+        if isinstance(event, DepthDiffReceived):
+            self._streaming(event.symbol).set()
+
+    def _streaming(self, symbol: str) -> anyio.Event:
+        """Return the event set once ``symbol``'s first diff was handed over."""
+        found = self._first_diff.get(symbol)
+        if found is None:
+            found = self._first_diff[symbol] = anyio.Event()
+        return found
 
     # --- REST -----------------------------------------------------------------------------
 
@@ -405,7 +419,15 @@ class BinanceFeed:
             next_id = max(t.trade_id for t in trades) + 1
 
     async def _fetch_snapshot(self, symbol: str) -> None:
-        """GET /api/v3/depth until a usable snapshot comes; send it."""
+        """GET /api/v3/depth until a usable snapshot comes; send it.
+
+        Not before the symbol's first diff was handed over (Binance's procedure: buffer
+        the stream, then fetch the snapshot), or :attr:`first_diff_wait` seconds: the
+        diffs before it tell the collector the exchange's clock, which the snapshot,
+        stamped here on arrival, is set to.
+        """
+        with anyio.move_on_after(self.first_diff_wait):
+            await self._streaming(symbol).wait()
         assert self._send is not None
         params: dict[str, str | int] = {"symbol": symbol, "limit": self.depth_limit}
         attempt = 0
