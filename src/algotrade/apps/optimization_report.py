@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from algotrade.apps.optimize import MINIMISED
-from algotrade.apps.report import Scale, axis_labels, decimate, polyline
+from algotrade.apps.report import (
+    Scale,
+    axis_labels,
+    decimate,
+    html_page,
+    polyline,
+    write_either,
+)
 from algotrade.domain.errors import ConfigurationError
 from algotrade.services.views import iso
 
@@ -123,15 +130,7 @@ def write_optimization_report(report: OptimizationReport, out: str | Path) -> Pa
     Raises:
         ConfigurationError: another suffix, or PNG without matplotlib.
     """
-    path = Path(out)
-    suffix = path.suffix.lower()
-    if suffix in (".html", ".htm"):
-        path.write_text(render_html(report), encoding="utf-8")
-    elif suffix == ".png":
-        render_png(report, path)
-    else:
-        raise ConfigurationError("out", f"{path.name}: a report is .html or .png")
-    return path
+    return write_either(out, lambda: render_html(report), lambda path: render_png(report, path))
 
 
 def colour(share: float) -> str:
@@ -230,20 +229,7 @@ def render_html(report: OptimizationReport) -> str:
     if report.curve:
         parts.append(_curve_svg(report.curve, left))
     parts.append("</svg>")
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in report.figures.items()
-    )
-    title = html.escape(report.title)
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        "<style>body{font-family:sans-serif;margin:24px}"
-        "table{border-collapse:collapse}th,td{padding:2px 12px;text-align:left}"
-        "th{color:#555;font-weight:normal}</style></head><body>"
-        f"<h1>{title}</h1>{''.join(parts)}<h2>figures</h2><table>{rows}</table>"
-        "</body></html>\n"
-    )
+    return html_page(report.title, "".join(parts), report.figures)
 
 
 def _curve_svg(curve: Sequence[tuple[int, float]], left: float) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -139,15 +139,42 @@ def write_report(data: ReportData, out: str | Path) -> Path:
     Raises:
         ConfigurationError: another suffix, or PNG without matplotlib.
     """
+    return write_either(out, lambda: render_html(data), lambda path: render_png(data, path))
+
+
+def write_either(out: str | Path, page: Callable[[], str], picture: Callable[[Path], None]) -> Path:
+    """Write the HTML ``page()`` to a ``.html`` file or the ``picture`` to a ``.png``.
+
+    Raises:
+        ConfigurationError: another suffix (or what the renderer raises).
+    """
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix in (".html", ".htm"):
-        path.write_text(render_html(data), encoding="utf-8")
+        path.write_text(page(), encoding="utf-8")
     elif suffix == ".png":
-        render_png(data, path)
+        picture(path)
     else:
         raise ConfigurationError("out", f"{path.name}: a report is .html or .png")
     return path
+
+
+def html_page(title: str, svg: str, figures: dict[str, Any]) -> str:
+    """Return a self-contained page: the title, one SVG and a table of the figures."""
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in figures.items()
+    )
+    escaped = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{escaped}</title>'
+        "<style>body{font-family:sans-serif;margin:24px}"
+        "table{border-collapse:collapse}th,td{padding:2px 12px;text-align:left}"
+        "th{color:#555;font-weight:normal}</style></head><body>"
+        f"<h1>{escaped}</h1>{svg}<h2>figures</h2><table>{rows}</table>"
+        "</body></html>\n"
+    )
 
 
 # --- HTML ----------------------------------------------------------------------------------
@@ -262,20 +289,7 @@ def render_html(data: ReportData) -> str:
         f'text-anchor="end">{iso(t1)}</text>',
         "</svg>",
     ]
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in data.metrics.items()
-    )
-    title = html.escape(data.title)
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        "<style>body{font-family:sans-serif;margin:24px}"
-        "table{border-collapse:collapse}th,td{padding:2px 12px;text-align:left}"
-        "th{color:#555;font-weight:normal}</style></head><body>"
-        f"<h1>{title}</h1>{''.join(parts)}<h2>figures</h2><table>{rows}</table>"
-        "</body></html>\n"
-    )
+    return html_page(data.title, "".join(parts), data.metrics)
 
 
 # --- PNG -----------------------------------------------------------------------------------
