@@ -17,6 +17,7 @@ from bench import (
     binance_soak,
     history,
     load,
+    memory,
     mongo_ingest,
     processor_catchup,
     run_throughput,
@@ -70,6 +71,7 @@ def main() -> None:
         ("history", history),
         ("sweep", sweep),
         ("load", load),
+        ("memory", memory),
     ]
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
     if "--with-soak" in sys.argv[1:] or "soak" in only:  # 18 minutes more
