@@ -47,6 +47,13 @@ class SyntheticStart:
     trade_id: int = 1
 
 
+#: The quantities a walk draws from, one table for every walk.
+_QUANTITIES = [Decimal(n).scaleb(-5) for n in range(1, 200_001, 397)]
+#: Price of each tick count, by tick size, shared by the walks (emptied past the bound).
+_PRICES: dict[Decimal, dict[int, Decimal]] = {}
+_MAX_PRICES = 200_000
+
+
 class _Walk:
     """One symbol's random walk and book, in integer ticks (sorted lists, best at the inside)."""
 
@@ -79,8 +86,10 @@ class _Walk:
         self.sigma = max(0.5, per_step / float(tick))
         self.depth_stream = depth_stream(symbol)
         self.trade_stream = trade_stream(symbol)
-        self._prices: dict[int, Decimal] = {}
-        self._qtys = [Decimal(n).scaleb(-5) for n in range(1, 200_001, 397)]
+        # Shared by every walk of the same tick: a price is one Decimal whatever the symbol,
+        # and a symbol costs its book, not its own cache (500 symbols held 70 KiB each).
+        self._prices = _PRICES.setdefault(tick, {})
+        self._qtys = _QUANTITIES
         # Both ascending: the best bid is bids[-1], the best ask asks[0].
         self.bids = [mid - 1 - 2 * i for i in reversed(range(depth))]
         self.asks = [mid + 1 + 2 * i for i in range(depth)]
@@ -89,7 +98,7 @@ class _Walk:
     def _price(self, ticks: int) -> Decimal:
         price = self._prices.get(ticks)
         if price is None:
-            if len(self._prices) > 100_000:
+            if len(self._prices) > _MAX_PRICES:
                 self._prices.clear()
             price = self._prices[ticks] = Decimal(ticks) * self.tick
         return price
