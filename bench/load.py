@@ -15,6 +15,11 @@ Latencies come from the services' Prometheus histograms (bucket bounds: a p99 "<
 means the 99th percentile fell in the bucket ending at 25 ms). Memory is each process's
 resident set (``VmRSS``) at the end of the window. Bars are 1 s and the SMAs 2/3, so that
 crossovers (and orders) happen every few seconds.
+
+Then the throughput series: the same services over 100 symbols (the rate shared by them,
+which also makes hundreds of signals a window), at rates up to 6,800 depth steps/s in all
+(about 10,000 frames/s with the trades), not stopped by the p99, each process's CPU share
+measured from ``/proc`` over the window: which process saturates first.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ RATES = (
     1200,
     1600,
 )  # depth steps per second (trades: half as many)
+#: The throughput series: this many symbols, these depth steps/s in all.
+THROUGHPUT_SYMBOLS = 100
+THROUGHPUT_RATES = (1600, 3400, 6800)
 WARM_UP = 10.0
 WINDOW = 45.0
 GOAL = 0.050
@@ -116,6 +124,9 @@ class Step:
     p99_stored: float | None
     p99_signal: float | None
     memory: dict[str, float]
+    cpu: dict[str, float]
+    symbols: int = 1
+    p50_e2e: float | None = None
 
     @property
     def sustained(self) -> bool:
@@ -128,14 +139,19 @@ class Step:
 
 
 @contextlib.contextmanager
-def stack(rate: int, workdir: Path, redis: str) -> Iterator[tuple[FakeBinance, list[Service]]]:
-    """Run the fake exchange and the three services; stop them at the end."""
+def stack(
+    rate: int, workdir: Path, redis: str, symbols: tuple[str, ...] = ("BTCUSDT",)
+) -> Iterator[tuple[FakeBinance, list[Service]]]:
+    """Run the fake exchange (``rate`` depth steps/s in all, shared by ``symbols``) and the
+    three services; stop them at the end."""
+    exchange = FakeBinance(symbols, rate=rate / len(symbols))
     with (
         anyio.from_thread.start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(FakeBinance(("BTCUSDT",), rate=float(rate))) as fake,
+        portal.wrap_async_context_manager(exchange) as fake,
     ):
         env = {
             **os.environ,
+            "ALGOTRADE_SYMBOL": ",".join(symbols),
             "ALGOTRADE_STORE": str(workdir / f"load-{rate}.db"),
             "ALGOTRADE_REDIS_URL": redis,
             "ALGOTRADE_SIGNAL_STREAM": f"load-{rate}",
@@ -172,15 +188,26 @@ def _answers(service: Service) -> bool:
         return False
 
 
-def measure(rate: int, workdir: Path, redis: str) -> Step:
+def cpu_seconds(pid: int) -> float:
+    """Return a process's user and system CPU time so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(rate: int, workdir: Path, redis: str, symbols: tuple[str, ...] = ("BTCUSDT",)) -> Step:
     """Run one rate: warm up, then measure a window."""
-    with stack(rate, workdir, redis) as (fake, (collector, processor, trader)):
+    with stack(rate, workdir, redis, symbols) as (fake, (collector, processor, trader)):
         time.sleep(WARM_UP)
         sent0 = fake.sent
         c0, p0, t0 = scrape(collector), scrape(processor), scrape(trader)
+        used0 = {s.name: cpu_seconds(s.process.pid) for s in (collector, processor, trader)}
+        started = time.monotonic()
         time.sleep(WINDOW)
         sent1 = fake.sent
         c1, p1, t1 = scrape(collector), scrape(processor), scrape(trader)
+        spent = time.monotonic() - started
+        cpu = {s.name: (cpu_seconds(s.process.pid) - used0[s.name]) / spent
+               for s in (collector, processor, trader)}  # fmt: skip
         memory = {s.name: rss_mib(s.process.pid) for s in (collector, processor, trader)}
     e2e = "algotrade_exchange_to_acked_seconds"
     stored = "algotrade_frame_to_stored_seconds"
@@ -198,6 +225,9 @@ def measure(rate: int, workdir: Path, redis: str) -> Step:
         p99_stored=quantile(buckets(c0, stored), buckets(c1, stored), 0.99),
         p99_signal=quantile(buckets(p0, signal), buckets(p1, signal), 0.99),
         memory=memory,
+        cpu=cpu,
+        symbols=len(symbols),
+        p50_e2e=quantile(buckets(t0, e2e), buckets(t1, e2e), 0.5),
     )
 
 
@@ -218,6 +248,12 @@ def run(rates: tuple[int, ...] = RATES) -> tuple[list[Step], str]:
             print(f"load: {step}", file=sys.stderr, flush=True)
             if not step.sustained:
                 break
+        many = tuple(f"S{i:03d}USDT" for i in range(THROUGHPUT_SYMBOLS))
+        wide: list[Step] = []
+        for rate in THROUGHPUT_RATES:
+            print(f"load: {rate} steps/s over {len(many)} symbols ...", file=sys.stderr, flush=True)
+            wide.append(measure(rate, Path(tmp), redis, many))
+            print(f"load: {wide[-1]}", file=sys.stderr, flush=True)
     best = [s for s in steps if s.sustained]
     top = best[-1] if best else None
     lines = [
@@ -250,7 +286,25 @@ def run(rates: tuple[int, ...] = RATES) -> tuple[list[Step], str]:
             f"Highest sustained rate: **{top.offered:,.0f} frames/s** ({top.rate:,} depth "
             f"steps/s) with end-to-end p99 {_ms(top.p99_e2e)}; memory at that rate: {memory}."
         )
-    return steps, "\n".join(lines)
+    lines += [
+        "",
+        f"Throughput over {THROUGHPUT_SYMBOLS} symbols (the rate shared by them, the same "
+        "services and window; not stopped by the p99), with each process's CPU share "
+        "(user and system time over the window; 1.0 is a whole core):",
+        "",
+        "| depth steps/s | frames/s offered | frames/s received | processor lag | signals "
+        "| p50 / p99 exchange to acked | CPU collector / processor / trader "
+        "| RSS collector / processor / trader |",
+        "|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for s in wide:
+        share = " / ".join(f"{s.cpu[n]:.2f}" for n in ("collector", "processor", "trader"))
+        memory = " / ".join(f"{s.memory[n]:.0f}" for n in ("collector", "processor", "trader"))
+        lines.append(
+            f"| {s.rate:,} | {s.offered:,.0f} | {s.received:,.0f} | {s.lag:,.0f} | {s.signals} "
+            f"| {_ms(s.p50_e2e)} / {_ms(s.p99_e2e)} | {share} | {memory} MiB |"
+        )
+    return [*steps, *wide], "\n".join(lines)
 
 
 if __name__ == "__main__":
