@@ -17,7 +17,7 @@ from algotrade.apps.backtesting import backtest
 from algotrade.domain.bars import Interval
 from algotrade.domain.book import BookSynchronizer
 from algotrade.domain.events import BarClosed, BookSnapshotTaken, DepthDiffReceived
-from algotrade.domain.processing import CLOCK_REANCHOR, SymbolPipeline
+from algotrade.domain.processing import SymbolPipeline
 from algotrade.domain.strategy import SmaCrossover
 from algotrade.domain.values import TopOfBook
 from tests.support import RECORDING
@@ -155,4 +155,3 @@ def test_an_event_off_the_streams_clock_is_counted_and_kept_out_of_bars() -> Non
         closed += [e for e in pipeline.on_event(event, k + 1) if isinstance(e, BarClosed)]
     assert pipeline.off_clock == 1
     assert len(closed) == 19  # 20 s of half-second prices: every second closed but the last
-    assert CLOCK_REANCHOR > 1

@@ -25,6 +25,7 @@ from algotrade.adapters.columns import KlineColumns
 from algotrade.apps.backtesting import backtest, load_history
 from algotrade.domain.backtest import Backtester, max_drawdown
 from algotrade.domain.bars import Interval
+from algotrade.domain.errors import ConfigurationError
 from algotrade.domain.events import BarClosed
 from algotrade.domain.processing import SymbolPipeline
 from algotrade.domain.strategy import EQUAL_WITHIN, EmaCrossover, SmaCrossover
@@ -275,5 +276,5 @@ def test_a_data_sets_archives_join_into_one_series() -> None:
     assert KlineColumns.joined("BTCUSDT", Interval.parse("5m"), parts) is None
     tester = Backtester(SymbolPipeline("BTCUSDT", Interval.parse("1m"), SmaCrossover(1, 2)))
     tester.run_decided(joined, [])
-    with pytest.raises(Exception, match="runs once"):
+    with pytest.raises(ConfigurationError, match="runs once"):
         tester.run_decided(joined, [])

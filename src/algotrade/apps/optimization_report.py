@@ -26,6 +26,7 @@ from algotrade.apps.report import (
     decimate,
     html_page,
     polyline,
+    pyplot,
     write_either,
 )
 from algotrade.domain.errors import ConfigurationError
@@ -254,15 +255,7 @@ def _curve_svg(curve: Sequence[tuple[int, float]], left: float) -> str:
 
 def render_png(report: OptimizationReport, path: Path) -> None:
     """Draw the report with matplotlib into ``path``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigurationError(
-            "out", "a PNG report needs matplotlib: pip install 'algotrade[report]' (or use .html)"
-        ) from None
+    plt = pyplot()
     if not report.cells:
         raise ConfigurationError("optimization", "no set has a value of the objective")
     rows = 2 if report.curve else 1

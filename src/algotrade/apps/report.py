@@ -295,12 +295,17 @@ def render_html(data: ReportData) -> str:
 # --- PNG -----------------------------------------------------------------------------------
 
 
-def _when(ts_ns: int) -> datetime:
+def utc(ts_ns: int) -> datetime:
+    """Return a time in ns as an aware UTC datetime (matplotlib's axis)."""
     return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
 
 
-def render_png(data: ReportData, path: Path) -> None:
-    """Draw the report with matplotlib into ``path``."""
+def pyplot() -> Any:
+    """Return ``matplotlib.pyplot`` on the file-only Agg backend.
+
+    Raises:
+        ConfigurationError: matplotlib is not installed (the ``report`` extra).
+    """
     try:
         import matplotlib
 
@@ -310,9 +315,15 @@ def render_png(data: ReportData, path: Path) -> None:
         raise ConfigurationError(
             "out", "a PNG report needs matplotlib: pip install 'algotrade[report]' (or use .html)"
         ) from None
+    return plt
+
+
+def render_png(data: ReportData, path: Path) -> None:
+    """Draw the report with matplotlib into ``path``."""
+    plt = pyplot()
     if not data.times:
         raise ConfigurationError("data", "nothing to report: no bars")
-    days = [_when(t) for t in data.times]
+    days = [utc(t) for t in data.times]
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
@@ -322,7 +333,7 @@ def render_png(data: ReportData, path: Path) -> None:
                  linewidth=1.1, label=name)  # fmt: skip
     for side, marker, colour in ((Side.BUY, "^", BUY_COLOUR), (Side.SELL, "v", SELL_COLOUR)):
         chosen = [m for m in data.markers if m.side is side]
-        top.scatter([_when(m.time) for m in chosen], [m.price for m in chosen], marker=marker,
+        top.scatter([utc(m.time) for m in chosen], [m.price for m in chosen], marker=marker,
                     s=90, color=colour, edgecolors="none", antialiased=False, zorder=3,
                     label=str(side))  # fmt: skip
     top.set_title(data.title)
