@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from algotrade.apps.latency import quantile as exact_quantile
+from algotrade.apps.latency import window
 from tests.support.processes import Service, start_service, up, wait_until
 from tests.support.servers import MongoServer, RedisServer
 
@@ -101,6 +103,22 @@ def test_latency_panels_read_milliseconds_on_a_synthetic_run(
                      "redis_operation_seconds"):  # fmt: skip
             assert f"algotrade_{name}" in panel_histograms(), name
         assert read >= 7, read
+        # /latencies counts every sample the buckets count, exactly (read around a scrape).
+        exact_read = 0
+        for service in services.values():
+            status, before = service.get("/latencies")
+            assert status == 200, before
+            between = {name: buckets(service, f"algotrade_{name}") for name in before}
+            _, after = service.get("/latencies")
+            for name, cumulative in between.items():
+                assert before[name]["count"] <= cumulative[-1][1] <= after[name]["count"], name
+                counts = window(None, after[name])
+                if counts:
+                    p99 = exact_quantile(counts, 0.99)
+                    assert p99 is not None
+                    assert p99 < 10.0, (service.name, name, p99)
+                    exact_read += 1
+        assert exact_read >= 4, exact_read
     finally:
         for service in services.values():
             service.stop()

@@ -240,6 +240,7 @@ async def bootstrap_processor(
 
     def attach(metrics: ServiceMetrics) -> None:
         service.observe = metrics.observe
+        service.observe_data = metrics.observe_data_latency
         if relay is not None:
             relay.observe = metrics.observe
         timed.observe = metrics.operation_observer("store_operation_seconds")
@@ -281,7 +282,11 @@ async def bootstrap_processor(
         },
         checks=[*checks, *processor_checks(service, relay, service_settings, lag)],
         figures=[processor_figures(service, relay, lag), *stored.figures],
-        latencies=("event_to_signal_seconds", "signal_to_published_seconds"),
+        latencies=(
+            "event_to_signal_seconds",
+            "received_to_signal_seconds",
+            "signal_to_published_seconds",
+        ),
         operations=("store_operation_seconds", "redis_operation_seconds"),
         attach=attach,
         close=close,
@@ -406,6 +411,7 @@ async def bootstrap_trader(
         latencies=(
             "published_to_acked_seconds",
             "exchange_to_acked_seconds",
+            "received_to_acked_seconds",
             "order_placement_seconds",
         ),
         operations=("store_operation_seconds", "redis_operation_seconds"),

@@ -7,6 +7,7 @@ Endpoints (nothing else is exposed: no data, no configuration):
 - ``GET /livez``: the event loop turns.
 - ``GET /readyz``: dependencies answer and data flows.
 - ``GET /metrics``: Prometheus text format.
+- ``GET /latencies``: every latency histogram exactly (:mod:`algotrade.apps.latency`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def create_app(monitor: Monitor, metrics: ServiceMetrics) -> Quart:
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.get("/latencies")
+    async def latencies() -> dict[str, Any]:
+        return metrics.latencies()
 
     return app
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,6 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from algotrade.apps.latency import ExactHistogram
 
 PREFIX = "algotrade_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -39,6 +41,10 @@ LATENCIES: dict[str, str] = {
     "published_to_acked_seconds": "Trader: stream entry added to acknowledged.",
     "exchange_to_acked_seconds": "Trader: exchange time of the signal's market event to the "
     "acknowledgement of its order (end to end; live data only, see unmeasured_latencies).",
+    "received_to_signal_seconds": "Processor: the market event that closed a bar received "
+    "by the collector to its signal stored (this machine's clock; live data only).",
+    "received_to_acked_seconds": "Trader: the signal's market event received by the "
+    "collector to the acknowledgement of its order (this machine's clock; live data only).",
     "order_placement_seconds": "Trader: an order sent to the gateway (the exchange, or the "
     "paper broker) to its answer.",
 }
@@ -55,7 +61,9 @@ OPERATIONS: dict[str, str] = {
 PLAUSIBLE_LATENCY = 3600.0
 
 #: The histograms measured from the data's own times (see ``observe_data_latency``).
-DATA_LATENCIES = frozenset({"exchange_to_acked_seconds"})
+DATA_LATENCIES = frozenset(
+    {"exchange_to_acked_seconds", "received_to_signal_seconds", "received_to_acked_seconds"}
+)
 BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0,
@@ -142,6 +150,7 @@ class ServiceMetrics:
             )
             for name in latencies
         }
+        self.exact = {name: ExactHistogram() for name in latencies}
         self.operations = {
             name: Histogram(
                 PREFIX + name, OPERATIONS[name], ["op"], buckets=BUCKETS, registry=self.registry
@@ -154,6 +163,7 @@ class ServiceMetrics:
         histogram = self.histograms.get(name)
         if histogram is not None:
             histogram.observe(max(0.0, seconds))
+            self.exact[name].record(seconds)
 
     def observe_data_latency(self, name: str, seconds: float) -> None:
         """Record a latency measured from a time the data carries (its exchange time): one
@@ -167,6 +177,10 @@ class ServiceMetrics:
         """Return what records one operation of the ``name`` histogram: ``(op, seconds)``."""
         histogram = self.operations[name]
         return lambda op, seconds: histogram.labels(op).observe(seconds)
+
+    def latencies(self) -> dict[str, dict[str, Any]]:
+        """Return every latency's exact histogram (``/latencies``, see :mod:`.latency`)."""
+        return {name: h.snapshot() for name, h in self.exact.items()}
 
     def render(self) -> bytes:
         """Return the registry in the Prometheus text format."""

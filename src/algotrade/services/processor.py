@@ -76,6 +76,8 @@ class ProcessorService:
         self.history = history
         self.clock = clock
         self.observe = observe
+        self.observe_data: Observer = observe
+        """Records a latency read from the data's own times (see ``observe_data_latency``)."""
         self.processor = processor
         self.publisher = publisher
         self.on_signals = on_signals
@@ -182,6 +184,10 @@ class ProcessorService:
                 new_signals.append(stored.event)
                 log_signal(stored.event)
                 self.observe("event_to_signal_seconds", self.clock.monotonic() - read_at)
+                self.observe_data(
+                    "received_to_signal_seconds",
+                    (self.clock.now_ns() - stored.event.receive_ts) / 1e9,
+                )
         if new_signals and self.publisher is not None:
             await self.publisher.publish(new_signals)
         if new_signals and self.on_signals is not None:
@@ -314,14 +320,15 @@ class OutboxRelay:
             return 0
         self._grow(max(0, len(signals) - self.backlog))
         await self.publisher.publish(signals)
-        await self.store.append([], tracking=Tracking(self.name, found[-1].position))
-        self._position = found[-1].position
-        self.published += len(signals)
-        now = self.clock.monotonic()
+        now = self.clock.monotonic()  # published: the trader may act now
         for signal in signals:
             stored_at = self._stored_at.pop(signal.signal_id, None)
             if stored_at is not None:
                 self.observe("signal_to_published_seconds", now - stored_at)
+        await self.store.append([], tracking=Tracking(self.name, found[-1].position))
+        self._position = found[-1].position
+        self.published += len(signals)
+        now = self.clock.monotonic()
         self.backlog = max(0, self.backlog - len(signals))
         self.pending_since = now if self.backlog else None
         return len(signals)

@@ -202,6 +202,7 @@ class TraderService:
             self.observe_data(
                 "exchange_to_acked_seconds", (now - delivery.signal.exchange_ts) / 1e9
             )
+            self.observe_data("received_to_acked_seconds", (now - delivery.signal.receive_ts) / 1e9)
 
     def _failed(self, delivery: Delivery, error: AlgotradeError) -> None:
         self.stats.failed += 1
