@@ -319,6 +319,52 @@ async def test_a_failed_deletion_is_told_and_tried_again_a_minute_later(tmp_path
         await store.close()
 
 
+async def test_a_writer_waits_for_anothers_lock_without_blocking_its_event_loop(
+    tmp_path: Path,
+) -> None:
+    """While another process holds the write lock, an append waits for it in short async
+    sleeps (the loop's other tasks go on), stores once the lock is released, and fails with
+    a clear error only after ``lock_timeout``."""
+    path = tmp_path / "shared.db"
+    store = SqliteEventStore(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.001)
+            ticks += 1
+
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            tg.start_soon(_release_after, other, 0.1)
+            started = anyio.current_time()
+            result = await store.append([trade(1)])
+            waited = anyio.current_time() - started
+            tg.cancel_scope.cancel()
+        assert [s.position for s in result.stored] == [1]
+        assert 0.1 <= waited < 0.5, waited  # woken within a few ms of the release
+        assert ticks >= 20, ticks  # the loop turned while the append waited
+        assert store.lock_waits == 1
+        store.lock_timeout = 0.05
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match=r"cannot start a write on .*locked"):
+            await store.append([trade(2)])
+        other.execute("ROLLBACK")
+        assert [s.position for s in (await store.append([trade(2)])).stored] == [2]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def _release_after(connection: sqlite3.Connection, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    connection.execute("COMMIT")
+
+
 async def test_the_collector_exports_the_market_events_the_retention_deleted(
     tmp_path: Path,
 ) -> None:

@@ -169,11 +169,16 @@ def store_parts(
 
 
 def sqlite_figures(store: SqliteEventStore) -> Figures:
-    """Return the figures of a SQLite store: what its retention deleted."""
+    """Return the figures of a SQLite store: what its retention deleted, how often a write
+    waited for another process's lock."""
 
     def figures() -> list[Figure]:
         what = "Market events deleted by the retention (SQLite)."
-        return [Figure("expired_market_events", "counter", what, store.expired_events)]
+        waits = "Write transactions that waited for another writer's lock (SQLite)."
+        return [
+            Figure("expired_market_events", "counter", what, store.expired_events),
+            Figure("store_lock_waits", "counter", waits, store.lock_waits),
+        ]
 
     return figures
 
