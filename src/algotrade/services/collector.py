@@ -107,11 +107,22 @@ class CollectorStats:
     """Batches stored after another collector wrote the same symbols first."""
 
 
+ADAPT = 4.0
+"""A batch waits this many times the last write's duration (see :class:`Collector`)."""
+MIN_WAIT = 0.0005
+"""Seconds: the shortest wait of an adaptive batch."""
+
+
 class Collector:
     """Feeds market events through each symbol's :class:`BookSynchronizer` into the store.
 
     Events are appended in batches bounded in size (``flush_size``) and age
     (``flush_interval`` seconds); ``on_stored`` sees every batch once it is durable. While
+    :meth:`run` runs, the batching adapts to the rate: a batch goes once its oldest event
+    has waited :data:`ADAPT` times as long as the last write took (at least
+    :data:`MIN_WAIT`, at most ``flush_interval``), so a quiet feed's event is stored within
+    a millisecond and a busy one's writes grow into larger, cheaper batches, the store
+    busy about a fifth of the time at most. While
     :meth:`run` runs, a writer task appends the batches in order, so the feed keeps flowing
     while the store is slow or away (its adapter retries) until ``max_buffered`` events wait;
     then handing over the next batch waits (back-pressure on the feed), nothing is dropped.
@@ -158,6 +169,9 @@ class Collector:
         self._trades: dict[str, tuple[int, int]] = {}  # symbol -> (version, last trade id)
         self._last_flush = clock.monotonic()
         self._pending_since = self._last_flush
+        self._store_took = 0.0  # seconds the last write took
+        self._adaptive = False  # while run() runs: a flusher task stores what is due
+        self._due = anyio.Event()  # set when events start waiting
         self.started_at = clock.monotonic()
         self.last_event_at: float | None = None
         """Monotonic time the last batch of market events arrived (``None``: none yet)."""
@@ -184,10 +198,13 @@ class Collector:
                 if idle:
                     waiting.cancel()
 
+        flusher = anyio.CancelScope()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._write, receive)
             tg.start_soon(watch_stop)
+            tg.start_soon(self._flush_when_due, flusher)
             self._writer = send
+            self._adaptive = True
             try:
                 for symbol in self.feed.symbols:
                     await self._request(symbol)
@@ -207,11 +224,33 @@ class Collector:
                             idle = True
             finally:
                 watcher.cancel()
+                flusher.cancel()
+                self._adaptive = False
                 self.note_rejects()  # the last ones, after the last batch
                 with anyio.CancelScope(shield=True):
                     await self.flush()
                     self._writer = None
                     await send.aclose()  # the writer stores what is queued, then ends
+
+    def _wait(self) -> float:
+        """Return how long the oldest pending event may wait to be stored."""
+        if not self._adaptive:
+            return self.flush_interval
+        return min(self.flush_interval, max(MIN_WAIT, ADAPT * self._store_took))
+
+    async def _flush_when_due(self, scope: anyio.CancelScope) -> None:
+        """Store pending events once their wait is over, also when no new frame comes."""
+        with scope:
+            while True:
+                if not self._pending:
+                    self._due = anyio.Event()
+                    await self._due.wait()
+                    continue
+                delay = self._pending_since + self._wait() - self.clock.monotonic()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                else:
+                    await self.flush()
 
     async def _write(self, receive: MemoryObjectReceiveStream[tuple[list[Event], float]]) -> None:
         async with receive:
@@ -261,11 +300,16 @@ class Collector:
         for symbol in [s for s, w in self._backfills.items() if now >= w.deadline]:
             await self._release(symbol)
         self.note_rejects()
+        if not pending:
+            return
+        now = self.clock.monotonic()
         if (
             len(pending) >= self.flush_size
-            or self.clock.monotonic() - self._last_flush >= self.flush_interval
+            or now - (self._pending_since if self._adaptive else self._last_flush) >= self._wait()
         ):
             await self.flush()
+        elif self._adaptive:
+            self._due.set()  # the flusher stores them when due
 
     def note_rejects(self) -> None:
         """Count and log (with its raw text) every input the feed set aside since last time."""
@@ -299,6 +343,7 @@ class Collector:
 
     async def _store(self, batch: list[Event], since: float, *, queued: bool = False) -> None:
         """Store one batch; ``since`` is when its oldest event reached the collector."""
+        started = self.clock.monotonic()
         try:
             result = await self.store.append(batch)
         except ConcurrencyError as e:
@@ -306,6 +351,7 @@ class Collector:
             if kind is None or not kind.market:
                 raise
             result = await self._store_rebased(batch)
+        self._store_took = self.clock.monotonic() - started
         if queued:
             self.stats.buffered -= len(batch)
         self.stats.stored += len(result.stored)
