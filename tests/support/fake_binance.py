@@ -114,6 +114,8 @@ class FakeBinance:
         self._recorded_snapshots: dict[str, bytes] = {}
         self.connections: set[ServerConnection] = set()
         self.opened = 0
+        self.refused_streams: list[int] = []
+        """The stream counts of connections refused for asking more than Binance allows."""
         self.depth_requests: list[str] = []
         self.trade_requests: list[tuple[str, int, int]] = []
         self.kline_requests: list[dict[str, str]] = []
@@ -222,6 +224,10 @@ class FakeBinance:
         url = urlsplit(request.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/stream":
+            streams = [x for v in parse_qs(url.query).get("streams", []) for x in v.split("/")]
+            if len(streams) > MAX_STREAMS:  # Binance: 1,024 streams a connection at most
+                self.refused_streams.append(len(streams))
+                return self._respond(HTTPStatus.BAD_REQUEST, {"code": -1, "msg": "too many"})
             return None  # a WebSocket upgrade
         if url.path == "/api/v3/aggTrades" and not self.rest_failures:
             book = self.books.get(query.get("symbol", ""))
@@ -351,6 +357,8 @@ class FakeBinance:
             await anyio.sleep(period * 10)
 
 
+MAX_STREAMS = 1024
+"""Streams one connection may ask for (Binance's limit)."""
 _STREAM = re.compile(rb'"stream":\s*"([^"]+)"')
 
 

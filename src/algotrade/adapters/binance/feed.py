@@ -1,8 +1,10 @@
 """Live Binance market data: one combined-stream WebSocket, REST snapshots, never a silent stall.
 
 :class:`BinanceFeed` is a :class:`~algotrade.domain.ports.MarketFeed`. It subscribes to
-``<symbol>@depth@100ms`` and ``<symbol>@aggTrade`` for every symbol on one connection
-(``/stream?streams=...``, httpx-ws) and fetches depth snapshots over REST (httpx) when the
+``<symbol>@depth@100ms`` and ``<symbol>@aggTrade`` for every symbol on combined-stream
+connections (``/stream?streams=...``, httpx-ws): one for up to 512 symbols, another for
+each further 512, as Binance serves at most 1,024 streams a connection; each connection is
+kept up on its own (below). It fetches depth snapshots over REST (httpx) when the
 collector asks for one. Staying connected:
 
 * any close, network error or **silence** (no frame for ``watchdog`` seconds: a half-open
@@ -53,6 +55,9 @@ from algotrade.domain.events import DepthDiffReceived, MarketEvent, TradeReceive
 from algotrade.domain.ports import Clock, RejectedInput
 
 _KEEP_RAW = 2048
+_KINDS = ("depth@100ms", "aggTrade")
+MAX_STREAMS = 1024
+"""Streams Binance serves on one connection at most."""
 
 
 @dataclass
@@ -95,15 +100,19 @@ class BinanceFeed:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_frame_bytes: int = 1 << 20,
+        max_streams: int = MAX_STREAMS,
         recorder: Callable[[str], None] | None = None,
         notify: Notify = ignore,
     ) -> None:
         self._symbols = tuple(s.upper() for s in symbols)
         self.clock = clock
-        streams = "/".join(
-            f"{s.lower()}@{kind}" for s in self._symbols for kind in ("depth@100ms", "aggTrade")
+        per = max(1, max_streams // len(_KINDS))  # a symbol's streams share a connection
+        self.urls = tuple(
+            f"{ws_url.rstrip('/')}/stream?streams="
+            + "/".join(f"{s.lower()}@{kind}" for s in self._symbols[i : i + per] for kind in _KINDS)
+            for i in range(0, max(1, len(self._symbols)), per)
         )
-        self.url = f"{ws_url.rstrip('/')}/stream?streams={streams}"
+        """One combined-stream URL a connection, each with at most ``max_streams`` streams."""
         self.rest_url = rest_url.rstrip("/")
         self.depth_limit = depth_limit
         self.first_diff_wait = first_diff_wait
@@ -170,7 +179,8 @@ class BinanceFeed:
             await stack.aclose()
             raise
         self._stack, self._send, self._receive = stack, send, receive
-        self._tg.start_soon(self._supervise)
+        for url in self.urls:
+            self._tg.start_soon(self._supervise, url)
         for symbol in self._wanted:
             self._tg.start_soon(self._fetch_snapshot, symbol)
         self._wanted.clear()
@@ -204,15 +214,15 @@ class BinanceFeed:
         ceiling = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 30))
         return random.uniform(0.0, ceiling)
 
-    async def _supervise(self, first_frame: anyio.Event | None = None) -> None:
-        """Keep a connection up, for ever (or until a replacement takes over).
+    async def _supervise(self, url: str, first_frame: anyio.Event | None = None) -> None:
+        """Keep the connection to ``url`` up, for ever (or until a replacement takes over).
 
         ``first_frame`` (a replacement's supervisor) is set when its first connection
         delivers, which tells the connection it replaces to close.
         """
         attempt = 0
         while True:
-            outcome, error = await self._connection(first_frame)
+            outcome, error = await self._connection(url, first_frame)
             first_frame = None
             if outcome == "replaced":
                 return  # the replacement's supervisor carries on
@@ -230,15 +240,15 @@ class BinanceFeed:
             Notice(message, True, {"error": error, "retry_in": round(retry_in, 2), **fields})
         )
 
-    def _replace(self) -> anyio.Event:
+    def _replace(self, url: str) -> anyio.Event:
         """Start a replacement connection beside the current one; return its first-frame event."""
         assert self._tg is not None
         first_frame = anyio.Event()
         self.stats.replacements += 1
-        self._tg.start_soon(self._supervise, first_frame)
+        self._tg.start_soon(self._supervise, url, first_frame)
         return first_frame
 
-    async def _connection(self, first_frame: anyio.Event | None) -> tuple[str, str]:
+    async def _connection(self, url: str, first_frame: anyio.Event | None) -> tuple[str, str]:
         """Run one connection until it ends: ``delivered``, ``failed`` or ``replaced``, and
         why it ended."""
         assert self._http is not None
@@ -247,7 +257,7 @@ class BinanceFeed:
         replaced: anyio.Event | None = None  # set once our replacement delivers
         try:
             async with aconnect_ws(
-                self.url,
+                url,
                 self._http,
                 max_message_size_bytes=self.max_frame_bytes,
                 keepalive_ping_interval_seconds=20.0,
@@ -257,16 +267,16 @@ class BinanceFeed:
                 self.stats.connections += 1
                 count = self.stats.connections
                 self.notify(
-                    Notice("market data connected", False, {"connection": count, "url": self.url})
+                    Notice("market data connected", False, {"connection": count, "url": url})
                 )
                 opened = self.clock.monotonic()
                 if self.recorder is not None:
-                    self._record(f"{self.url} <-> {self.clock.now_ns() / 1e9:.6f}")
+                    self._record(f"{url} <-> {self.clock.now_ns() / 1e9:.6f}")
                 while True:
                     if replaced is not None and replaced.is_set():
                         return "replaced", ""
                     if replaced is None and self.clock.monotonic() - opened > self.lifetime:
-                        replaced = self._replace()  # before Binance's 24-hour cut-off
+                        replaced = self._replace(url)  # before Binance's 24-hour cut-off
                     try:
                         text = await ws.receive_text(timeout=self.watchdog)
                     except TimeoutError:
@@ -281,7 +291,7 @@ class BinanceFeed:
                     if '"serverShutdown"' in text:
                         self.stats.shutdown_notices += 1
                         if replaced is None:
-                            replaced = self._replace()
+                            replaced = self._replace(url)
                         continue
                     await self._on_frame(text)
         except Exception as e:  # any failure of a connection means "reconnect"...
