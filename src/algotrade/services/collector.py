@@ -259,12 +259,15 @@ class Collector:
                     await self._store(batch, since, queued=True)
 
     async def handle(self, batch: Sequence[Event]) -> None:
-        """Apply one batch of market events; flush when a bound is reached."""
-        pending = self._pending
+        """Apply one batch of market events; flush when a bound is reached.
+
+        Events go to ``self._pending`` itself, never to an alias of it: the flusher task
+        may hand the list over at any ``await`` here, and what follows goes to the next.
+        """
         stats = self.stats
         stats.received += len(batch)
         self.last_event_at = self.clock.monotonic()
-        if not pending:
+        if not self._pending:
             self._pending_since = self.last_event_at
         for event in batch:
             if isinstance(event, DepthDiffReceived):
@@ -282,7 +285,7 @@ class Collector:
             else:
                 continue
             if out:
-                pending.extend(out)
+                self._pending.extend(out)
                 for produced in out:
                     if isinstance(produced, SequenceGapDetected):
                         stats.gaps += 1
@@ -300,11 +303,11 @@ class Collector:
         for symbol in [s for s, w in self._backfills.items() if now >= w.deadline]:
             await self._release(symbol)
         self.note_rejects()
-        if not pending:
+        if not self._pending:
             return
         now = self.clock.monotonic()
         if (
-            len(pending) >= self.flush_size
+            len(self._pending) >= self.flush_size
             or now - (self._pending_since if self._adaptive else self._last_flush) >= self._wait()
         ):
             await self.flush()
