@@ -11,9 +11,10 @@ warm-up, then a measured window. A rate is *sustained* when, over the window:
   acknowledgement of the order of the signal it triggered (the trader's
   ``algotrade_exchange_to_acked_seconds`` histogram), is under 50 ms.
 
-Latencies come from the services' Prometheus histograms (bucket bounds: a p99 "<= 25 ms"
-means the 99th percentile fell in the bucket ending at 25 ms). Memory is each process's
-resident set (``VmRSS``) at the end of the window. Bars are 1 s and the SMAs 2/3, so that
+Latencies are exact: each service counts every sample on ``/latencies`` (to the
+microsecond below 2 ms, within 0.1 % above: ``algotrade.apps.latency``), and the window's
+samples are the difference of two snapshots. Memory is each process's resident set
+(``VmRSS``) at the end of the window. Bars are 1 s and the SMAs 2/3, so that
 crossovers (and orders) happen every few seconds.
 
 Then the throughput series: the same services over 100 symbols (the rate shared by them,
@@ -26,14 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -43,27 +44,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.fake_binance import FakeBinance
 from tests.support.processes import Service, start_service, wait_until
-from tests.support.servers import redis_url
+from tests.support.servers import mongo_url, redis_url, with_database
 
-RATES = (
-    25,
-    50,
-    100,
-    200,
-    300,
-    400,
-    600,
-    800,
-    1200,
-    1600,
-)  # depth steps per second (trades: half as many)
+from algotrade.apps.latency import quantile, window
+
+RATES = (100, 400, 1600)  # depth steps per second (trades: half as many)
 #: The throughput series: this many symbols, these depth steps/s in all.
 THROUGHPUT_SYMBOLS = 100
 THROUGHPUT_RATES = (1600, 3400, 6800)
+#: The same on the MongoDB stand-in.
+MONGO_RATES = (400, 1600)
 WARM_UP = 10.0
 WINDOW = 45.0
 GOAL = 0.050
-BUCKET = re.compile(r'^(algotrade_[a-z_]+)_bucket\{le="([^"]+)"\} ([0-9.e+]+)$')
+
+
+#: The stages reported, in pipeline order: (service, histogram, label). Those from
+#: "received" start when the collector read the frame; the others are one process's step.
+STAGES = (
+    ("collector", "frame_to_stored_seconds", "frame to stored (each batch's oldest)"),
+    ("processor", "event_to_signal_seconds", "stored event read to signal stored"),
+    ("processor", "received_to_signal_seconds", "frame received to signal stored"),
+    ("processor", "signal_to_published_seconds", "signal stored to published"),
+    ("trader", "published_to_acked_seconds", "published to acknowledged (ms ids)"),
+    ("trader", "received_to_acked_seconds", "frame received to acknowledged"),
+    ("trader", "exchange_to_acked_seconds", "exchange time to acknowledged"),
+)
+QUANTILES = (0.5, 0.99, 0.999, 1.0)
 
 
 def scrape(service: Service) -> str:
@@ -71,13 +78,22 @@ def scrape(service: Service) -> str:
     return httpx.get(service.url("/metrics"), timeout=5.0).text
 
 
-def buckets(text: str, name: str) -> dict[float, float]:
-    """Return the cumulative bucket counts of one histogram."""
-    out: dict[float, float] = {}
-    for line in text.splitlines():
-        found = BUCKET.match(line)
-        if found and found[1] == name:
-            out[float("inf") if found[2] == "+Inf" else float(found[2])] = float(found[3])
+def exact(service: Service) -> dict[str, Any]:
+    """Return the service's exact latency histograms (``/latencies``)."""
+    body: dict[str, Any] = httpx.get(service.url("/latencies"), timeout=5.0).json()
+    return body
+
+
+def stage_figures(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> dict[str, tuple[int, tuple[float | None, ...]]]:
+    """Return each stage's window: (samples, p50/p99/p99.9/max in seconds)."""
+    out: dict[str, tuple[int, tuple[float | None, ...]]] = {}
+    for service, name, _ in STAGES:
+        if name not in after.get(service, {}):
+            continue
+        counts = window(before[service].get(name), after[service][name])
+        out[name] = (sum(counts.values()), tuple(quantile(counts, q) for q in QUANTILES))
     return out
 
 
@@ -88,19 +104,6 @@ def value(text: str, name: str) -> float:
         if line.startswith(name) and (line[len(name)] in " {"):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
-    """Return the upper bound of the bucket holding quantile ``q`` of the window's samples."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1] if counts else 0.0
-    if total <= 0:
-        return None
-    for bound, count in zip(bounds, counts, strict=True):
-        if count >= q * total:
-            return bound
-    return float("inf")
 
 
 def rss_mib(pid: int) -> float:
@@ -127,6 +130,7 @@ class Step:
     cpu: dict[str, float]
     symbols: int = 1
     p50_e2e: float | None = None
+    stages: dict[str, tuple[int, tuple[float | None, ...]]] = field(default_factory=dict)
 
     @property
     def sustained(self) -> bool:
@@ -140,10 +144,14 @@ class Step:
 
 @contextlib.contextmanager
 def stack(
-    rate: int, workdir: Path, redis: str, symbols: tuple[str, ...] = ("BTCUSDT",)
+    rate: int,
+    workdir: Path,
+    redis: str,
+    symbols: tuple[str, ...] = ("BTCUSDT",),
+    store: str | None = None,
 ) -> Iterator[tuple[FakeBinance, list[Service]]]:
     """Run the fake exchange (``rate`` depth steps/s in all, shared by ``symbols``) and the
-    three services; stop them at the end."""
+    three services on ``store`` (a SQLite file of the run by default); stop them at the end."""
     exchange = FakeBinance(symbols, rate=rate / len(symbols))
     with (
         anyio.from_thread.start_blocking_portal() as portal,
@@ -152,7 +160,7 @@ def stack(
         env = {
             **os.environ,
             "ALGOTRADE_SYMBOL": ",".join(symbols),
-            "ALGOTRADE_STORE": str(workdir / f"load-{rate}.db"),
+            "ALGOTRADE_STORE": store or str(workdir / f"load-{rate}-{len(symbols)}.db"),
             "ALGOTRADE_REDIS_URL": redis,
             "ALGOTRADE_SIGNAL_STREAM": f"load-{rate}",
             "ALGOTRADE_BINANCE_WS_URL": fake.ws_url,
@@ -194,24 +202,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(rate: int, workdir: Path, redis: str, symbols: tuple[str, ...] = ("BTCUSDT",)) -> Step:
-    """Run one rate: warm up, then measure a window."""
-    with stack(rate, workdir, redis, symbols) as (fake, (collector, processor, trader)):
+def measure(
+    rate: int,
+    workdir: Path,
+    redis: str,
+    symbols: tuple[str, ...] = ("BTCUSDT",),
+    store: str | None = None,
+    servers: dict[str, int] | None = None,
+) -> Step:
+    """Run one rate: warm up, then measure a window (also the CPU share of ``servers``,
+    name -> process id)."""
+    with stack(rate, workdir, redis, symbols, store) as (fake, (collector, processor, trader)):
         time.sleep(WARM_UP)
         sent0 = fake.sent
-        c0, p0, t0 = scrape(collector), scrape(processor), scrape(trader)
-        used0 = {s.name: cpu_seconds(s.process.pid) for s in (collector, processor, trader)}
+        c0, t0 = scrape(collector), scrape(trader)
+        exact0 = {s.name: exact(s) for s in (collector, processor, trader)}
+        pids = {s.name: s.process.pid for s in (collector, processor, trader)} | (servers or {})
+        used0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.monotonic()
         time.sleep(WINDOW)
         sent1 = fake.sent
         c1, p1, t1 = scrape(collector), scrape(processor), scrape(trader)
+        exact1 = {s.name: exact(s) for s in (collector, processor, trader)}
         spent = time.monotonic() - started
-        cpu = {s.name: (cpu_seconds(s.process.pid) - used0[s.name]) / spent
-               for s in (collector, processor, trader)}  # fmt: skip
+        cpu = {name: (cpu_seconds(pid) - used0[name]) / spent for name, pid in pids.items()}
         memory = {s.name: rss_mib(s.process.pid) for s in (collector, processor, trader)}
-    e2e = "algotrade_exchange_to_acked_seconds"
-    stored = "algotrade_frame_to_stored_seconds"
-    signal = "algotrade_event_to_signal_seconds"
+    stages = stage_figures(exact0, exact1)
+
+    def at(name: str, q: float) -> float | None:
+        return stages[name][1][QUANTILES.index(q)] if name in stages else None
+
     return Step(
         rate=rate,
         offered=(sent1 - sent0) / WINDOW,
@@ -221,25 +241,63 @@ def measure(rate: int, workdir: Path, redis: str, symbols: tuple[str, ...] = ("B
         signals=int(
             value(t1, "algotrade_acknowledged_total") - value(t0, "algotrade_acknowledged_total")
         ),
-        p99_e2e=quantile(buckets(t0, e2e), buckets(t1, e2e), 0.99),
-        p99_stored=quantile(buckets(c0, stored), buckets(c1, stored), 0.99),
-        p99_signal=quantile(buckets(p0, signal), buckets(p1, signal), 0.99),
+        p99_e2e=at("exchange_to_acked_seconds", 0.99),
+        p99_stored=at("frame_to_stored_seconds", 0.99),
+        p99_signal=at("received_to_signal_seconds", 0.99),
         memory=memory,
         cpu=cpu,
         symbols=len(symbols),
-        p50_e2e=quantile(buckets(t0, e2e), buckets(t1, e2e), 0.5),
+        p50_e2e=at("exchange_to_acked_seconds", 0.5),
+        stages=stages,
     )
 
 
 def _ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "n/a"
-    return "> 300 s" if seconds == float("inf") else f"<= {seconds * 1000:g} ms"
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def stage_table(step: Step) -> list[str]:
+    """Return one run's per-stage percentiles as a Markdown table."""
+    lines = [
+        "| stage | process | samples | p50 | p99 | p99.9 | max |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for service, name, label in STAGES:
+        if name in step.stages:
+            count, qs = step.stages[name]
+            lines.append(
+                f"| {label} | {service} | {count:,} | " + " | ".join(_ms(q) for q in qs) + " |"
+            )
+    return lines
+
+
+def throughput_rows(steps: list[Step]) -> list[str]:
+    """Return the throughput rows: rates, signals, e2e percentiles, CPU and memory."""
+    lines = [
+        "| depth steps/s | frames/s offered | frames/s received | processor lag | signals "
+        "| p50 / p99 / p99.9 exchange to acked | CPU collector / processor / trader "
+        "| RSS collector / processor / trader |",
+        "|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for s in steps:
+        share = " / ".join(f"{s.cpu[n]:.2f}" for n in ("collector", "processor", "trader"))
+        share += "".join(f" (the {n}: {v:.2f})" for n, v in s.cpu.items() if n not in s.memory)
+        memory = " / ".join(f"{s.memory[n]:.0f}" for n in ("collector", "processor", "trader"))
+        e2e = s.stages.get("exchange_to_acked_seconds", (0, (None,) * len(QUANTILES)))[1]
+        lines.append(
+            f"| {s.rate:,} | {s.offered:,.0f} | {s.received:,.0f} | {s.lag:,.0f} | {s.signals} "
+            f"| {_ms(e2e[0])} / {_ms(e2e[1])} / {_ms(e2e[2])} | {share} | {memory} MiB |"
+        )
+    return lines
 
 
 def run(rates: tuple[int, ...] = RATES) -> tuple[list[Step], str]:
-    """Step up the rate until one is not sustained; return the steps and Markdown."""
+    """Step up the rate until one is not sustained; then the throughput series over many
+    symbols on SQLite and on the MongoDB stand-in; return the steps and Markdown."""
     steps: list[Step] = []
+    many = tuple(f"S{i:03d}USDT" for i in range(THROUGHPUT_SYMBOLS))
+    wide: list[Step] = []
+    mongo: list[Step] = []
     with redis_url() as (redis, _), tempfile.TemporaryDirectory() as tmp:
         for rate in rates:
             print(f"load: {rate} steps/s ...", file=sys.stderr, flush=True)
@@ -248,26 +306,34 @@ def run(rates: tuple[int, ...] = RATES) -> tuple[list[Step], str]:
             print(f"load: {step}", file=sys.stderr, flush=True)
             if not step.sustained:
                 break
-        many = tuple(f"S{i:03d}USDT" for i in range(THROUGHPUT_SYMBOLS))
-        wide: list[Step] = []
         for rate in THROUGHPUT_RATES:
             print(f"load: {rate} steps/s over {len(many)} symbols ...", file=sys.stderr, flush=True)
             wide.append(measure(rate, Path(tmp), redis, many))
             print(f"load: {wide[-1]}", file=sys.stderr, flush=True)
+        with mongo_url() as (url, server):
+            own = {"MongoDB server": server.process.pid} if server and server.process else {}
+            for rate in MONGO_RATES:
+                print(f"load: {rate} steps/s over {len(many)} symbols, MongoDB ...",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                store = with_database(url, f"load_{rate}")
+                mongo.append(measure(rate, Path(tmp), redis, many, store, own))
+                print(f"load: {mongo[-1]}", file=sys.stderr, flush=True)
     best = [s for s in steps if s.sustained]
     top = best[-1] if best else None
     lines = [
         "## Load: the highest sustained rate with end-to-end p99 under 50 ms",
         "",
         "Command: `python bench/run_all.py --only=load` (also part of `nox -s bench`).",
-        "Collector (`--flush-interval 10ms`), processor (1 s bars, SMA 2/3) and trader as",
-        "separate processes on one SQLite store, signals over Redis, the fake exchange in the",
-        f"benchmark process; each rate warms up {WARM_UP:g} s, then {WINDOW:g} s are measured.",
-        "p99 figures are Prometheus bucket bounds. All on this 2-core machine at once.",
+        "Collector (`--flush-interval 10ms`: the longest wait of its adaptive batches),",
+        "processor (1 s bars, SMA 2/3) and trader as separate processes on one SQLite store,",
+        "signals over Redis, the fake exchange in the benchmark process; each rate warms up",
+        f"{WARM_UP:g} s, then {WINDOW:g} s are measured. Latencies are exact (every sample, "
+        "each service's `/latencies`): to 1 us below 2 ms, within 0.1 % above. All on this",
+        "2-core machine at once.",
         "",
         "| depth steps/s | frames/s offered | frames/s received | processor lag | signals "
-        "| p99 frame to stored | p99 event to signal | p99 exchange to acked | RSS collector "
-        "/ processor / trader | sustained |",
+        "| p99 frame to stored | p99 received to signal | p99 exchange to acked | RSS "
+        "collector / processor / trader | sustained |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for s in steps:
@@ -283,28 +349,38 @@ def run(rates: tuple[int, ...] = RATES) -> tuple[list[Step], str]:
     else:
         memory = ", ".join(f"{n} {v:.0f} MiB" for n, v in top.memory.items())
         lines.append(
-            f"Highest sustained rate: **{top.offered:,.0f} frames/s** ({top.rate:,} depth "
-            f"steps/s) with end-to-end p99 {_ms(top.p99_e2e)}; memory at that rate: {memory}."
+            f"Highest sustained rate on one symbol: **{top.offered:,.0f} frames/s** "
+            f"({top.rate:,} depth steps/s) with end-to-end p99 {_ms(top.p99_e2e)}; memory at "
+            f"that rate: {memory}."
         )
     lines += [
         "",
-        f"Throughput over {THROUGHPUT_SYMBOLS} symbols (the rate shared by them, the same "
-        "services and window; not stopped by the p99), with each process's CPU share "
-        "(user and system time over the window; 1.0 is a whole core):",
+        f"### Throughput over {THROUGHPUT_SYMBOLS} symbols, SQLite",
         "",
-        "| depth steps/s | frames/s offered | frames/s received | processor lag | signals "
-        "| p50 / p99 exchange to acked | CPU collector / processor / trader "
-        "| RSS collector / processor / trader |",
-        "|---:|---:|---:|---:|---:|---|---|---|",
+        "The rate shared by the symbols (so that every second closes 100 bars and hundreds "
+        "of signals come each window), the same services and window, not stopped by the p99; "
+        "each process's CPU share is its user and system time over the window (1.0 is a "
+        "whole core):",
+        "",
+        *throughput_rows(wide),
     ]
     for s in wide:
-        share = " / ".join(f"{s.cpu[n]:.2f}" for n in ("collector", "processor", "trader"))
-        memory = " / ".join(f"{s.memory[n]:.0f}" for n in ("collector", "processor", "trader"))
-        lines.append(
-            f"| {s.rate:,} | {s.offered:,.0f} | {s.received:,.0f} | {s.lag:,.0f} | {s.signals} "
-            f"| {_ms(s.p50_e2e)} / {_ms(s.p99_e2e)} | {share} | {memory} MiB |"
-        )
-    return [*steps, *wide], "\n".join(lines)
+        lines += ["", f"Stages at {s.offered:,.0f} frames/s ({s.signals:,} signals):", ""]
+        lines += stage_table(s)
+    lines += [
+        "",
+        f"### Throughput over {THROUGHPUT_SYMBOLS} symbols, the MongoDB stand-in",
+        "",
+        "The same run on the session's MongoDB (here the `nx-27017` stand-in, a Python "
+        "server on the same 2 cores; its CPU share in brackets):",
+        "",
+        *throughput_rows(mongo),
+    ]
+    for s in mongo:
+        title = f"Stages at {s.offered:,.0f} frames/s on MongoDB ({s.signals:,} signals):"
+        lines += ["", title, ""]
+        lines += stage_table(s)
+    return [*steps, *wide, *mongo], "\n".join(lines)
 
 
 if __name__ == "__main__":
