@@ -9,12 +9,13 @@ ignores market events already covered by them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import anyio
 
-from algotrade.domain.errors import ConcurrencyError, MessagingError
+from algotrade.domain.errors import AlgotradeError, ConcurrencyError, MessagingError
 from algotrade.domain.events import (
     BarClosed,
     BookSnapshotTaken,
@@ -254,6 +255,9 @@ class ProcessorService:
             await self.store.wait(head, idle)
 
 
+RECORD_EVERY = 1.0
+"""Seconds: how often at most the relay records how far it published (a restart
+publishes again what it had not recorded: at least once, one order each)."""
 _SHORT_WAIT = 0.05
 """Seconds: a relay wait this short does not watch ``stop`` (it is seen when the wait ends)."""
 
@@ -291,6 +295,8 @@ class OutboxRelay:
         self.idle = idle
         self.published = 0
         self._position: int | None = None  # last published position, read once
+        self._recorded: int | None = None  # the position last recorded in the store
+        self._recorded_at = float("-inf")  # monotonic time of that record
         self._kick = anyio.Event()
 
     def notify(self, signals: Sequence[SignalEmitted] = ()) -> None:
@@ -306,10 +312,15 @@ class OutboxRelay:
             self.pending_since = self.clock.monotonic()
         self.backlog += count
 
-    async def relay_once(self) -> int:
-        """Publish the next batch of unpublished signals; return how many."""
+    async def relay_once(self, *, record: bool = True) -> int:
+        """Publish the next batch of unpublished signals; return how many.
+
+        ``record=False`` leaves how far it got to be recorded later (:meth:`record`), so
+        that signals coming one after another are not each held up by a write of the
+        store; a crash before the record publishes them again on restart (at least once).
+        """
         if self._position is None:
-            self._position = await self.store.tracking_position(self.name)
+            self._position = self._recorded = await self.store.tracking_position(self.name)
         found = await self.store.read_all(
             self._position, limit=self.batch_size, types=(SignalEmitted,)
         )
@@ -325,26 +336,41 @@ class OutboxRelay:
             stored_at = self._stored_at.pop(signal.signal_id, None)
             if stored_at is not None:
                 self.observe("signal_to_published_seconds", now - stored_at)
-        await self.store.append([], tracking=Tracking(self.name, found[-1].position))
         self._position = found[-1].position
+        if record:
+            await self.record()
         self.published += len(signals)
         now = self.clock.monotonic()
         self.backlog = max(0, self.backlog - len(signals))
         self.pending_since = now if self.backlog else None
         return len(signals)
 
+    async def record(self) -> None:
+        """Record how far the relay published, if further than recorded."""
+        if self._position is not None and self._position != self._recorded:
+            await self.store.append([], tracking=Tracking(self.name, self._position))
+            self._recorded = self._position
+        self._recorded_at = self.clock.monotonic()
+
     async def run(self, stop: anyio.Event) -> None:
-        """Relay until ``stop`` is set and nothing is left; survive a bus outage."""
+        """Relay until ``stop`` is set and nothing is left; survive a bus outage. How far
+        it got is recorded when nothing more is waiting, at most every
+        :data:`RECORD_EVERY` seconds (a store write between two bursts of signals would
+        hold up the second), and before it returns."""
         backoff = self.idle
         while True:
             self._kick = anyio.Event()  # before reading: a notify from now on is not missed
             try:
-                if await self.relay_once():
+                if await self.relay_once(record=False):
                     backoff = self.idle
                     continue
+                if stop.is_set() or self.clock.monotonic() - self._recorded_at >= RECORD_EVERY:
+                    await self.record()
             except MessagingError as e:
                 warn("processor", "signal bus unavailable, retrying", error=e, retry_in=backoff)
                 if stop.is_set():
+                    with contextlib.suppress(AlgotradeError):
+                        await self.record()  # what went out before the outage
                     return  # the unpublished signals stay in the outbox for the next start
                 backoff = min(max(backoff * 2, 0.1), 5.0)
             if stop.is_set():
