@@ -108,8 +108,8 @@ class CollectorStats:
 
 
 ADAPT = 4.0
-"""A batch waits this many times the last write's duration (see :class:`Collector`)."""
-MIN_WAIT = 0.0005
+"""A batch waits this many times the writes' recent duration (see :class:`Collector`)."""
+MIN_WAIT = 0.001
 """Seconds: the shortest wait of an adaptive batch."""
 
 
@@ -119,10 +119,10 @@ class Collector:
     Events are appended in batches bounded in size (``flush_size``) and age
     (``flush_interval`` seconds); ``on_stored`` sees every batch once it is durable. While
     :meth:`run` runs, the batching adapts to the rate: a batch goes once its oldest event
-    has waited :data:`ADAPT` times as long as the last write took (at least
-    :data:`MIN_WAIT`, at most ``flush_interval``), so a quiet feed's event is stored within
-    a millisecond and a busy one's writes grow into larger, cheaper batches, the store
-    busy about a fifth of the time at most. While
+    has waited :data:`ADAPT` times as long as a write takes (a moving average of the
+    last five or so; at least :data:`MIN_WAIT`, at most ``flush_interval``), so a quiet
+    feed's event is stored within a millisecond or two and a busy one's writes grow into
+    larger, cheaper batches, the store busy about a fifth of the time at most. While
     :meth:`run` runs, a writer task appends the batches in order, so the feed keeps flowing
     while the store is slow or away (its adapter retries) until ``max_buffered`` events wait;
     then handing over the next batch waits (back-pressure on the feed), nothing is dropped.
@@ -169,7 +169,7 @@ class Collector:
         self._trades: dict[str, tuple[int, int]] = {}  # symbol -> (version, last trade id)
         self._last_flush = clock.monotonic()
         self._pending_since = self._last_flush
-        self._store_took = 0.0  # seconds the last write took
+        self._store_took = 0.0  # seconds a write takes: a moving average (one in five)
         self._adaptive = False  # while run() runs: a flusher task stores what is due
         self._due = anyio.Event()  # set when events start waiting
         self.started_at = clock.monotonic()
@@ -354,7 +354,8 @@ class Collector:
             if kind is None or not kind.market:
                 raise
             result = await self._store_rebased(batch)
-        self._store_took = self.clock.monotonic() - started
+        took = self.clock.monotonic() - started  # a lock wait included: the store's pace
+        self._store_took += (took - self._store_took) / 5
         if queued:
             self.stats.buffered -= len(batch)
         self.stats.stored += len(result.stored)

@@ -171,7 +171,7 @@ def collector(
             "--flush-interval",
             envvar="ALGOTRADE_FLUSH_INTERVAL",
             help="Longest wait before received market events are stored (below it, batches "
-            "adapt to the rate: four times the last write's duration, from 0.5 ms; they also "
+            "adapt to the rate: four times a write's recent duration, from 1 ms; they also "
             "go at 2,000 events): lower is fresher data under load, higher is fewer writes.",
         ),
     ] = "50ms",
