@@ -20,6 +20,7 @@ from bench import (
     memory,
     mongo_ingest,
     processor_catchup,
+    processor_memory,
     run_throughput,
     signals,
     sma,
@@ -72,6 +73,7 @@ def main() -> None:
         ("sweep", sweep),
         ("load", load),
         ("memory", memory),
+        ("processor_memory", processor_memory),
     ]
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")]
     if "--with-soak" in sys.argv[1:] or "soak" in only:  # 18 minutes more
